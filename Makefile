@@ -1,0 +1,29 @@
+# Every target bootstraps its own virtualenv (.venv) from pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/agentflow run examples/quickstart.py --message "where is my order 1042?"
+
+test: $(STAMP)
+	$(BIN)/pytest --cov=agentflow --cov-report=term --cov-fail-under=90
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyright
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.overhead --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

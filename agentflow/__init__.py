@@ -1,0 +1,115 @@
+"""agentflow: agent graphs where every step runs on the cheapest tier that clears its bar.
+
+The public API is everything in `__all__`; a test pins it.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from agentflow.config import AgentflowConfig, load_config
+from agentflow.costs import GpuPrice, Price, RunUsage, StepRecord, TokenPrice, UsageTotals
+from agentflow.exceptions import (
+    AgentflowError,
+    BudgetExceeded,
+    ConfigError,
+    ModelError,
+    OutputValidationError,
+    PolicyViolation,
+    SandboxError,
+    StepLimitExceeded,
+    ToolError,
+)
+from agentflow.graph import END, START, AgentGraph, AgentState, run_usage
+from agentflow.hitl import ApprovalDecision, arguments_digest
+from agentflow.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from agentflow.models import infer_model
+from agentflow.models.base import (
+    Choice,
+    Ebnf,
+    JsonSchema,
+    Model,
+    ModelProfile,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    OutputSpec,
+    Regex,
+    ToolSpec,
+    output_spec,
+)
+from agentflow.models.test import FunctionModel, Reply, ScriptedModel
+from agentflow.routing import RouteDecision, Router, RoutingPolicy, Tier
+from agentflow.step import StepContext
+from agentflow.tools import RunContext, Tool, ToolRetry, tool
+
+try:
+    __version__ = version("agentflow")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "END",
+    "START",
+    "AgentGraph",
+    "AgentState",
+    "AgentflowConfig",
+    "AgentflowError",
+    "ApprovalDecision",
+    "AssistantMessage",
+    "BudgetExceeded",
+    "Choice",
+    "ConfigError",
+    "Ebnf",
+    "FunctionModel",
+    "GpuPrice",
+    "JsonSchema",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelProfile",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "OutputSpec",
+    "OutputValidationError",
+    "PolicyViolation",
+    "Price",
+    "Regex",
+    "Reply",
+    "RouteDecision",
+    "Router",
+    "RoutingPolicy",
+    "RunContext",
+    "RunUsage",
+    "SandboxError",
+    "ScriptedModel",
+    "StepContext",
+    "StepLimitExceeded",
+    "StepRecord",
+    "SystemMessage",
+    "Tier",
+    "TokenPrice",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolResultMessage",
+    "ToolRetry",
+    "ToolSpec",
+    "Usage",
+    "UsageTotals",
+    "UserMessage",
+    "__version__",
+    "arguments_digest",
+    "infer_model",
+    "load_config",
+    "output_spec",
+    "run_usage",
+    "tool",
+]

@@ -1,0 +1,203 @@
+"""The tool-calling loop behind `AgentGraph.agent`: a model node and a tool node.
+
+The loop is two LangGraph nodes, so the model's proposed calls are checkpointed before
+any tool runs: an approval interrupt in the tool node resumes without asking the model
+again, and nothing with side effects runs before the interrupt.
+
+```text
+         +-----------+  tool calls   +-----------------+
+  ---->  |  {name}   | ------------> |  {name}.tools   |
+         |  (model)  | <------------ | approve? run    |
+         +-----------+               +-----------------+
+               | final answer
+               v
+          next node
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentflow.exceptions import SandboxError, StepLimitExceeded, ToolError
+from agentflow.hitl import ApprovalDecision, ProposedCall, arguments_digest, ask_approval
+from agentflow.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+)
+from agentflow.models.base import ModelRequest, ModelSettings
+from agentflow.step import StepContext, describe_error
+from agentflow.tools import RunContext, Tool
+
+__all__ = ["AgentLoop", "pending_calls"]
+
+
+def pending_calls(messages: Sequence[Message]) -> list[ToolCall]:
+    """Return the tool calls of the last message, if it is an assistant's."""
+    last = messages[-1] if messages else None
+    return last.tool_calls if isinstance(last, AssistantMessage) else []
+
+
+def _turn(messages: Sequence[Message]) -> Sequence[Message]:
+    """Return the messages since the last user message (the agent's current turn)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[index], UserMessage):
+            return messages[index + 1 :]
+    return messages
+
+
+def _failures_in_a_row(messages: Sequence[Message], tool: str) -> int:
+    """Count the tool's consecutive error results at the end of this turn."""
+    count = 0
+    for message in reversed(_turn(messages)):
+        if isinstance(message, ToolResultMessage) and message.name == tool:
+            if not message.is_error:
+                break
+            count += 1
+    return count
+
+
+def _error(call: ToolCall, content: str) -> ToolResultMessage:
+    return ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=True)
+
+
+@dataclass(kw_only=True)
+class AgentLoop:
+    """A tool-calling agent: the model proposes calls, the tools run, until a final answer."""
+
+    name: str
+    tools: dict[str, Tool[Any]]
+    max_steps: int
+    """How many rounds of tool calls one turn may take before `StepLimitExceeded`."""
+    system: str | None
+    settings: ModelSettings
+
+    @property
+    def tools_node(self) -> str:
+        return f"{self.name}.tools"
+
+    async def model_step(self, state: dict[str, Any], ctx: StepContext[Any]) -> dict[str, Any]:
+        """Ask the routed model for the next move; a high-stakes tool call is re-decided."""
+        history: list[Message] = list(state.get("messages", []))
+        rounds = sum(1 for m in _turn(history) if isinstance(m, AssistantMessage) and m.tool_calls)
+        if rounds >= self.max_steps:
+            raise StepLimitExceeded(
+                f"agent {self.name!r} made {rounds} rounds of tool calls without a final answer",
+                node=self.name,
+                max_steps=self.max_steps,
+            )
+        if self.system is not None:
+            history.insert(0, SystemMessage(content=self.system))
+        req = ModelRequest(
+            messages=history, tools=[t.spec for t in self.tools.values()], settings=self.settings
+        )
+        response, _ = await ctx.request(req)
+        flagged = [c.name for c in response.message.tool_calls if self._high_stakes(c)]
+        if flagged and not ctx.high_stakes and ctx.router.policy.high_stakes is not None:
+            why = f"high-stakes tool call {', '.join(flagged)}"
+            response, _ = await ctx.request(req, high_stakes=True, why=why)
+        return {"messages": [response.message]}
+
+    def _high_stakes(self, call: ToolCall) -> bool:
+        tool = self.tools.get(call.name)
+        if tool is None or tool.high_stakes is False:
+            return False
+        try:
+            return tool.is_high_stakes(tool.validate(call.arguments))
+        except ValidationError:
+            return False  # invalid calls never run; the tool node reports them to the model
+
+    async def tools_step(self, state: dict[str, Any], ctx: StepContext[Any]) -> dict[str, Any]:
+        """Run the calls the model proposed, after approval where a tool requires it."""
+        history: list[Message] = state.get("messages", [])
+        calls = pending_calls(history)
+        decisions = self._approvals(calls)
+        results: list[ToolResultMessage] = []
+        for call in calls:
+            results.append(await self._run_one(call, decisions.get(call.id), history, ctx))
+        return {"messages": results}
+
+    def _approvals(self, calls: Sequence[ToolCall]) -> dict[str, ApprovalDecision]:
+        gated = []
+        for call in calls:
+            tool = self.tools.get(call.name)
+            if tool is None or tool.requires_approval is False:
+                continue
+            try:
+                arguments = tool.validate(call.arguments)
+            except ValidationError:
+                continue
+            if tool.needs_approval(arguments):
+                digest = arguments_digest(call.name, call.arguments)
+                gated.append(
+                    ProposedCall(
+                        id=call.id, name=call.name, arguments=call.arguments, digest=digest
+                    )
+                )
+        return ask_approval(self.tools_node, gated, self._check_edit) if gated else {}
+
+    def _check_edit(self, call: ProposedCall, arguments: dict[str, Any]) -> str | None:
+        try:
+            self.tools[call.name].validate(arguments)
+        except ValidationError as exc:
+            return describe_error(exc)
+        return None
+
+    async def _run_one(
+        self,
+        call: ToolCall,
+        decision: ApprovalDecision | None,
+        history: Sequence[Message],
+        ctx: StepContext[Any],
+    ) -> ToolResultMessage:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            return _error(
+                call, f"There is no tool {call.name!r}. Available: {', '.join(self.tools)}."
+            )
+        if decision is not None and decision.action == "reject":
+            comment = f": {decision.comment}" if decision.comment else "."
+            return _error(call, f"A human reviewer rejected this call{comment}")
+        if decision is not None and decision.action == "edit":
+            call = replace(call, arguments=decision.arguments)
+        if tool.sandbox != "none":
+            raise SandboxError(
+                f"tool {tool.name!r} asks for sandbox={tool.sandbox!r}, and no sandbox backend "
+                "is available in this version of agentflow"
+            )
+        run_ctx = RunContext(
+            deps=ctx.deps,
+            run_id=ctx.run_id,
+            thread_id=ctx.thread_id,
+            node=self.tools_node,
+            tool_call_id=call.id,
+        )
+        outcome = await tool.run(call, run_ctx)
+        if outcome.retryable_error and _failures_in_a_row(history, tool.name) >= tool.retries:
+            raise ToolError(
+                f"the model called {tool.name!r} wrongly {tool.retries + 1} times in a row; "
+                f"last error: {outcome.message.content}",
+                tool=tool.name,
+            )
+        return outcome.message
+
+
+def route_after_model(
+    loop: AgentLoop, exit_path: Callable[[Any], Any]
+) -> Callable[[dict[str, Any]], Any]:
+    """Return the edge function after the model node: to the tools, or out of the loop."""
+
+    def route(state: dict[str, Any]) -> Any:
+        if pending_calls(state.get("messages", [])):
+            return loop.tools_node
+        return exit_path(state)
+
+    return route

@@ -1,0 +1,186 @@
+"""The `agentflow` command: run a graph, show the routing table, print the version.
+
+Every user error is one line on stderr and exit status 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentflow.config import load_config
+from agentflow.costs import StepRecord, UsageTotals
+from agentflow.exceptions import AgentflowError, ConfigError
+from agentflow.graph import AgentGraph, run_usage
+from agentflow.messages import AssistantMessage, UserMessage
+from agentflow.routing import Router
+
+app = typer.Typer(
+    name="agentflow",
+    help="Agent graphs on the cheapest model tier that clears each step's bar.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="agentflow.toml to use (default: $AGENTFLOW_CONFIG, ./agentflow.toml).",
+    ),
+]
+
+
+def user_errors(command: F) -> F:
+    """Turn agentflow's errors into one line on stderr and exit status 1."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AgentflowError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return run  # type: ignore[return-value]
+
+
+def load_graph(ref: str) -> AgentGraph[Any]:
+    """Import `path/to/file.py[:attr]` and return its AgentGraph (attr defaults to `graph`)."""
+    path_text, sep, attr = ref.rpartition(":")
+    if not sep or not attr.isidentifier():
+        path_text, attr = ref, "graph"
+    path = Path(path_text)
+    if not path.is_file():
+        raise ConfigError("no such file", file=str(path))
+    module_name = f"agentflow_graph_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError("not a Python file", file=str(path))
+    module = importlib.util.module_from_spec(spec)
+    for folder in (str(Path.cwd()), str(path.parent.resolve())):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except AgentflowError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"import failed: {type(exc).__name__}: {exc}", file=str(path)) from exc
+    graph = getattr(module, attr, None)
+    if not isinstance(graph, AgentGraph):
+        found = [k for k, v in vars(module).items() if isinstance(v, AgentGraph)]
+        hint = f" (AgentGraphs in it: {', '.join(found)})" if found else ""
+        raise ConfigError(f"no AgentGraph named {attr!r}{hint}", file=str(path), key=attr)
+    return graph
+
+
+def _cost(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:.6f}"
+
+
+def steps_table(steps: list[StepRecord]) -> Table:
+    table = Table(title="steps", title_justify="left")
+    for column in ("node", "tier", "model", "reason", "tokens in/out", "cost"):
+        table.add_column(column, overflow="fold")
+    for s in steps:
+        tokens = f"{s.usage.input_tokens}/{s.usage.output_tokens}"
+        table.add_row(s.node, s.tier, s.model, s.reason, tokens, _cost(s.cost_usd))
+    return table
+
+
+def totals_table(by_tier: dict[str, UsageTotals], total: UsageTotals) -> Table:
+    table = Table(title="usage", title_justify="left")
+    for column in ("tier", "calls", "tokens in/out", "cost"):
+        table.add_column(column)
+    for name, t in [*by_tier.items(), ("total", total)]:
+        table.add_row(name, str(t.calls), f"{t.input_tokens}/{t.output_tokens}", t.cost_label())
+    return table
+
+
+async def _run(graph: AgentGraph[Any], message: str, config: Path | None) -> None:
+    router = graph.router or Router.from_config(load_config(config))
+    compiled = graph.compile(router=router)
+    run_id = uuid.uuid4()
+    state = await compiled.ainvoke({"messages": [UserMessage(content=message)]}, {"run_id": run_id})
+    steps: list[StepRecord] = state.get("steps", [])
+    out.print(steps_table(steps))
+    usage = run_usage(state, run_id=str(run_id))
+    out.print(totals_table(usage.by_tier, usage.total))
+    for interrupt in state.get("__interrupt__", []):
+        out.print(f"[yellow]paused[/] awaiting a decision: {interrupt.value}")
+    replies = [m for m in state.get("messages", []) if isinstance(m, AssistantMessage)]
+    if replies and replies[-1].content:
+        out.print(f"[bold]reply:[/] {replies[-1].content}", highlight=False)
+
+
+@app.command()
+@user_errors
+def run(
+    graph: Annotated[str, typer.Argument(help="GRAPH_FILE[:attr], e.g. graphs/support.py:graph")],
+    message: Annotated[str, typer.Option("--message", "-m", help="The user's message.")],
+    config: ConfigOption = None,
+) -> None:
+    """Run a graph on one message; print each step's node, tier, reason, tokens and cost."""
+    asyncio.run(_run(load_graph(graph), message, config))
+
+
+@app.command()
+@user_errors
+def routes(config: ConfigOption = None) -> None:
+    """Print the routing table: which tier and model each step kind goes to."""
+    cfg = load_config(config)
+    router = Router.from_config(cfg)
+    table = Table(title=f"routes ({cfg.source})", title_justify="left")
+    for column in ("kind", "tier", "model", "price", "self-hosted", "fallbacks"):
+        table.add_column(column, overflow="fold")
+    for kind, tier_name, model in router.routes():
+        tier = router.tiers[tier_name]
+        fallbacks = ", ".join(router.policy.fallbacks.get(tier_name, [])) or "-"
+        price = "unpriced" if tier.price is None else _price(tier.price)
+        table.add_row(kind, tier_name, model, price, "yes" if tier.self_hosted else "no", fallbacks)
+    out.print(table)
+    policy = router.policy
+    budget = [
+        f"${policy.budget_usd_per_run}" if policy.budget_usd_per_run else None,
+        f"{policy.budget_tokens_per_run:,} tokens" if policy.budget_tokens_per_run else None,
+    ]
+    out.print(
+        f"pii: {policy.pii}; budget per run: {' and '.join(b for b in budget if b) or 'none'}"
+    )
+
+
+def _price(price: Any) -> str:
+    if hasattr(price, "gpu_hour_usd"):
+        return f"${price.gpu_hour_usd}/GPU-h @ {price.tokens_per_s:g} tok/s"
+    return f"${price.input} in / ${price.output} out per 1M"
+
+
+@app.command()
+def version() -> None:
+    """Print agentflow's version."""
+    from agentflow import __version__
+
+    out.print(f"agentflow {__version__}")
+
+
+def main() -> None:
+    """Entry point of the `agentflow` console script."""
+    app()

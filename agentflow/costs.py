@@ -1,0 +1,184 @@
+"""Prices, the cost of model calls, and cost accounting per run, tier and node.
+
+A price is either per token (hosted APIs) or per GPU-hour at an assumed throughput
+(self-hosted tiers). A call on a tier without a price is *unpriced*: its cost is
+`None`, never `0.0`, and totals say so (`"$0.000120 + unpriced"`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from agentflow.exceptions import ConfigError
+from agentflow.messages import Usage
+
+__all__ = [
+    "GpuPrice",
+    "Price",
+    "RunUsage",
+    "StepRecord",
+    "TokenPrice",
+    "UsageTotals",
+    "cost_usd",
+    "estimate_cost_usd",
+]
+
+_PER_MILLION = 1_000_000
+
+
+@dataclass(kw_only=True, frozen=True)
+class TokenPrice:
+    """Hosted API pricing, in USD per million tokens."""
+
+    input: float
+    """USD per 1M input tokens that were not served from a cache."""
+    output: float
+    """USD per 1M output tokens."""
+    cached_input: float | None = None
+    """USD per 1M cached input tokens; None means the same as `input`."""
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("input", self.input),
+            ("output", self.output),
+            ("cached_input", self.cached_input),
+        ):
+            if value is not None and value < 0:
+                raise ConfigError(f"must be >= 0, got {value!r}", key=f"price.{name}")
+
+
+@dataclass(kw_only=True, frozen=True)
+class GpuPrice:
+    """Self-hosted pricing: GPU time at an assumed sustained throughput.
+
+    Every token, prompt or completion, costs `gpu_hour_usd / 3600 / tokens_per_s`.
+    """
+
+    gpu_hour_usd: float
+    """What one hour of the serving replica costs (all of its GPUs), in USD."""
+    tokens_per_s: float
+    """Sustained total throughput of the replica: prompt + completion tokens per second."""
+
+    def __post_init__(self) -> None:
+        if self.gpu_hour_usd < 0:
+            raise ConfigError(f"must be >= 0, got {self.gpu_hour_usd!r}", key="price.gpu_hour_usd")
+        if self.tokens_per_s <= 0:
+            raise ConfigError(f"must be > 0, got {self.tokens_per_s!r}", key="price.tokens_per_s")
+
+    @property
+    def usd_per_token(self) -> float:
+        return self.gpu_hour_usd / 3600 / self.tokens_per_s
+
+
+Price: TypeAlias = TokenPrice | GpuPrice
+
+
+def cost_usd(usage: Usage, price: Price | None) -> float | None:
+    """Return what `usage` cost at `price`, or None when the tier is unpriced."""
+    if price is None:
+        return None
+    if isinstance(price, GpuPrice):
+        return usage.total_tokens * price.usd_per_token
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    cached_rate = price.input if price.cached_input is None else price.cached_input
+    return (
+        (usage.input_tokens - cached) * price.input
+        + cached * cached_rate
+        + usage.output_tokens * price.output
+    ) / _PER_MILLION
+
+
+def estimate_cost_usd(input_tokens: int, output_tokens: int, price: Price | None) -> float | None:
+    """Estimate a call's cost before it is made (no cache hits assumed); None if unpriced."""
+    return cost_usd(Usage(input_tokens=input_tokens, output_tokens=output_tokens), price)
+
+
+@dataclass(kw_only=True, frozen=True)
+class StepRecord:
+    """One model call that was made: where it went, why, and what it cost."""
+
+    run_id: str
+    node: str
+    kind: str
+    tier: str
+    """The tier that actually answered."""
+    model: str
+    """The name of the model that answered."""
+    reason: str
+    """Why this tier: the route decision's reason, plus e.g. "fallback after tools failed: ..."."""
+    fallback_chain: tuple[str, ...] = ()
+    usage: Usage
+    cost_usd: float | None
+    """None when the tier is unpriced."""
+    est_cost_usd: float | None = None
+    """The estimate the budget check used; None when unpriced."""
+    latency_s: float = 0.0
+    attempt: int = 1
+    """1 + the validation retries made on this tier."""
+    pii_redacted: dict[str, int] = field(default_factory=dict)
+    """Counts by PII kind redacted from the request before this call."""
+
+
+@dataclass(kw_only=True)
+class UsageTotals:
+    """Tokens and cost summed over calls; unpriced calls are counted, never valued at $0."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    """Sum over the priced calls only."""
+    unpriced_calls: int = 0
+    """Calls whose cost is unknown."""
+
+    def add(self, usage: Usage, cost: float | None) -> None:
+        """Count one call; `cost` None means the call was unpriced."""
+        self.calls += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cached_tokens += usage.cached_tokens
+        if cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += cost
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def priced(self) -> bool:
+        """True when every call counted had a known cost."""
+        return self.unpriced_calls == 0
+
+    def cost_label(self) -> str:
+        """Format the cost: `"$0.000123"`, `"unpriced"`, or `"$0.000123 + unpriced"`."""
+        if self.priced:
+            return f"${self.cost_usd:.6f}"
+        if self.unpriced_calls == self.calls:
+            return "unpriced"
+        return f"${self.cost_usd:.6f} + unpriced"
+
+
+@dataclass(kw_only=True)
+class RunUsage:
+    """Usage of a run: in total, per tier that answered, and per graph node."""
+
+    total: UsageTotals = field(default_factory=UsageTotals)
+    by_tier: dict[str, UsageTotals] = field(default_factory=dict)
+    by_node: dict[str, UsageTotals] = field(default_factory=dict)
+
+    @classmethod
+    def from_steps(cls, steps: Iterable[StepRecord], *, run_id: str | None = None) -> RunUsage:
+        """Sum step records; with `run_id`, only the steps of that run."""
+        usage = cls()
+        for step in steps:
+            if run_id is not None and step.run_id != run_id:
+                continue
+            usage.total.add(step.usage, step.cost_usd)
+            usage.by_tier.setdefault(step.tier, UsageTotals()).add(step.usage, step.cost_usd)
+            usage.by_node.setdefault(step.node, UsageTotals()).add(step.usage, step.cost_usd)
+        return usage

@@ -1,0 +1,119 @@
+"""The one error tree of agentflow.
+
+```text
+AgentflowError
+├── ConfigError              user misconfiguration: names the file, the key and the reason
+├── ModelError               a model endpoint failed (status, body)
+├── OutputValidationError    a model's output failed validation after every retry (raw output kept)
+├── ToolError                a tool could not be run, or a model kept calling it wrongly
+├── SandboxError             a sandbox could not run a tool
+├── BudgetExceeded           a call would take a run past its USD or token budget
+├── PolicyViolation          a routing rule or the PII boundary refused a call
+└── StepLimitExceeded        an agent loop used up its `max_steps`
+```
+
+Errors carry data and never log. Callers translate third-party exceptions into these
+at one choke point with `raise ... from exc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+__all__ = [
+    "AgentflowError",
+    "BudgetExceeded",
+    "ConfigError",
+    "ModelError",
+    "OutputValidationError",
+    "PolicyViolation",
+    "SandboxError",
+    "StepLimitExceeded",
+    "ToolError",
+]
+
+
+class AgentflowError(Exception):
+    """Base class of every error agentflow raises on purpose."""
+
+
+class ConfigError(AgentflowError):
+    """A configuration value is missing or wrong.
+
+    The message always reads `FILE: KEY: REASON` so the user can go straight to the fix.
+    """
+
+    def __init__(self, reason: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        super().__init__(": ".join(part for part in (file, key, reason) if part))
+
+
+class ModelError(AgentflowError):
+    """A model endpoint answered with an error, or did not answer at all."""
+
+    def __init__(
+        self, message: str, *, model: str = "", status: int | None = None, body: Any = None
+    ) -> None:
+        self.model = model
+        self.status = status
+        self.body = body
+        super().__init__(message)
+
+
+class OutputValidationError(AgentflowError):
+    """A model's output did not validate, even after the retries it was allowed."""
+
+    def __init__(self, message: str, *, raw: str, errors: str, attempts: int) -> None:
+        self.raw = raw
+        self.errors = errors
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class ToolError(AgentflowError):
+    """A tool failed in a way the model cannot fix by calling it again."""
+
+    def __init__(self, message: str, *, tool: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class SandboxError(AgentflowError):
+    """A sandbox could not run a tool (no engine, no image, killed, ...)."""
+
+
+class BudgetExceeded(AgentflowError):
+    """A model call would take the run past its budget; the call was not made."""
+
+    def __init__(
+        self, *, unit: Literal["usd", "tokens"], limit: float, spent: float, estimate: float
+    ) -> None:
+        self.unit = unit
+        self.limit = limit
+        self.spent = spent
+        self.estimate = estimate
+        amount = (lambda v: f"${v:.6f}") if unit == "usd" else (lambda v: f"{v:,.0f} tokens")
+        super().__init__(
+            f"run budget of {amount(limit)} would be exceeded: spent {amount(spent)}, "
+            f"next call estimated at {amount(estimate)}"
+        )
+
+
+class PolicyViolation(AgentflowError):
+    """A routing rule or the PII boundary refused to send a request."""
+
+    def __init__(self, message: str, *, rule: str, tier: str | None = None) -> None:
+        self.rule = rule
+        self.tier = tier
+        super().__init__(message)
+
+
+class StepLimitExceeded(AgentflowError):
+    """An agent loop reached its `max_steps` without a final answer."""
+
+    def __init__(self, message: str, *, node: str, max_steps: int) -> None:
+        self.node = node
+        self.max_steps = max_steps
+        super().__init__(message)

@@ -1,0 +1,353 @@
+"""Author agent graphs in Python; compile them to LangGraph.
+
+```python
+graph = AgentGraph("support", state=SupportState)
+
+@graph.node(kind="classify")
+async def triage(state: SupportState, ctx: StepContext) -> dict:
+    return {"triage": await ctx.llm(state["messages"], output=Triage)}
+
+graph.agent("resolve", kind="tool_call", tools=[lookup_order], max_steps=6)
+graph.edge(START, "triage").edge("triage", "resolve").edge("resolve", END)
+app = graph.compile(router=router)        # LangGraph's CompiledStateGraph
+```
+
+`compile()` returns LangGraph's own compiled graph, so streaming, checkpointers and the
+state APIs work unchanged. agentflow adds what LangGraph does not know: every model call
+is routed to a tier, guarded, budgeted, validated and recorded in the `steps` channel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+import typing
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, Required, TypedDict, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer, Command
+
+from agentflow.agent import AgentLoop, route_after_model
+from agentflow.config import load_config
+from agentflow.costs import RunUsage, StepRecord, UsageTotals
+from agentflow.exceptions import ConfigError
+from agentflow.messages import Message
+from agentflow.models.base import ModelSettings
+from agentflow.routing import Router
+from agentflow.step import StepContext
+from agentflow.tools import Tool
+
+__all__ = ["END", "START", "AgentGraph", "AgentState", "run_usage"]
+
+DepsT = TypeVar("DepsT")
+NodeFn = Callable[..., Awaitable[Any] | Any]
+HighStakes = bool | Callable[[Any], bool]
+
+
+class AgentState(TypedDict, total=False):
+    """The state every agentflow graph carries; extend it with your own keys."""
+
+    messages: Required[Annotated[list[Message], operator.add]]
+    """The conversation, appended to by every node that speaks."""
+    steps: Annotated[list[StepRecord], operator.add]
+    """One record per model call: node, tier, reason, tokens, cost."""
+
+
+def run_usage(state: dict[str, Any] | Any, *, run_id: str | None = None) -> RunUsage:
+    """Return tokens and USD per tier and per node, from a graph's state or result.
+
+    With `run_id`, only that run's calls count; without, every call in the state.
+    """
+    return RunUsage.from_steps(state.get("steps", []), run_id=run_id)
+
+
+def _run_id(runtime: Runtime[Any]) -> str:
+    # A run is one invocation when the caller names it (`config={"run_id": uuid}`, the
+    # LangChain convention LangGraph also uses to recognise re-entry); otherwise the
+    # whole thread counts as one run.
+    info = runtime.execution_info
+    if info is None:  # pragma: no cover - LangGraph always sets it for graph nodes
+        return "run"
+    return info.run_id or info.thread_id or "run"
+
+
+@dataclass(kw_only=True)
+class _Node:
+    name: str
+    function: NodeFn
+    kind: str | None
+    high_stakes: HighStakes
+    takes_context: bool
+
+
+@dataclass(kw_only=True)
+class _Branch:
+    path: Callable[..., Any]
+    targets: dict[Hashable, str] | list[str] | None
+
+
+@dataclass(kw_only=True)
+class _Edges:
+    static: list[tuple[str, str]] = field(default_factory=list)
+    branches: list[tuple[str, _Branch]] = field(default_factory=list)
+
+
+class AgentGraph(Generic[DepsT]):
+    """A graph of routed steps, built on LangGraph's `StateGraph`.
+
+    Args:
+        name: The graph's name (also the compiled graph's name).
+        state: The state schema: `AgentState` or a TypedDict extending it.
+        context: The type of the run context passed as `context=` when invoking; nodes
+            see it as `ctx.deps`, tools as `RunContext.deps`.
+        router: Tiers and routing policy. Without one, `compile()` loads agentflow.toml.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[Any] = AgentState,
+        context: type[DepsT] | None = None,
+        router: Router | None = None,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self.context = context
+        self.router = router
+        self._nodes: dict[str, _Node] = {}
+        self._agents: dict[str, AgentLoop] = {}
+        self._edges = _Edges()
+
+    def node(
+        self,
+        function: NodeFn | None = None,
+        /,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        high_stakes: HighStakes = False,
+    ) -> Any:
+        """Add a Python node: `fn(state)` or `fn(state, ctx)`, returning a state update.
+
+        Args:
+            name: Node name; defaults to the function's name.
+            kind: The step kind (`classify`, `extract`, `plan`, ...) that picks the tier
+                for `ctx.llm` calls. A node without a kind cannot call a model.
+            high_stakes: True, or a predicate over the state, to route this node's calls
+                to the high-stakes tier.
+        """
+
+        def add(fn: NodeFn) -> NodeFn:
+            node_name = name or fn.__name__
+            self._check_new(node_name)
+            params = inspect.signature(fn).parameters
+            self._nodes[node_name] = _Node(
+                name=node_name,
+                function=fn,
+                kind=kind,
+                high_stakes=high_stakes,
+                takes_context=len(params) >= 2,
+            )
+            return fn
+
+        return add if function is None else add(function)
+
+    def agent(
+        self,
+        name: str,
+        *,
+        tools: Sequence[Tool[Any]],
+        kind: str = "tool_call",
+        max_steps: int = 8,
+        system: str | None = None,
+        high_stakes: HighStakes = False,
+        settings: ModelSettings | None = None,
+    ) -> AgentGraph[DepsT]:
+        """Add a tool-calling agent: it calls tools until it gives a final answer.
+
+        Edges from `name` leave the loop once the model answers without tool calls.
+        """
+        self._check_new(name)
+        if max_steps < 1:
+            raise ConfigError(f"max_steps must be at least 1, got {max_steps}", key=name)
+        by_name = {t.name: t for t in tools}
+        if len(by_name) != len(tools):
+            raise ConfigError("two tools share a name", key=f"agent {name!r}")
+        loop = AgentLoop(
+            name=name,
+            tools=by_name,
+            max_steps=max_steps,
+            system=system,
+            settings=settings or ModelSettings(),
+        )
+        self._agents[name] = loop
+        self._nodes[name] = _Node(
+            name=name,
+            function=loop.model_step,
+            kind=kind,
+            high_stakes=high_stakes,
+            takes_context=True,
+        )
+        self._nodes[loop.tools_node] = _Node(
+            name=loop.tools_node,
+            function=loop.tools_step,
+            kind=None,
+            high_stakes=False,
+            takes_context=True,
+        )
+        return self
+
+    def edge(self, source: str, target: str) -> AgentGraph[DepsT]:
+        """Go from `source` to `target` (use `START` and `END` for the ends)."""
+        self._edges.static.append((source, target))
+        return self
+
+    def branch(
+        self,
+        source: str,
+        path: Callable[..., Any],
+        targets: dict[Hashable, str] | list[str] | None = None,
+    ) -> AgentGraph[DepsT]:
+        """After `source`, go where `path(state)` says (a node name, or a key of `targets`)."""
+        self._edges.branches.append((source, _Branch(path=path, targets=targets)))
+        return self
+
+    def _check_new(self, name: str) -> None:
+        if name in self._nodes or name in (START, END):
+            raise ConfigError(f"a node named {name!r} already exists", key=f"graph {self.name!r}")
+
+    def compile(
+        self,
+        *,
+        router: Router | None = None,
+        checkpointer: Checkpointer = None,
+        config: str | None = None,
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """Check every node's kind against the routing policy and build the LangGraph graph.
+
+        Args:
+            router: Overrides the graph's router.
+            checkpointer: Any LangGraph checkpointer (in-memory, SQLite, PostgreSQL).
+            config: Path of the agentflow.toml to load when there is no router.
+
+        Raises:
+            ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
+        """
+        router = router or self.router or Router.from_config(load_config(config))
+        self._check_state()
+        for node in self._nodes.values():
+            if node.kind is not None:
+                router.check_kind(node.kind, node=node.name)
+        builder: StateGraph[Any, Any, Any, Any] = StateGraph(
+            self.state, context_schema=self.context
+        )
+        for node in self._nodes.values():
+            builder.add_node(node.name, self._runner(node, router))
+        self._add_edges(builder)
+        try:
+            return builder.compile(checkpointer=checkpointer, name=self.name)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=f"graph {self.name!r}") from exc
+
+    def _check_state(self) -> None:
+        hints = typing.get_type_hints(self.state)
+        missing = [key for key in ("messages", "steps") if key not in hints]
+        if missing:
+            raise ConfigError(
+                f"state schema {self.state.__name__} lacks {', '.join(missing)}; "
+                "extend agentflow.AgentState",
+                key=f"graph {self.name!r}",
+            )
+
+    def _add_edges(self, builder: StateGraph[Any, Any, Any, Any]) -> None:
+        exits: dict[str, list[str]] = {}
+        for source, target in self._edges.static:
+            if source in self._agents:
+                exits.setdefault(source, []).append(target)
+            else:
+                builder.add_edge(source, target)
+        branched: set[str] = set()
+        for source, branch in self._edges.branches:
+            if source in self._agents:
+                loop = self._agents[source]
+                targets = _targets(branch.targets)
+                path_map = None if targets is None else [loop.tools_node, *targets]
+                builder.add_conditional_edges(
+                    source, route_after_model(loop, _resolve(branch)), path_map
+                )
+                branched.add(source)
+            else:
+                builder.add_conditional_edges(source, branch.path, branch.targets)
+        for name, loop in self._agents.items():
+            builder.add_edge(loop.tools_node, name)
+            if name in branched:
+                continue
+            targets = exits.get(name) or [END]
+            exit_to: str | list[str] = targets[0] if len(targets) == 1 else targets
+            builder.add_conditional_edges(
+                name, route_after_model(loop, lambda _, t=exit_to: t), [loop.tools_node, *targets]
+            )
+
+    def _runner(self, node: _Node, router: Router) -> Callable[..., Awaitable[Any]]:
+        async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
+            run_id = _run_id(runtime)
+            spent = UsageTotals()
+            for record in state.get("steps", ()):
+                if record.run_id == run_id:
+                    spent.add(record.usage, record.cost_usd)
+            stakes = node.high_stakes
+            ctx = StepContext(
+                node=node.name,
+                kind=node.kind,
+                high_stakes=stakes(state) if callable(stakes) else stakes,
+                deps=runtime.context,
+                run_id=run_id,
+                thread_id=(config.get("configurable") or {}).get("thread_id"),
+                router=router,
+                spent=spent,
+            )
+            result = node.function(state, ctx) if node.takes_context else node.function(state)
+            if inspect.isawaitable(result):
+                result = await result
+            return _with_records(result, ctx.records)
+
+        run.__name__ = node.name
+        return run
+
+
+def _with_records(result: Any, records: list[StepRecord]) -> Any:
+    if not records:
+        return result
+    if result is None:
+        return {"steps": records}
+    if isinstance(result, Command):
+        update = dict(result.update or {})  # type: ignore[arg-type]
+        update["steps"] = [*update.get("steps", []), *records]
+        return Command(graph=result.graph, update=update, resume=result.resume, goto=result.goto)
+    if isinstance(result, dict):
+        return {**result, "steps": [*result.get("steps", []), *records]}
+    raise TypeError(f"a node must return a dict, None or a Command, not {type(result).__name__}")
+
+
+def _targets(targets: dict[Hashable, str] | list[str] | None) -> list[str] | None:
+    if targets is None:
+        return None
+    return list(targets.values()) if isinstance(targets, dict) else list(targets)
+
+
+def _resolve(branch: _Branch) -> Callable[[Any], Any]:
+    if not isinstance(branch.targets, dict):
+        return branch.path
+    mapping = branch.targets
+
+    def path(state: Any) -> Any:
+        key = branch.path(state)
+        return [mapping[k] for k in key] if isinstance(key, list) else mapping[key]
+
+    return path

@@ -1,0 +1,111 @@
+"""Human approval of tool calls, bound to a digest of the exact arguments.
+
+A tool with `requires_approval` never runs on a model's say-so alone: the agent's tool
+node interrupts the graph (LangGraph `interrupt()`) with every gated call of that turn,
+and resumes only with a decision per call. A decision names the digest of the arguments
+the reviewer saw, so it cannot approve different arguments than the ones proposed.
+
+Resume the graph with `Command(resume={call_id: {"action": "approve", "digest": ...}})`;
+`action` is `approve`, `reject` (with a `comment` the model sees) or `edit` (with new
+`arguments`, validated again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langgraph.types import interrupt
+from pydantic import TypeAdapter, ValidationError
+
+__all__ = ["ApprovalDecision", "ProposedCall", "arguments_digest", "ask_approval"]
+
+
+def arguments_digest(tool: str, arguments: Mapping[str, Any]) -> str:
+    """Return a stable digest of a tool name and its arguments (canonical JSON, SHA-256)."""
+    canonical = json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@dataclass(kw_only=True, frozen=True)
+class ProposedCall:
+    """A gated tool call as the reviewer sees it."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    digest: str
+
+
+@dataclass(kw_only=True, frozen=True)
+class ApprovalDecision:
+    """A reviewer's decision on one proposed call."""
+
+    action: Literal["approve", "reject", "edit"]
+    digest: str
+    """The digest of the proposal the reviewer decided on."""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    """The replacement arguments, for `edit`."""
+    comment: str = ""
+
+
+_decisions = TypeAdapter(dict[str, ApprovalDecision])
+
+
+def ask_approval(
+    node: str,
+    calls: Sequence[ProposedCall],
+    check_edit: Callable[[ProposedCall, dict[str, Any]], str | None],
+) -> dict[str, ApprovalDecision]:
+    """Interrupt the graph for a decision on each call; return them once resumed.
+
+    A resume value that is malformed, misses a call, was made for other arguments than
+    the ones proposed, or edits them into invalid ones is not acted on: the graph is
+    interrupted again with the same proposal and an `error` saying what was wrong.
+
+    Args:
+        node: The node asking, shown to the reviewer.
+        calls: The gated calls of this turn.
+        check_edit: Returns what is wrong with edited arguments, or None if they are valid.
+    """
+    payload: dict[str, Any] = {
+        "type": "approval",
+        "node": node,
+        "calls": [
+            {"id": c.id, "name": c.name, "arguments": c.arguments, "digest": c.digest}
+            for c in calls
+        ],
+    }
+    while True:
+        resume = interrupt(payload)
+        decisions, error = _read_decisions(resume, calls, check_edit)
+        if error is None:
+            return decisions
+        payload = {**payload, "error": error}
+
+
+def _read_decisions(
+    resume: Any,
+    calls: Sequence[ProposedCall],
+    check_edit: Callable[[ProposedCall, dict[str, Any]], str | None],
+) -> tuple[dict[str, ApprovalDecision], str | None]:
+    try:
+        decisions = _decisions.validate_python(resume)
+    except ValidationError as exc:
+        first = exc.errors()[0]["msg"]
+        return {}, f"malformed approval decisions ({exc.error_count()} errors): {first}"
+    for call in calls:
+        decision = decisions.get(call.id)
+        if decision is None:
+            return {}, f"no decision for tool call {call.id!r}"
+        if decision.digest != call.digest:
+            return {}, (
+                f"the decision for tool call {call.id!r} was made for other arguments "
+                f"(digest {decision.digest!r}, proposed {call.digest!r})"
+            )
+        if decision.action == "edit" and (problem := check_edit(call, decision.arguments)):
+            return {}, f"the edited arguments for {call.id!r} are invalid: {problem}"
+    return decisions, None

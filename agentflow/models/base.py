@@ -1,0 +1,223 @@
+"""The model protocol: one request type, one response type, one async method.
+
+Every backend (SGLang, OpenAI-compatible, Anthropic, the embedded engine, the test
+doubles) and every wrapper (fallback, routing, tracing) implements `Model`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypedDict
+
+from pydantic import BaseModel, TypeAdapter
+
+from agentflow.messages import AssistantMessage, Message, Usage
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "Choice",
+    "Ebnf",
+    "JsonSchema",
+    "Model",
+    "ModelProfile",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "OutputSpec",
+    "Regex",
+    "ToolChoice",
+    "ToolSpec",
+    "output_spec",
+]
+
+
+@dataclass(kw_only=True, frozen=True)
+class JsonSchema:
+    """Constrain the output to JSON matching a schema.
+
+    Build it with `output_spec(MyModel)` or `output_spec({...})`: from a pydantic type the
+    parsed value is an instance of that type; from a plain dict it is the decoded JSON.
+    """
+
+    schema: dict[str, Any]
+    name: str = "output"
+    type: Any = None
+    """The Python type the output is validated into, when there is one."""
+
+    @cached_property
+    def _adapter(self) -> TypeAdapter[Any] | None:
+        return None if self.type is None else TypeAdapter(self.type)
+
+    def parse(self, text: str) -> Any:
+        """Return the validated value, or raise `ValueError` saying what is wrong."""
+        if self._adapter is not None:
+            return self._adapter.validate_json(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"output is not valid JSON: {exc}") from None
+
+
+@dataclass(kw_only=True, frozen=True)
+class Regex:
+    """Constrain the output to match a regular expression in full."""
+
+    pattern: str
+
+    def parse(self, text: str) -> str:
+        if re.fullmatch(self.pattern, text) is None:
+            raise ValueError(f"output {text!r} does not match the pattern {self.pattern!r}")
+        return text
+
+
+@dataclass(kw_only=True, frozen=True)
+class Ebnf:
+    """Constrain the output to an EBNF grammar (enforced by the server; not re-checked here)."""
+
+    grammar: str
+
+    def parse(self, text: str) -> str:
+        return text
+
+
+@dataclass(kw_only=True, frozen=True)
+class Choice:
+    """Constrain the output to exactly one of a few strings."""
+
+    options: list[str]
+
+    def parse(self, text: str) -> str:
+        stripped = text.strip()
+        if stripped not in self.options:
+            raise ValueError(f"output {text!r} is not one of {self.options!r}")
+        return stripped
+
+
+OutputSpec: TypeAlias = JsonSchema | Regex | Ebnf | Choice
+
+
+def output_spec(output: type[Any] | dict[str, Any] | OutputSpec) -> OutputSpec:
+    """Turn a pydantic type, any type pydantic can validate, or a JSON-schema dict into a spec."""
+    if isinstance(output, JsonSchema | Regex | Ebnf | Choice):
+        return output
+    if isinstance(output, dict):
+        return JsonSchema(schema=output, name=str(output.get("title", "output")))
+    adapter = TypeAdapter(output)
+    name = output.__name__ if isinstance(output, type) else "output"
+    return JsonSchema(schema=adapter.json_schema(), name=name, type=output)
+
+
+@dataclass(kw_only=True, frozen=True)
+class ToolSpec:
+    """A tool as the model sees it: name, description, JSON schema of the arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    strict: bool = True
+
+
+ToolChoice: TypeAlias = Literal["auto", "required", "none"] | str
+"""`auto`, `required`, `none`, or the name of the one tool the model must call."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class ModelSettings:
+    """Sampling and transport settings for one request."""
+
+    temperature: float | None = None
+    max_tokens: int = 1024
+    """Upper bound on output tokens; budgets use it to estimate a call's cost."""
+    seed: int | None = None
+    timeout_s: float = 60.0
+    reasoning: bool | None = None
+    """Turn a reasoning model's thinking on or off; None leaves the model's default."""
+
+
+@dataclass(kw_only=True)
+class ModelRequest:
+    """Everything a model needs for one call.
+
+    One constraint per request: either `tools` (with `tool_choice`) or `output`.
+    """
+
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    output: OutputSpec | None = None
+    settings: ModelSettings = field(default_factory=ModelSettings)
+
+
+@dataclass(kw_only=True)
+class ModelResponse:
+    """A model's answer with what it cost."""
+
+    message: AssistantMessage
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    provider: str = ""
+    finish_reason: str = "stop"
+    latency_s: float = 0.0
+
+
+class ModelProfile(TypedDict):
+    """What a model family supports; backends read it to shape requests."""
+
+    json_schema: bool
+    regex: bool
+    ebnf: bool
+    tools: bool
+    tool_call_format: str
+    """`openai`, `glm45`, `glm47`, `kimi_k2`, `qwen`, `deepseek`, ..."""
+    self_hosted: bool
+
+
+DEFAULT_PROFILE = ModelProfile(
+    json_schema=True,
+    regex=False,
+    ebnf=False,
+    tools=True,
+    tool_call_format="openai",
+    self_hosted=False,
+)
+
+
+class Model(ABC):
+    """A model endpoint. Implement `request`; use as `async with model:` to release resources."""
+
+    name: str
+    provider: str
+    profile: ModelProfile = DEFAULT_PROFILE
+
+    @abstractmethod
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        """Send one request and return the validated-shape response."""
+
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
+        """Release connections and other resources; the default holds none."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.provider}:{self.name})"
+
+
+def json_of(value: BaseModel | Any) -> str:
+    """Serialize a validated value back to the JSON a model would have produced."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value)

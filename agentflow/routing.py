@@ -1,0 +1,415 @@
+"""Tiers, the routing policy, and the router that picks a tier for every step.
+
+The rules the router enforces:
+
+- a step's `kind` picks its tier; a kind without a tier is a `ConfigError`;
+- the high-stakes ("frontier") tier serves only steps flagged high-stakes: no kind may
+  map to it, and a fallback never escalates a step that is not flagged;
+- before a request leaves for a tier with `self_hosted=False`, the PII boundary redacts
+  or blocks personal data (`policy.pii`);
+- budgets stop a run before a call would exceed them; unpriced tiers are reported as
+  unpriced, never as $0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentflow.costs import Price, UsageTotals, estimate_cost_usd
+from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
+from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
+from agentflow.models import infer_model
+from agentflow.models.base import Model
+from agentflow.pii import PiiDetector
+
+if TYPE_CHECKING:
+    from agentflow.config import AgentflowConfig
+
+__all__ = ["RouteDecision", "Router", "RoutingPolicy", "Tier"]
+
+_PII_MODES = ("redact", "block", "allow")
+
+
+@dataclass(kw_only=True)
+class Tier:
+    """A named model endpoint with a price and a data boundary."""
+
+    name: str
+    model: Model | str
+    """A `Model`, or a spec such as `"sglang:http://gpu1:30000"` resolved on first use."""
+    price: Price | None = None
+    """None means unpriced: costs are reported as unknown, never as $0."""
+    self_hosted: bool = False
+    """False means data leaves the company, so the PII boundary applies."""
+    source: str | None = None
+    """The config file the tier came from, named in errors about it."""
+    _resolved: Model | None = field(default=None, init=False, repr=False, compare=False)
+
+    def get_model(self) -> Model:
+        """Return the tier's model, resolving a spec string once and caching the result.
+
+        Raises:
+            ConfigError: The spec names an unknown or unavailable backend.
+        """
+        if isinstance(self.model, Model):
+            return self.model
+        if self._resolved is None:
+            try:
+                self._resolved = infer_model(self.model)
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.reason, file=exc.file or self.source, key=f"tiers.{self.name}.model"
+                ) from exc
+        return self._resolved
+
+
+@dataclass(kw_only=True)
+class RoutingPolicy:
+    """Which tier serves which step kind, and the rules every call must pass."""
+
+    kinds: dict[str, str]
+    """Step kind -> tier name, e.g. `{"plan": "planning", "tool_call": "tools"}`."""
+    high_stakes: str | None = None
+    """The tier reserved for steps flagged high-stakes (the frontier tier)."""
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    """Tier -> tiers to try, in order, when it fails."""
+    pii: Literal["redact", "block", "allow"] = "redact"
+    """What happens to personal data in a request bound for a tier that is not self-hosted."""
+    pii_patterns: dict[str, str] = field(default_factory=dict)
+    """Extra PII kinds: name -> regular expression."""
+    budget_usd_per_run: float | None = None
+    budget_tokens_per_run: int | None = None
+
+
+@dataclass(kw_only=True, frozen=True)
+class RouteDecision:
+    """Where one step goes and why; recorded with the step."""
+
+    node: str
+    kind: str
+    tier: str
+    reason: str
+    high_stakes: bool
+    fallback_chain: tuple[str, ...]
+    """Tiers to try after `tier`, in order, already filtered."""
+    skipped: tuple[str, ...] = ()
+    """Notes on fallbacks left out, e.g. "frontier: reserved for high-stakes steps"."""
+    est_input_tokens: int = 0
+    est_cost_usd: float | None = None
+    """Estimated cost of the call on `tier` (prompt estimate + max_tokens); None if unpriced."""
+
+
+class Router:
+    """Pick a tier for each step, apply the PII boundary, and enforce run budgets.
+
+    Args:
+        tiers: The tiers, with unique names.
+        policy: Routes and rules; every tier it names must be in `tiers`.
+        source: The config file the router came from, named in errors.
+
+    Raises:
+        ConfigError: The policy names an unknown tier, maps a kind to the high-stakes
+            tier, has a budget that is not positive, or a tier name is used twice.
+    """
+
+    def __init__(
+        self, tiers: Sequence[Tier], policy: RoutingPolicy, *, source: str | None = None
+    ) -> None:
+        self.source = source
+        self.policy = policy
+        self.tiers: dict[str, Tier] = {}
+        for tier in tiers:
+            if tier.name in self.tiers:
+                raise ConfigError(
+                    f"duplicate tier name {tier.name!r}", file=source, key=f"tiers.{tier.name}"
+                )
+            self.tiers[tier.name] = tier
+        self._check_routes()
+        self._check_policy()
+        try:
+            self.pii = PiiDetector(policy.pii_patterns)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
+
+    @classmethod
+    def from_config(
+        cls, config: AgentflowConfig, *, models: Mapping[str, Model] | None = None
+    ) -> Router:
+        """Build a router from a loaded config.
+
+        Args:
+            config: The validated config.
+            models: Models that replace the model of the tiers they are keyed by, which is
+                how graphs are tested with `ScriptedModel` while keeping prices and routes.
+
+        Raises:
+            ConfigError: `models` names a tier the config does not have, or the routes
+                are inconsistent.
+        """
+        overrides = dict(models or {})
+        for name in overrides:
+            if name not in config.tiers:
+                raise ConfigError(
+                    f"a model override names unknown tier {name!r} "
+                    f"(tiers: {', '.join(config.tiers)})",
+                    file=config.source,
+                    key=f"tiers.{name}",
+                )
+        tiers = [
+            Tier(
+                name=name,
+                model=overrides.get(name, tier.model),
+                price=None if tier.price is None else tier.price.to_price(),
+                self_hosted=tier.self_hosted,
+                source=config.origin(f"tiers.{name}.model"),
+            )
+            for name, tier in config.tiers.items()
+        ]
+        routing, policy = config.routing, config.policy
+        rules = RoutingPolicy(
+            kinds=dict(routing.kinds),
+            high_stakes=routing.high_stakes,
+            fallbacks={tier: list(chain) for tier, chain in routing.fallbacks.items()},
+            pii=policy.pii,
+            pii_patterns=dict(policy.pii_patterns),
+            budget_usd_per_run=policy.budget_usd_per_run,
+            budget_tokens_per_run=policy.budget_tokens_per_run,
+        )
+        try:
+            return cls(tiers, rules, source=config.source)
+        except ConfigError as exc:
+            origin = config.origin(exc.key) if exc.key else config.source
+            if origin == config.source:
+                raise
+            # The offending value came from an environment override: name the variable.
+            raise ConfigError(exc.reason, file=origin, key=exc.key) from exc
+
+    def _check_tier(self, name: str, key: str) -> None:
+        if name not in self.tiers:
+            raise ConfigError(
+                f"unknown tier {name!r} (tiers: {', '.join(self.tiers)})", file=self.source, key=key
+            )
+
+    def _check_routes(self) -> None:
+        policy = self.policy
+        if policy.high_stakes is not None:
+            self._check_tier(policy.high_stakes, "routing.high_stakes")
+        for kind, tier in policy.kinds.items():
+            self._check_tier(tier, f"routing.{kind}")
+            if tier == policy.high_stakes:
+                raise ConfigError(
+                    f"tier {tier!r} is reserved for high-stakes steps (routing.high_stakes); "
+                    f"map kind {kind!r} to another tier and flag the steps that need "
+                    f"{tier!r} with high_stakes",
+                    file=self.source,
+                    key=f"routing.{kind}",
+                )
+        for tier, chain in policy.fallbacks.items():
+            self._check_tier(tier, f"routing.fallbacks.{tier}")
+            for fallback in chain:
+                self._check_tier(fallback, f"routing.fallbacks.{tier}")
+
+    def _check_policy(self) -> None:
+        policy = self.policy
+        if policy.pii not in _PII_MODES:
+            raise ConfigError(
+                f"must be one of {', '.join(_PII_MODES)}, got {policy.pii!r}",
+                file=self.source,
+                key="policy.pii",
+            )
+        for key, budget in (
+            ("budget_usd_per_run", policy.budget_usd_per_run),
+            ("budget_tokens_per_run", policy.budget_tokens_per_run),
+        ):
+            if budget is not None and not budget > 0:
+                raise ConfigError(
+                    f"must be > 0, got {budget!r}", file=self.source, key=f"policy.{key}"
+                )
+
+    def check_kind(self, kind: str, *, node: str) -> None:
+        """Raise `ConfigError` if no tier serves `kind` (graphs call this when compiling)."""
+        if kind not in self.policy.kinds:
+            known = ", ".join(self.policy.kinds) or "none"
+            raise ConfigError(
+                f"node {node!r} has kind {kind!r}, which no tier serves (kinds: {known}); "
+                f'add `{kind} = "<tier>"` under [routing]',
+                file=self.source,
+                key=f"routing.{kind}",
+            )
+
+    def choose(
+        self,
+        *,
+        node: str,
+        kind: str,
+        high_stakes: bool,
+        messages: Sequence[Message],
+        max_tokens: int,
+    ) -> RouteDecision:
+        """Pick the tier for one step, its fallbacks, and the estimated cost.
+
+        A step flagged high-stakes goes to the high-stakes tier when one is configured;
+        every other step goes to its kind's tier. Fallbacks are the tier's direct list,
+        without the tier itself and, unless the step is high-stakes, without the
+        high-stakes tier (noted in `skipped`).
+
+        Raises:
+            ConfigError: No tier serves `kind`.
+        """
+        self.check_kind(kind, node=node)
+        reserved = self.policy.high_stakes
+        if high_stakes and reserved is not None:
+            tier, reason = reserved, f"high-stakes step -> {reserved}"
+        else:
+            tier = self.policy.kinds[kind]
+            reason = f"kind {kind} -> {tier}"
+            if high_stakes:
+                reason += " (step is high-stakes, but no routing.high_stakes tier is configured)"
+        chain: list[str] = []
+        skipped: list[str] = []
+        for fallback in self.policy.fallbacks.get(tier, []):
+            if fallback == tier or fallback in chain:
+                continue
+            if fallback == reserved and not high_stakes:
+                skipped.append(f"{fallback}: reserved for high-stakes steps")
+                continue
+            chain.append(fallback)
+        est_input = estimate_tokens("".join(message_text(m) for m in messages))
+        return RouteDecision(
+            node=node,
+            kind=kind,
+            tier=tier,
+            reason=reason,
+            high_stakes=high_stakes,
+            fallback_chain=tuple(chain),
+            skipped=tuple(skipped),
+            est_input_tokens=est_input,
+            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[tier].price),
+        )
+
+    def boundary(
+        self, tier: Tier, messages: Sequence[Message]
+    ) -> tuple[list[Message], dict[str, int]]:
+        """Apply the PII boundary to a request bound for `tier`.
+
+        Requests to self-hosted tiers, and every request under `pii = "allow"`, pass
+        unchanged. Otherwise the text of every message (content, reasoning, string values
+        in tool-call arguments, tool results) is scanned. Messages without PII are returned
+        as the same objects.
+
+        Returns:
+            The messages to send and the counts of redacted findings by kind.
+
+        Raises:
+            PolicyViolation: `pii = "block"` and personal data was found; the message
+                names the kinds found, never the values.
+        """
+        if tier.self_hosted or self.policy.pii == "allow":
+            return list(messages), {}
+        result: list[Message] = []
+        counts: dict[str, int] = {}
+        for message in messages:
+            redacted, found = self._redact_message(message)
+            result.append(redacted)
+            for kind, count in found.items():
+                counts[kind] = counts.get(kind, 0) + count
+        if counts and self.policy.pii == "block":
+            found_kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
+            raise PolicyViolation(
+                f"request to tier {tier.name!r} (not self-hosted) contains personal data "
+                f"({found_kinds}) and policy.pii is 'block'",
+                rule="pii",
+                tier=tier.name,
+            )
+        return result, counts
+
+    def _redact_message(self, message: Message) -> tuple[Message, dict[str, int]]:
+        counts: dict[str, int] = {}
+        changes: dict[str, Any] = {}
+        content = self._redact_value(message.content, counts)
+        if content is not message.content:
+            changes["content"] = content
+        if isinstance(message, AssistantMessage):
+            reasoning = self._redact_value(message.reasoning, counts)
+            if reasoning is not message.reasoning:
+                changes["reasoning"] = reasoning
+            calls = [self._redact_call(call, counts) for call in message.tool_calls]
+            if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
+                changes["tool_calls"] = calls
+        if not changes:
+            return message, counts
+        return dataclasses.replace(message, **changes), counts
+
+    def _redact_call(self, call: ToolCall, counts: dict[str, int]) -> ToolCall:
+        arguments = self._redact_value(call.arguments, counts)
+        if arguments is call.arguments:
+            return call
+        return dataclasses.replace(call, arguments=arguments)
+
+    def _redact_value(self, value: Any, counts: dict[str, int]) -> Any:
+        """Return `value` with PII redacted from its strings; the same object if none."""
+        if isinstance(value, str):
+            redacted, found = self.pii.redact(value)
+            for kind, count in found.items():
+                counts[kind] = counts.get(kind, 0) + count
+            return redacted if found else value
+        if isinstance(value, dict):
+            items = {key: self._redact_value(item, counts) for key, item in value.items()}
+            changed = any(items[key] is not item for key, item in value.items())
+            return items if changed else value
+        if isinstance(value, list | tuple):
+            redacted_items = [self._redact_value(item, counts) for item in value]
+            if all(new is old for new, old in zip(redacted_items, value, strict=True)):
+                return value
+            return type(value)(redacted_items)
+        return value
+
+    def check_budget(
+        self, decision_tier: Tier, *, est_input_tokens: int, max_tokens: int, spent: UsageTotals
+    ) -> float | None:
+        """Refuse a call that would take the run past its budget.
+
+        The estimate is the cost of `est_input_tokens` prompt tokens and `max_tokens`
+        output tokens on the tier. An unpriced tier cannot be checked against a USD
+        budget, so it passes that check (its calls are reported as unpriced, never $0);
+        the token budget still applies. `spent.cost_usd` counts priced calls only.
+
+        Returns:
+            The USD estimate of the call, or None when the tier is unpriced.
+
+        Raises:
+            BudgetExceeded: The call would exceed the run's USD or token budget.
+        """
+        estimate = estimate_cost_usd(est_input_tokens, max_tokens, decision_tier.price)
+        usd_budget = self.policy.budget_usd_per_run
+        if (
+            usd_budget is not None
+            and estimate is not None
+            and spent.cost_usd + estimate > usd_budget
+        ):
+            raise BudgetExceeded(
+                unit="usd", limit=usd_budget, spent=spent.cost_usd, estimate=estimate
+            )
+        token_budget = self.policy.budget_tokens_per_run
+        if token_budget is not None:
+            tokens = est_input_tokens + max_tokens
+            if spent.total_tokens + tokens > token_budget:
+                raise BudgetExceeded(
+                    unit="tokens", limit=token_budget, spent=spent.total_tokens, estimate=tokens
+                )
+        return estimate
+
+    def routes(self) -> list[tuple[str, str, str]]:
+        """Return `(kind, tier, model)` rows, kinds first, then `("high_stakes", tier, model)`."""
+        rows = [(kind, tier, self._model_label(tier)) for kind, tier in self.policy.kinds.items()]
+        if self.policy.high_stakes is not None:
+            tier = self.policy.high_stakes
+            rows.append(("high_stakes", tier, self._model_label(tier)))
+        return rows
+
+    def _model_label(self, tier: str) -> str:
+        model = self.tiers[tier].model
+        return model if isinstance(model, str) else repr(model)

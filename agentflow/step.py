@@ -1,0 +1,249 @@
+"""One routed model call: route, guard, budget, send, validate, retry, fall back, record.
+
+A graph node gets a `StepContext`; `await ctx.llm(...)` is the whole story of one step
+as DESIGN.md draws it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import ValidationError
+
+from agentflow.costs import StepRecord, UsageTotals, cost_usd
+from agentflow.exceptions import ConfigError, ModelError, OutputValidationError
+from agentflow.messages import Message, SystemMessage, UserMessage, estimate_tokens, message_text
+from agentflow.models.base import (
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    OutputSpec,
+    output_spec,
+)
+from agentflow.routing import RouteDecision, Router, Tier
+
+__all__ = ["StepContext", "describe_error"]
+
+DepsT = TypeVar("DepsT")
+T = TypeVar("T")
+
+
+def describe_error(exc: Exception) -> str:
+    """Say what is wrong in a form a model can act on (no documentation URLs)."""
+    if isinstance(exc, ValidationError):
+        lines = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "value"
+            lines.append(f"- {where}: {error['msg']}")
+        return "\n".join(lines)
+    return str(exc)
+
+
+def _retry_prompt(exc: Exception) -> UserMessage:
+    return UserMessage(
+        content="Your previous answer was not valid:\n"
+        f"{describe_error(exc)}\nAnswer again, following the required format exactly."
+    )
+
+
+@dataclass(kw_only=True)
+class StepContext(Generic[DepsT]):
+    """What a node sees besides the state: routed model calls, the run's identity, deps."""
+
+    node: str
+    kind: str | None
+    """The node's step kind; it picks the tier. None for nodes that never call a model."""
+    high_stakes: bool
+    """Whether this step may use the high-stakes (frontier) tier."""
+    deps: DepsT
+    """The context the graph was invoked with (`context=`), e.g. a database handle."""
+    run_id: str
+    thread_id: str | None
+    router: Router
+    spent: UsageTotals
+    """What this run has used so far, this node's calls included; budgets read it."""
+    records: list[StepRecord] = field(default_factory=list)
+    """One record per model call this node made."""
+
+    @overload
+    async def llm(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        output: None = None,
+        system: str | None = None,
+        settings: ModelSettings | None = None,
+        retries: int = 2,
+    ) -> str: ...
+
+    @overload
+    async def llm(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        output: type[T],
+        system: str | None = None,
+        settings: ModelSettings | None = None,
+        retries: int = 2,
+    ) -> T: ...
+
+    @overload
+    async def llm(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        output: dict[str, Any] | OutputSpec,
+        system: str | None = None,
+        settings: ModelSettings | None = None,
+        retries: int = 2,
+    ) -> Any: ...
+
+    async def llm(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        output: type[Any] | dict[str, Any] | OutputSpec | None = None,
+        system: str | None = None,
+        settings: ModelSettings | None = None,
+        retries: int = 2,
+    ) -> Any:
+        """Ask the model this step routes to; return text, or the output validated into `output`.
+
+        Args:
+            prompt: A user message, or the whole conversation.
+            output: A pydantic type (or any type pydantic validates), a JSON-schema dict,
+                or a `Regex`/`Ebnf`/`Choice` spec. The request is constrained to it and the
+                answer validated; an invalid answer is retried with the error shown.
+            system: A system prompt placed first.
+            settings: Sampling settings; `max_tokens` also bounds the budget estimate.
+            retries: How many invalid answers a tier may give before the step falls back.
+        """
+        messages: list[Message] = (
+            [UserMessage(content=prompt)] if isinstance(prompt, str) else [*prompt]
+        )
+        if system is not None:
+            messages.insert(0, SystemMessage(content=system))
+        req = ModelRequest(
+            messages=messages,
+            output=None if output is None else output_spec(output),
+            settings=settings or ModelSettings(),
+        )
+        response, value = await self.request(req, retries=retries)
+        return response.message.content if req.output is None else value
+
+    async def request(
+        self,
+        req: ModelRequest,
+        *,
+        retries: int = 2,
+        high_stakes: bool | None = None,
+        why: str | None = None,
+    ) -> tuple[ModelResponse, Any]:
+        """Route a full request, with fallbacks; return the response and the parsed output.
+
+        Args:
+            req: The request as it would go to any model.
+            retries: Invalid answers allowed per tier before falling back.
+            high_stakes: Override the node's flag for this call.
+            why: Replaces the routing reason (e.g. "tool issue_refund is high-stakes").
+        """
+        if self.kind is None:
+            raise ConfigError(
+                "calls a model but has no kind; declare it with @graph.node(kind=...)",
+                key=f"node {self.node!r}",
+            )
+        decision = self.router.choose(
+            node=self.node,
+            kind=self.kind,
+            high_stakes=self.high_stakes if high_stakes is None else high_stakes,
+            messages=req.messages,
+            max_tokens=req.settings.max_tokens,
+        )
+        if why is not None:
+            decision = replace(decision, reason=f"{why} -> {decision.tier}")
+        reason = decision.reason
+        failure: ModelError | OutputValidationError | None = None
+        for tier_name in (decision.tier, *decision.fallback_chain):
+            if failure is not None:
+                reason = f"{decision.reason}; fell back to {tier_name}: {failure}"
+            try:
+                return await self._on_tier(
+                    self.router.tiers[tier_name], decision, req, reason, retries
+                )
+            except (ModelError, OutputValidationError) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _on_tier(
+        self, tier: Tier, decision: RouteDecision, req: ModelRequest, reason: str, retries: int
+    ) -> tuple[ModelResponse, Any]:
+        messages, redacted = self.router.boundary(tier, req.messages)
+        model = tier.get_model()
+        est_tokens = (
+            estimate_tokens("".join(message_text(m) for m in messages))
+            if redacted
+            else decision.est_input_tokens
+        )
+        error: Exception | None = None
+        response: ModelResponse | None = None
+        for attempt in range(1, retries + 2):
+            est_cost = self.router.check_budget(
+                tier,
+                est_input_tokens=est_tokens,
+                max_tokens=req.settings.max_tokens,
+                spent=self.spent,
+            )
+            started = time.perf_counter()
+            response = await model.request(replace(req, messages=messages))
+            self._record(tier, decision, response, reason, attempt, est_cost, redacted, started)
+            if req.output is None:
+                return response, None
+            try:
+                return response, req.output.parse(response.message.content)
+            except ValueError as exc:
+                error = exc
+                retry = [response.message, _retry_prompt(exc)]
+                messages = [*messages, *retry]
+                est_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
+        assert error is not None and response is not None
+        raise OutputValidationError(
+            f"{tier.name} gave invalid output {retries + 1} times: {describe_error(error)}",
+            raw=response.message.content,
+            errors=describe_error(error),
+            attempts=retries + 1,
+        )
+
+    def _record(
+        self,
+        tier: Tier,
+        decision: RouteDecision,
+        response: ModelResponse,
+        reason: str,
+        attempt: int,
+        est_cost: float | None,
+        redacted: dict[str, int],
+        started: float,
+    ) -> None:
+        cost = cost_usd(response.usage, tier.price)
+        self.spent.add(response.usage, cost)
+        self.records.append(
+            StepRecord(
+                run_id=self.run_id,
+                node=self.node,
+                kind=decision.kind,
+                tier=tier.name,
+                model=response.model or getattr(tier.get_model(), "name", ""),
+                reason=reason,
+                fallback_chain=decision.fallback_chain,
+                usage=response.usage,
+                cost_usd=cost,
+                est_cost_usd=est_cost,
+                latency_s=response.latency_s or time.perf_counter() - started,
+                attempt=attempt,
+                pii_redacted=redacted,
+            )
+        )

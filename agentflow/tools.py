@@ -1,0 +1,595 @@
+"""Tools: plain Python functions the model may call, described by their signature.
+
+```python
+@tool(side_effects=True, requires_approval=lambda args: args["amount"] > 100)
+async def refund(ctx: RunContext[Shop], order_id: str, amount: float) -> str:
+    \"\"\"Refund part or all of an order.
+
+    Args:
+        order_id: The order to refund, e.g. `A-1042`.
+        amount: How much to refund, in the order's currency.
+    \"\"\"
+    return await ctx.deps.payments.refund(order_id, amount, key=ctx.idempotency_key)
+```
+
+The JSON schema the model sees comes from the type hints (through pydantic) and the
+Google-style docstring: its summary is the tool's description and each `Args:` entry
+describes one parameter. A parameter annotated `RunContext` is injected at call time and
+never shown to the model. Everything is analysed once, when the function is decorated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import GenerateJsonSchema
+
+from agentflow.exceptions import AgentflowError, ConfigError, ToolError
+from agentflow.messages import ToolCall, ToolResultMessage
+from agentflow.models.base import ToolSpec
+
+__all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
+
+DepsT = TypeVar("DepsT")
+
+Sandboxing = Literal["none", "docker", "auto"]
+ArgumentsPredicate = Callable[[dict[str, Any]], bool]
+
+_SANDBOXES: tuple[str, ...] = ("none", "docker", "auto")
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_SECTION = re.compile(
+    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters"
+    r"|Returns?|Yields?|Raises|Examples?|Notes?|Attributes|See Also|Warnings?|Todo"
+    r"|References):\s*$"
+)
+_ARG_SECTIONS = frozenset(
+    {"Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments"}
+)
+_ARG_ENTRY = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:(.*)$")
+_MAX_INPUT_REPR = 80
+
+
+@dataclass(kw_only=True, frozen=True)
+class RunContext(Generic[DepsT]):
+    """What a tool may know about the run that called it; declare a parameter of this type.
+
+    The parameter can sit anywhere in the signature; it is filled in at call time and the
+    model never sees it.
+    """
+
+    deps: DepsT
+    """What the user passed as the graph's context (a database handle, an API client)."""
+    run_id: str
+    """The id of the graph run this call belongs to."""
+    thread_id: str | None = None
+    """The conversation thread, when the graph runs with a checkpointer."""
+    node: str = ""
+    """The graph node that made the call."""
+    tool_call_id: str | None = None
+    """The id of the model's tool call being served."""
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """A key that is the same every time this very tool call is replayed, or None.
+
+        Pass it to side-effecting APIs so a resumed run never performs the effect twice.
+        """
+        if self.tool_call_id is None:
+            return None
+        return f"{self.thread_id or self.run_id}:{self.tool_call_id}"
+
+
+class ToolRetry(Exception):
+    """Raise from a tool to tell the model what to fix; the message goes back to it.
+
+    ```python
+    if not order_id.startswith("A-"):
+        raise ToolRetry("order ids start with 'A-'; ask the customer for theirs")
+    ```
+    """
+
+
+@dataclass(kw_only=True, frozen=True)
+class ToolOutcome:
+    """What running one tool call produced."""
+
+    message: ToolResultMessage
+    """The result as it goes back to the model."""
+    retryable_error: bool = False
+    """True when the arguments were invalid or the tool raised `ToolRetry`."""
+    value: Any = None
+    """The tool's return value, when it succeeded."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class _Docstring:
+    summary: str
+    """Everything before the first section."""
+    params: dict[str, str]
+    """Parameter name -> its `Args:` description."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class _Signature:
+    model: type[BaseModel]
+    """Validates the model-visible arguments; one field per parameter, aliased to its name."""
+    fields: tuple[tuple[str, str], ...]
+    """(parameter name, model field name) for every model-visible parameter, in order."""
+    context: str | None
+    """The name of the `RunContext` parameter, if there is one."""
+    positional: tuple[str, ...]
+    """Positional-only parameters (the context included), in order."""
+
+
+class _ToolSchemaGenerator(GenerateJsonSchema):
+    """Pydantic's JSON schema without per-field titles, which only repeat the names."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+class Tool(Generic[DepsT]):
+    """A function the model may call, with the JSON schema of its arguments.
+
+    Build one with the `@tool` decorator (or `Tool(function, ...)`); the function stays
+    available as `Tool.function`.
+    """
+
+    name: str
+    """The name the model calls the tool by."""
+    description: str
+    """What the tool does, for the model."""
+    function: Callable[..., Any]
+    """The decorated function, unchanged."""
+    parameters: dict[str, Any]
+    """JSON schema of the model-visible arguments (a strict-style object)."""
+    requires_approval: bool | ArgumentsPredicate
+    """Whether a human must approve a call; a predicate gets the validated arguments."""
+    high_stakes: bool | ArgumentsPredicate
+    """Whether a call is high-stakes (may route to the frontier tier), same forms."""
+    sandbox: Sandboxing
+    """Where the tool runs: in process (`none`), in Docker, or as configured (`auto`)."""
+    timeout_s: float | None
+    """Wall-clock limit of one call, or None for no limit."""
+    side_effects: bool
+    """Whether a call changes the world (and so is journaled for exactly-once resume)."""
+    retries: int
+    """How many invalid calls in a row the model may make before the run gets a `ToolError`."""
+    takes_context: bool
+    """Whether the function has a `RunContext` parameter."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool | ArgumentsPredicate = False,
+        high_stakes: bool | ArgumentsPredicate = False,
+        sandbox: Sandboxing = "none",
+        timeout_s: float | None = None,
+        side_effects: bool = False,
+        retries: int = 2,
+    ) -> None:
+        """Analyse `function` once; raise `ConfigError` if it cannot be a tool."""
+        self.name = _tool_name(function, name)
+        key = f"tool {self.name}"
+        _check_options(key, requires_approval, high_stakes, sandbox, timeout_s, retries)
+        docstring = _parse_docstring(inspect.getdoc(function))
+        self._signature = _analyse_signature(function, key, docstring.params)
+        self.description = docstring.summary if description is None else description
+        self.function = function
+        self.parameters = _json_schema(self._signature.model, key)
+        self.requires_approval = requires_approval
+        self.high_stakes = high_stakes
+        self.sandbox = sandbox
+        self.timeout_s = timeout_s
+        self.side_effects = side_effects
+        self.retries = retries
+        self.takes_context = self._signature.context is not None
+        self._is_async = _is_async_callable(function)
+        self._spec = ToolSpec(
+            name=self.name, description=self.description, parameters=self.parameters, strict=True
+        )
+
+    def __repr__(self) -> str:
+        return f"Tool(name={self.name!r})"
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool as the model sees it."""
+        return self._spec
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Return the arguments validated and coerced to the parameters' types.
+
+        Omitted optional parameters are filled with their defaults; nested models come
+        back as instances.
+
+        Raises:
+            pydantic.ValidationError: The arguments do not fit the signature.
+        """
+        validated = self._signature.model.model_validate(arguments)
+        return {param: getattr(validated, field) for param, field in self._signature.fields}
+
+    def needs_approval(self, arguments: dict[str, Any]) -> bool:
+        """Whether a call with these validated arguments must be approved by a human."""
+        return self._evaluate("requires_approval", self.requires_approval, arguments)
+
+    def is_high_stakes(self, arguments: dict[str, Any]) -> bool:
+        """Whether a call with these validated arguments is high-stakes."""
+        return self._evaluate("high_stakes", self.high_stakes, arguments)
+
+    async def call(self, arguments: dict[str, Any], ctx: RunContext[Any]) -> Any:
+        """Call the function with validated arguments (as `validate` returns them).
+
+        Sync functions run in a worker thread so they never block the event loop; on a
+        timeout the thread is left to finish on its own, since threads cannot be killed.
+
+        Raises:
+            ToolError: The call ran past `timeout_s`.
+        """
+        args, kwargs = self._bind(arguments, ctx)
+        deadline = asyncio.timeout(self.timeout_s)
+        try:
+            async with deadline:
+                if self._is_async:
+                    return await self.function(*args, **kwargs)
+                result = await asyncio.to_thread(self.function, *args, **kwargs)
+                # A sync wrapper around an async function hands back its coroutine.
+                return await result if inspect.isawaitable(result) else result
+        except TimeoutError:
+            # Only our deadline is a timeout of the tool; a TimeoutError the function
+            # raised itself is an ordinary failure.
+            if deadline.expired():
+                message = f"tool {self.name!r} timed out after {self.timeout_s}s"
+                raise ToolError(message, tool=self.name) from None
+            raise
+
+    async def run(self, call: ToolCall, ctx: RunContext[Any]) -> ToolOutcome:
+        """Validate and run one tool call, turning the result into a message for the model.
+
+        Invalid arguments and `ToolRetry` come back as retryable error results the model
+        can act on; `ctx.tool_call_id` is set to `call.id` for the function.
+
+        Raises:
+            ToolError: The tool failed in a way the model cannot fix (it raised, timed
+                out, or returned a value that cannot be serialized to JSON).
+        """
+        try:
+            arguments = self.validate(call.arguments)
+        except ValidationError as exc:
+            return self._retry(call, _describe_invalid(self.name, exc, self._signature))
+        if ctx.tool_call_id != call.id:
+            ctx = dataclasses.replace(ctx, tool_call_id=call.id)
+        try:
+            value = await self.call(arguments, ctx)
+        except ToolRetry as exc:
+            return self._retry(call, str(exc) or f"tool {self.name!r} asked to be called again")
+        except AgentflowError:
+            raise
+        except Exception as exc:
+            if _is_graph_control_flow(exc):
+                raise
+            raise ToolError(f"tool {self.name!r} failed: {exc!r}", tool=self.name) from exc
+        message = ToolResultMessage(
+            tool_call_id=call.id, name=self.name, content=self._content(value)
+        )
+        return ToolOutcome(message=message, value=value)
+
+    def _bind(
+        self, arguments: dict[str, Any], ctx: RunContext[Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        kwargs = dict(arguments)
+        if self._signature.context is not None:
+            kwargs[self._signature.context] = ctx
+        args = [kwargs.pop(param) for param in self._signature.positional]
+        return args, kwargs
+
+    def _evaluate(
+        self, option: str, flag: bool | ArgumentsPredicate, arguments: dict[str, Any]
+    ) -> bool:
+        if isinstance(flag, bool):
+            return flag
+        try:
+            return bool(flag(arguments))
+        except Exception as exc:
+            message = f"tool {self.name!r}: the {option} predicate failed: {exc!r}"
+            raise ToolError(message, tool=self.name) from exc
+
+    def _retry(self, call: ToolCall, content: str) -> ToolOutcome:
+        message = ToolResultMessage(
+            tool_call_id=call.id, name=self.name, content=content, is_error=True
+        )
+        return ToolOutcome(message=message, retryable_error=True)
+
+    def _content(self, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        try:
+            return pydantic_core.to_json(value).decode()
+        except pydantic_core.PydanticSerializationError as exc:
+            message = f"tool {self.name!r} returned a value that is not JSON-serializable: {exc}"
+            raise ToolError(message, tool=self.name) from exc
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool[Any]: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool | ArgumentsPredicate = False,
+    high_stakes: bool | ArgumentsPredicate = False,
+    sandbox: Sandboxing = "none",
+    timeout_s: float | None = None,
+    side_effects: bool = False,
+    retries: int = 2,
+) -> Callable[[Callable[..., Any]], Tool[Any]]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool | ArgumentsPredicate = False,
+    high_stakes: bool | ArgumentsPredicate = False,
+    sandbox: Sandboxing = "none",
+    timeout_s: float | None = None,
+    side_effects: bool = False,
+    retries: int = 2,
+) -> Tool[Any] | Callable[[Callable[..., Any]], Tool[Any]]:
+    """Turn a function (sync or async) into a `Tool`; use as `@tool` or `@tool(...)`.
+
+    Args:
+        function: The function, when used as a bare `@tool`.
+        name: The name the model sees; defaults to the function's name.
+        description: Overrides the docstring's summary.
+        requires_approval: True, or a predicate over the validated arguments, to put each
+            call to a human reviewer first.
+        high_stakes: True, or a predicate over the validated arguments, to mark calls
+            that may be served by the frontier tier.
+        sandbox: `none` (in process), `docker`, or `auto` (as the deployment decides).
+        timeout_s: Wall-clock limit of one call.
+        side_effects: The tool changes the world; calls are journaled for exactly-once.
+        retries: Invalid calls in a row the model may make before a `ToolError`.
+
+    Raises:
+        ConfigError: The function cannot be a tool, or an option is out of range.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Tool[Any]:
+        return Tool(
+            function,
+            name=name,
+            description=description,
+            requires_approval=requires_approval,
+            high_stakes=high_stakes,
+            sandbox=sandbox,
+            timeout_s=timeout_s,
+            side_effects=side_effects,
+            retries=retries,
+        )
+
+    return decorate if function is None else decorate(function)
+
+
+def _tool_name(function: Callable[..., Any], name: str | None) -> str:
+    if name is None:
+        name = getattr(function, "__name__", None)
+        if name is None:
+            raise ConfigError(f"{function!r} has no __name__; pass name=", key="tool")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            "tool names must be 1-64 letters, digits, '_' or '-'; pass name=", key=f"tool {name}"
+        )
+    return name
+
+
+def _check_options(
+    key: str,
+    requires_approval: object,
+    high_stakes: object,
+    sandbox: object,
+    timeout_s: float | None,
+    retries: int,
+) -> None:
+    for option, flag in (("requires_approval", requires_approval), ("high_stakes", high_stakes)):
+        if not (isinstance(flag, bool) or callable(flag)):
+            raise ConfigError(f"{option} must be a bool or a predicate, not {flag!r}", key=key)
+    if sandbox not in _SANDBOXES:
+        raise ConfigError(f"sandbox must be one of {_SANDBOXES!r}, not {sandbox!r}", key=key)
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"timeout_s must be positive, not {timeout_s!r}", key=key)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"retries must be an integer >= 0, not {retries!r}", key=key)
+
+
+def _parse_docstring(doc: str | None) -> _Docstring:
+    """Split a (cleaned) Google-style docstring into its summary and `Args:` entries."""
+    summary: list[str] = []
+    params: dict[str, str] = {}
+    section: str | None = None
+    entry_indent: int | None = None
+    current: str | None = None
+    for line in (doc or "").splitlines():
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        header = _SECTION.match(line)
+        if header is not None:
+            section, entry_indent, current = header.group(1), None, None
+        elif section is None:
+            summary.append(line)
+        elif section not in _ARG_SECTIONS or not text:
+            continue
+        elif indent == 0:
+            section = ""  # free text after a section ends it
+        elif entry_indent is None or indent <= entry_indent:
+            entry = _ARG_ENTRY.match(text)
+            entry_indent, current = indent, None if entry is None else entry.group(1)
+            if entry is not None:
+                params[entry.group(1)] = entry.group(2).strip()
+        elif current is not None:
+            params[current] = f"{params[current]} {text}".strip()
+    return _Docstring(summary="\n".join(summary).strip(), params=params)
+
+
+def _analyse_signature(
+    function: Callable[..., Any], key: str, descriptions: dict[str, str]
+) -> _Signature:
+    """Build the arguments model from the signature; find the `RunContext` parameter."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot read the signature: {exc}", key=key) from exc
+    hints = _type_hints(function, key)
+    definitions: dict[str, Any] = {}
+    fields: list[tuple[str, str]] = []
+    positional: list[str] = []
+    context: str | None = None
+    for parameter in signature.parameters.values():
+        pname = parameter.name
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ConfigError(f"parameter {pname!r}: *args and **kwargs are not supported", key=key)
+        if pname not in hints:
+            raise ConfigError(f"parameter {pname!r} has no type annotation", key=key)
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            positional.append(pname)
+        if _is_run_context(hints[pname]):
+            if context is not None:
+                raise ConfigError(f"parameters {context!r} and {pname!r}: one RunContext", key=key)
+            context = pname
+            continue
+        # Fields get neutral names and the parameter's name as alias, so parameters may
+        # be called anything (`json`, `_id`, `model_config`) without clashing with pydantic.
+        field = f"p{len(fields)}"
+        fields.append((pname, field))
+        definitions[field] = _field(hints[pname], parameter.default, pname, descriptions.get(pname))
+    try:
+        model = create_model(
+            key.removeprefix("tool "), __config__=ConfigDict(extra="forbid"), **definitions
+        )
+    except Exception as exc:  # pydantic raises several types for unsupported annotations
+        raise ConfigError(f"cannot build the arguments model: {exc}", key=key) from exc
+    return _Signature(
+        model=model, fields=tuple(fields), context=context, positional=tuple(positional)
+    )
+
+
+def _field(annotation: Any, default: Any, alias: str, description: str | None) -> tuple[Any, Any]:
+    """Return a `create_model` field definition; the docstring's description wins."""
+    if isinstance(default, FieldInfo):
+        # `x: int = Field(3, ge=0)`: keep the user's field, let ours override the alias.
+        annotation, default = Annotated[annotation, default], inspect.Parameter.empty
+    options: dict[str, Any] = {"alias": alias}
+    if description:
+        options["description"] = description
+    if default is not inspect.Parameter.empty:
+        options["default"] = default
+    return annotation, Field(**options)
+
+
+def _type_hints(function: Callable[..., Any], key: str) -> dict[str, Any]:
+    target: Any = function
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        target = type(target).__call__  # a callable object: the hints of its __call__
+    try:
+        return get_type_hints(target, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot resolve the type hints ({exc}); define the types at module level", key=key
+        ) from exc
+
+
+def _is_run_context(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation is RunContext or get_origin(annotation) is RunContext
+
+
+def _is_async_callable(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__
+    )
+
+
+def _json_schema(model: type[BaseModel], key: str) -> dict[str, Any]:
+    """The model's JSON schema as a strict-style tool `parameters` object."""
+    try:
+        schema = model.model_json_schema(schema_generator=_ToolSchemaGenerator)
+    except Exception as exc:  # e.g. a Callable parameter validates but has no JSON schema
+        raise ConfigError(f"the arguments have no JSON schema: {exc}", key=key) from exc
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": schema.get("properties", {}),
+        "required": schema.get("required", []),
+        "additionalProperties": False,
+    }
+    if "$defs" in schema:
+        parameters["$defs"] = schema["$defs"]
+    return parameters
+
+
+def _describe_invalid(name: str, exc: ValidationError, signature: _Signature) -> str:
+    """Explain every invalid argument so a model can fix its call."""
+    lines = [f"The arguments for tool {name!r} are invalid:"]
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        if not where:
+            lines.append("- the arguments must be a JSON object of named arguments")
+            continue
+        if error["type"] == "missing":
+            problem = "required, but missing"
+        elif error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+            known = ", ".join(param for param, _ in signature.fields) or "none"
+            problem = f"not a parameter of this tool (parameters: {known})"
+        elif error["type"] == "extra_forbidden":
+            problem = "not an allowed field here"
+        else:
+            problem = f"{error['msg']} (got {_short_repr(error.get('input'))})"
+        lines.append(f"- {where}: {problem}")
+    lines.append("Fix these arguments and call the tool again.")
+    return "\n".join(lines)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_INPUT_REPR else f"{text[: _MAX_INPUT_REPR - 3]}..."
+
+
+def _is_graph_control_flow(exc: Exception) -> bool:
+    """Whether `exc` is LangGraph's `interrupt()` (or kin) passing through a tool.
+
+    Checked through `sys.modules` so importing tools never imports LangGraph: if
+    `langgraph.errors` was never imported, nothing can have raised one of its errors.
+    """
+    errors = sys.modules.get("langgraph.errors")
+    return errors is not None and isinstance(exc, errors.GraphBubbleUp)

@@ -1,0 +1,257 @@
+"""The tool-calling agent loop: tools, bad arguments, limits, high-stakes calls, approvals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from agentflow import (
+    END,
+    START,
+    AgentGraph,
+    AssistantMessage,
+    RunContext,
+    SandboxError,
+    ScriptedModel,
+    StepLimitExceeded,
+    ToolCall,
+    ToolError,
+    ToolResultMessage,
+    ToolRetry,
+    UserMessage,
+    arguments_digest,
+    tool,
+)
+from agentflow.models.base import Model
+from tests.helpers import three_tiers
+
+
+@dataclass
+class Shop:
+    """Stands in for a company database handed to tools as run context."""
+
+    orders: dict[int, str] = field(default_factory=lambda: {1042: "shipped"})
+    refunds: list[tuple[int, float, str | None]] = field(default_factory=list)
+
+
+@tool
+def lookup_order(ctx: RunContext[Shop], order_id: int) -> str:
+    """Look up an order.
+
+    Args:
+        order_id: The order number.
+    """
+    if order_id not in ctx.deps.orders:
+        raise ToolRetry(f"no order {order_id}; ask the customer to check the number")
+    return ctx.deps.orders[order_id]
+
+
+@tool(side_effects=True, requires_approval=lambda args: args["amount"] > 100, high_stakes=True)
+def issue_refund(ctx: RunContext[Shop], order_id: int, amount: float) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: The order number.
+        amount: USD to refund.
+    """
+    ctx.deps.refunds.append((order_id, amount, ctx.idempotency_key))
+    return f"refunded {amount}"
+
+
+def agent_graph(
+    tools_model: Model, frontier: Model | None = None, *, max_steps: int = 4, **agent: Any
+) -> Any:
+    router = three_tiers(tools_model, ScriptedModel([]), frontier or ScriptedModel([]))
+    graph: AgentGraph[Shop] = AgentGraph("agent", context=Shop, router=router)
+    graph.agent(
+        "resolve",
+        tools=agent.pop("tools", [lookup_order, issue_refund]),
+        max_steps=max_steps,
+        **agent,
+    )
+    graph.edge(START, "resolve").edge("resolve", END)
+    return graph
+
+
+def call(name: str, call_id: str = "c1", **arguments: Any) -> ToolCall:
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def ask(text: str = "where is order 1042?") -> dict[str, Any]:
+    return {"messages": [UserMessage(content=text)]}
+
+
+async def test_tool_loop_runs_tools_and_returns_the_final_answer() -> None:
+    model = ScriptedModel([call("lookup_order", order_id=1042), "It has shipped."])
+    graph = agent_graph(model, system="You are a support agent.")
+    state = await graph.compile().ainvoke(ask(), context=Shop())
+    result = state["messages"][2]
+    assert result == ToolResultMessage(tool_call_id="c1", name="lookup_order", content="shipped")
+    assert state["messages"][-1] == AssistantMessage(content="It has shipped.")
+    first = model.requests[0]
+    assert first.messages[0].content == "You are a support agent."
+    assert [t.name for t in first.tools] == ["lookup_order", "issue_refund"]
+    assert first.tools[0].parameters["properties"] == {
+        "order_id": {"type": "integer", "description": "The order number."}
+    }
+    assert model.requests[1].messages[-1] == result
+    assert [s.node for s in state["steps"]] == ["resolve", "resolve"]
+
+
+async def test_invalid_arguments_go_back_to_the_model_which_fixes_them() -> None:
+    model = ScriptedModel(
+        [call("lookup_order", order_id="soon"), call("lookup_order", "c2", order_id=1042), "ok"]
+    )
+    state = await agent_graph(model).compile().ainvoke(ask(), context=Shop())
+    error = state["messages"][2]
+    assert isinstance(error, ToolResultMessage) and error.is_error
+    assert "order_id" in error.content
+    assert state["messages"][4].content == "shipped"
+
+
+async def test_bad_calls_in_a_row_are_bounded() -> None:
+    model = ScriptedModel([call("lookup_order", f"c{i}", order_id="x") for i in range(5)])
+    with pytest.raises(ToolError, match="3 times in a row") as caught:
+        await agent_graph(model, max_steps=10).compile().ainvoke(ask(), context=Shop())
+    assert caught.value.tool == "lookup_order"
+    assert len(model.requests) == 3
+
+
+async def test_tool_retry_and_unknown_tools_are_reported_to_the_model() -> None:
+    model = ScriptedModel([[call("lookup_order", order_id=7), call("teleport", "c2")], "sorry"])
+    state = await agent_graph(model).compile().ainvoke(ask(), context=Shop())
+    retry, unknown = state["messages"][2:4]
+    assert retry.is_error and "no order 7" in retry.content
+    assert unknown.is_error and "no tool 'teleport'" in unknown.content
+
+
+async def test_step_limit() -> None:
+    model = ScriptedModel([call("lookup_order", f"c{i}", order_id=1042) for i in range(3)])
+    with pytest.raises(StepLimitExceeded) as caught:
+        await agent_graph(model, max_steps=2).compile().ainvoke(ask(), context=Shop())
+    assert caught.value.max_steps == 2
+    assert len(model.requests) == 2
+
+
+async def test_high_stakes_tool_call_is_redecided_by_the_frontier() -> None:
+    cheap = ScriptedModel([call("issue_refund", order_id=1042, amount=20.0), "done"])
+    frontier = ScriptedModel([call("issue_refund", "f1", order_id=1042, amount=15.0)])
+    shop = Shop()
+    state = await agent_graph(cheap, frontier).compile().ainvoke(ask("refund me"), context=shop)
+    assert shop.refunds == [(1042, 15.0, "run:f1")]
+    tiers = [(s.tier, s.reason) for s in state["steps"]]
+    assert tiers[0] == ("tools", "kind tool_call -> tools")
+    assert tiers[1] == ("frontier", "high-stakes tool call issue_refund -> frontier")
+
+
+async def test_approval_gate_interrupts_before_any_side_effect_and_binds_the_digest() -> None:
+    refund = call("issue_refund", order_id=1042, amount=500.0)
+    shop = Shop()
+    graph = agent_graph(ScriptedModel([refund, "refund sent"]), ScriptedModel([refund]))
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t1"}}
+    paused = await compiled.ainvoke(ask("refund 500"), config, context=shop)
+    [interrupt] = paused["__interrupt__"]
+    assert shop.refunds == []
+    [proposed] = interrupt.value["calls"]
+    assert proposed["digest"] == arguments_digest("issue_refund", refund.arguments)
+
+    forged = {"c1": {"action": "approve", "digest": "0" * 32}}
+    again = await compiled.ainvoke(Command(resume=forged), config, context=shop)
+    assert "made for other arguments" in again["__interrupt__"][0].value["error"]
+    assert shop.refunds == []
+
+    decision = {"c1": {"action": "approve", "digest": proposed["digest"]}}
+    state = await compiled.ainvoke(Command(resume=decision), config, context=shop)
+    assert shop.refunds == [(1042, 500.0, "t1:c1")]
+    assert state["messages"][-1].content == "refund sent"
+
+
+async def test_reviewer_can_reject_or_edit() -> None:
+    refund = call("issue_refund", order_id=1042, amount=500.0)
+    digest = arguments_digest("issue_refund", refund.arguments)
+    for action, expected_refunds, model_sees in [
+        ({"action": "reject", "digest": digest, "comment": "too much"}, [], "too much"),
+        (
+            {"action": "edit", "digest": digest, "arguments": {"order_id": 1042, "amount": 50}},
+            [(1042, 50.0, "t:c1")],
+            "refunded 50.0",
+        ),
+    ]:
+        model = ScriptedModel([refund, "ok"])
+        shop = Shop()
+        graph = agent_graph(model, ScriptedModel([refund]))
+        compiled = graph.compile(checkpointer=InMemorySaver())
+        config: Any = {"configurable": {"thread_id": "t"}}
+        await compiled.ainvoke(ask("refund"), config, context=shop)
+        state = await compiled.ainvoke(Command(resume={"c1": action}), config, context=shop)
+        assert shop.refunds == expected_refunds
+        assert model_sees in state["messages"][-2].content
+
+
+async def test_bad_decisions_ask_again_instead_of_acting() -> None:
+    refund = call("issue_refund", order_id=1042, amount=500.0)
+    digest = arguments_digest("issue_refund", refund.arguments)
+    graph = agent_graph(ScriptedModel([refund, "ok"]), ScriptedModel([refund]))
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    shop = Shop()
+    await compiled.ainvoke(ask("refund"), config, context=shop)
+    bad_edit = {"action": "edit", "digest": digest, "arguments": {"order_id": "x", "amount": 1}}
+    for resume, error in [
+        ({"c1": bad_edit}, "edited arguments for 'c1' are invalid: - order_id:"),
+        ({"c9": bad_edit}, "no decision for tool call 'c1'"),
+        ("yes", "malformed approval decisions"),
+    ]:
+        paused = await compiled.ainvoke(Command(resume=resume), config, context=shop)
+        assert error in paused["__interrupt__"][0].value["error"]
+        assert shop.refunds == []
+    approve = {"c1": {"action": "approve", "digest": digest}}
+    state = await compiled.ainvoke(Command(resume=approve), config, context=shop)
+    assert shop.refunds == [(1042, 500.0, "t:c1")]
+    assert state["messages"][-1].content == "ok"
+
+
+async def test_small_refunds_need_no_approval() -> None:
+    refund = call("issue_refund", order_id=1042, amount=20.0)
+    shop = Shop()
+    graph = agent_graph(ScriptedModel([refund, "ok"]), ScriptedModel([refund]))
+    state = await graph.compile().ainvoke(ask("refund"), context=shop)
+    assert "__interrupt__" not in state
+    assert shop.refunds == [(1042, 20.0, "run:c1")]
+
+
+async def test_sandboxed_tools_refuse_to_run_in_process() -> None:
+    @tool(sandbox="docker")
+    def run_code(source: str) -> str:
+        """Run code."""
+        raise AssertionError("must not run in-process")
+
+    model = ScriptedModel([call("run_code", source="print(1)")])
+    with pytest.raises(SandboxError, match="sandbox='docker'"):
+        await agent_graph(model, tools=[run_code]).compile().ainvoke(ask())
+
+
+async def test_agent_exit_follows_a_branch() -> None:
+    router = three_tiers(ScriptedModel(["escalate please"]), ScriptedModel([]), ScriptedModel([]))
+    graph: AgentGraph[Shop] = AgentGraph("agent", router=router)
+    graph.agent("resolve", tools=[lookup_order])
+    seen: list[str] = []
+
+    @graph.node
+    def human(state: Any) -> None:
+        seen.append("human")
+
+    graph.edge(START, "resolve")
+    graph.branch(
+        "resolve",
+        lambda s: "escalate" in s["messages"][-1].content,
+        {True: "human", False: END},
+    )
+    graph.edge("human", END)
+    await graph.compile().ainvoke(ask(), context=Shop())
+    assert seen == ["human"]

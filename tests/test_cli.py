@@ -1,0 +1,86 @@
+"""The `agentflow` command: run, routes, version, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agentflow.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_run_quickstart_prints_each_step_with_tier_reason_tokens_and_cost() -> None:
+    result = runner.invoke(
+        app,
+        ["run", str(ROOT / "examples/quickstart.py"), "--message", "where is my order 1042?"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for node, tier, reason in [
+        ("triage", "tools", "kind classify -> tools"),
+        ("resolve", "tools", "kind tool_call -> tools"),
+        ("respond", "writer", "kind respond -> writer"),
+    ]:
+        assert any(node in line and tier in line and reason in line for line in out.splitlines())
+    assert "$0.0000" in out
+    assert "shipped" in out and "Thursday" in out
+
+
+def test_routes_prints_the_table_from_config() -> None:
+    result = runner.invoke(
+        app, ["routes", "--config", str(ROOT / "agentflow.toml")], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "tool_call" in result.output and "sglang:http://gpu-glm:30000" in result.output
+    assert "high_stakes" in result.output and "anthropic:claude-sonnet-4-5" in result.output
+    assert "pii: redact" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.py", "-m", "hi"], "missing.py: no such file"),
+        (["run", "examples/quickstart.py:nothing", "-m", "hi"], "no AgentGraph named 'nothing'"),
+        (["routes", "--config", "nope.toml"], "nope.toml"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "agentflow.toml"
+    bad.write_text('[tiers.t]\nmodel = "sglang:http://x"\nprice = { input = "lots" }\n')
+    result = runner.invoke(app, ["routes", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert str(bad) in result.output and "tiers.t.price" in result.output
+
+
+def test_broken_graph_file_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import does_not_exist\n")
+    result = runner.invoke(app, ["run", f"{broken}:graph", "-m", "hi"])
+    assert result.exit_code == 1
+    assert "import failed: ModuleNotFoundError" in result.output
+
+
+def test_console_script_entry_point() -> None:
+    exe = Path(sys.executable).parent / "agentflow"
+    result = subprocess.run([str(exe), "version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("agentflow 0.1.0")
+    missing = subprocess.run(
+        [str(exe), "run", "nowhere.py", "-m", "x"], capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: nowhere.py: no such file"

@@ -1,0 +1,228 @@
+"""AgentGraph: building, compile-time checks, LangGraph features, usage per tier and node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from pydantic import BaseModel
+
+from agentflow import (
+    END,
+    START,
+    AgentGraph,
+    AgentState,
+    AssistantMessage,
+    ConfigError,
+    ScriptedModel,
+    StepContext,
+    UserMessage,
+    run_usage,
+)
+from tests.helpers import three_tiers
+
+
+class Verdict(BaseModel):
+    intent: str
+
+
+class SupportState(AgentState, total=False):
+    verdict: Verdict
+    plan: str
+    trail: list[str]
+
+
+def router_for(tools: Any = None, planning: Any = None, frontier: Any = None) -> Any:
+    return three_tiers(
+        tools or ScriptedModel([Verdict(intent="refund"), "reply"], cycle=True),
+        planning or ScriptedModel(["1. look up 2. refund"], cycle=True),
+        frontier or ScriptedModel(["careful reply"], cycle=True),
+    )
+
+
+def support_graph(router: Any = None) -> AgentGraph[Any]:
+    graph: AgentGraph[Any] = AgentGraph("support", state=SupportState, router=router)
+
+    @graph.node(kind="classify")
+    async def triage(state: SupportState, ctx: StepContext[Any]) -> dict[str, Any]:
+        return {"verdict": await ctx.llm(state["messages"], output=Verdict)}
+
+    @graph.node(kind="plan")
+    async def plan(state: SupportState, ctx: StepContext[Any]) -> dict[str, Any]:
+        return {"plan": await ctx.llm("plan it")}
+
+    @graph.node(kind="respond", high_stakes=lambda s: s["verdict"].intent == "legal")
+    async def respond(state: SupportState, ctx: StepContext[Any]) -> dict[str, Any]:
+        text = await ctx.llm(state["messages"], system="Be brief.")
+        return {"messages": [AssistantMessage(content=text)]}
+
+    graph.edge(START, "triage").edge("triage", "plan").edge("plan", "respond")
+    graph.edge("respond", END)
+    return graph
+
+
+def hello(text: str = "I want a refund for order 1042") -> dict[str, Any]:
+    return {"messages": [UserMessage(content=text)]}
+
+
+async def test_compile_returns_langgraph_and_runs_every_node_on_its_tier() -> None:
+    app = support_graph(router_for()).compile()
+    assert isinstance(app, CompiledStateGraph)
+    assert app.name == "support"
+    state = await app.ainvoke(hello())
+    assert state["verdict"] == Verdict(intent="refund")
+    assert state["messages"][-1] == AssistantMessage(content="reply")
+    assert [(s.node, s.tier) for s in state["steps"]] == [
+        ("triage", "tools"),
+        ("plan", "planning"),
+        ("respond", "tools"),
+    ]
+
+
+async def test_usage_per_tier_and_per_node() -> None:
+    state = await support_graph(router_for()).compile().ainvoke(hello())
+    usage = run_usage(state)
+    assert set(usage.by_tier) == {"tools", "planning"}
+    assert set(usage.by_node) == {"triage", "plan", "respond"}
+    assert usage.by_tier["tools"].calls == 2
+    assert usage.total.calls == 3
+    steps = state["steps"]
+    assert usage.total.input_tokens == sum(s.usage.input_tokens for s in steps)
+    assert usage.total.cost_usd == pytest.approx(sum(s.cost_usd for s in steps))
+    assert usage.by_node["plan"].cost_usd == pytest.approx(steps[1].cost_usd)
+
+
+async def test_high_stakes_predicate_routes_to_the_frontier() -> None:
+    frontier = ScriptedModel(["legal answer"])
+    tools = ScriptedModel([Verdict(intent="legal")])
+    state = await support_graph(router_for(tools, frontier=frontier)).compile().ainvoke(hello())
+    assert state["steps"][-1].tier == "frontier"
+    assert state["messages"][-1].content == "legal answer"
+    assert frontier.requests[0].messages[0].content == "Be brief."
+
+
+def test_unknown_kind_is_a_config_error_at_compile_time() -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", router=router_for())
+
+    @graph.node(kind="summarise")
+    async def summary(state: Any, ctx: StepContext[Any]) -> None:
+        return None
+
+    graph.edge(START, "summary")
+    with pytest.raises(ConfigError, match="summarise") as caught:
+        graph.compile()
+    assert "summary" in str(caught.value)
+
+
+def test_state_must_extend_agent_state() -> None:
+    class Bare(TypedDict):
+        text: str
+
+    graph: AgentGraph[Any] = AgentGraph("g", state=Bare, router=router_for())
+    with pytest.raises(ConfigError, match="lacks messages, steps"):
+        graph.compile()
+
+
+def test_duplicate_nodes_and_bad_edges_are_config_errors() -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", router=router_for())
+    graph.node(lambda state: None, name="a")
+    with pytest.raises(ConfigError, match="already exists"):
+        graph.node(lambda state: None, name="a")
+    with pytest.raises(ConfigError, match="max_steps"):
+        graph.agent("loop", tools=[], max_steps=0)
+    graph.edge(START, "a").edge("a", "nowhere")
+    with pytest.raises(ConfigError, match="nowhere"):
+        graph.compile()
+
+
+def test_without_a_router_compile_reads_agentflow_toml(tmp_path: Path) -> None:
+    config = tmp_path / "agentflow.toml"
+    config.write_text(
+        '[tiers.small]\nmodel = "local:gemma"\nself_hosted = true\n[routing]\nrespond = "small"\n'
+    )
+    graph: AgentGraph[Any] = AgentGraph("g")
+    graph.node(lambda state: None, name="a", kind="respond")
+    graph.edge(START, "a")
+    assert isinstance(graph.compile(config=str(config)), CompiledStateGraph)
+    graph.node(lambda state: None, name="b", kind="plan")
+    with pytest.raises(ConfigError, match="plan") as caught:
+        graph.compile(config=str(config))
+    assert str(config) in str(caught.value)
+
+
+async def test_sqlite_checkpointer_keeps_messages_and_steps(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    config: Any = {"configurable": {"thread_id": "customer-7"}}
+    async with AsyncSqliteSaver.from_conn_string(db) as saver:
+        await support_graph(router_for()).compile(checkpointer=saver).ainvoke(hello(), config)
+    async with AsyncSqliteSaver.from_conn_string(db) as saver:
+        app = support_graph(router_for()).compile(checkpointer=saver)
+        snapshot = await app.aget_state(config)
+    assert snapshot.values["verdict"] == Verdict(intent="refund")
+    assert [s.node for s in snapshot.values["steps"]] == ["triage", "plan", "respond"]
+    assert isinstance(snapshot.values["messages"][0], UserMessage)
+
+
+async def test_streaming_updates_carry_each_nodes_steps() -> None:
+    app = support_graph(router_for()).compile()
+    seen = []
+    async for update in app.astream(hello(), stream_mode="updates"):
+        for node, values in update.items():
+            seen.append((node, [s.tier for s in values["steps"]]))
+    assert seen == [("triage", ["tools"]), ("plan", ["planning"]), ("respond", ["tools"])]
+
+
+async def test_run_context_reaches_nodes() -> None:
+    class Deps(BaseModel):
+        customer: str
+
+    graph: AgentGraph[Deps] = AgentGraph("g", context=Deps, router=router_for())
+    seen: list[Any] = []
+
+    @graph.node
+    def note(state: Any, ctx: StepContext[Deps]) -> dict[str, Any]:
+        seen.append((ctx.deps.customer, ctx.node, ctx.kind))
+        return {}
+
+    graph.edge(START, "note")
+    await graph.compile().ainvoke(hello(), context=Deps(customer="c-7"))
+    assert seen == [("c-7", "note", None)]
+
+
+async def test_commands_and_branches_keep_their_records() -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", state=SupportState, router=router_for())
+
+    @graph.node(kind="classify")
+    async def triage(state: Any, ctx: StepContext[Any]) -> Command[Any]:
+        verdict = await ctx.llm("classify", output=Verdict)
+        return Command(update={"verdict": verdict}, goto="refunds")
+
+    @graph.node
+    def refunds(state: Any) -> dict[str, Any]:
+        return {"trail": ["refunds"]}
+
+    @graph.node
+    def other(state: Any) -> dict[str, Any]:
+        return {"trail": ["other"]}
+
+    graph.edge(START, "triage")
+    graph.branch("refunds", lambda s: s["verdict"].intent, {"refund": "other", "x": END})
+    state = await graph.compile().ainvoke(hello())
+    assert state["trail"] == ["other"]
+    assert [s.node for s in state["steps"]] == ["triage"]
+
+
+async def test_a_node_must_return_a_mapping() -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", router=router_for())
+
+    @graph.node(kind="respond")
+    async def talk(state: Any, ctx: StepContext[Any]) -> Any:
+        return await ctx.llm("hi")
+
+    graph.edge(START, "talk")
+    with pytest.raises(TypeError, match="must return a dict"):
+        await graph.compile().ainvoke(hello())

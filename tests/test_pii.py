@@ -1,0 +1,313 @@
+"""PII detection and redaction: what is found, what is not, and that nothing leaks."""
+
+from __future__ import annotations
+
+import itertools
+import string
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from agentflow.exceptions import ConfigError
+from agentflow.pii import PiiDetector, PiiFinding, iban_ok, luhn_ok
+
+DETECTOR = PiiDetector()
+
+VALID_CARDS = [
+    "4111111111111111",  # Visa test number
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "5500 0000 0000 0004",  # Mastercard
+    "3782 822463 10005",  # Amex, 4-6-5
+    "6011000990139424",  # Discover
+    "4222222222222",  # 13 digits
+]
+VALID_IBANS = [
+    "DE89370400440532013000",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82 WEST 1234 5698 7654 32",
+    "FR14 2004 1010 0505 0001 3M02 606",
+    "NL91ABNA0417164300",
+]
+PHONES = [
+    "+1 555 123 4567",
+    "+1 (555) 123-4567",
+    "+44 20 7946 0958",
+    "+49-30-1234567",
+    "+33 6 12 34 56 78",
+    "+4915112345678",
+    "(555) 123-4567",
+    "(555)123-4567",
+    "555-123-4567",
+    "555.123.4567",
+    "555 123 4567",
+    "1-800-555-0199",
+    "020 7946 0958",
+    "06 12 34 56 78",
+    "030/1234567",
+]
+NOT_PII = [
+    "Where is order 1042?",
+    "Order #1042 shipped on 2024-01-15.",
+    "Delivered 15/01/2024 at 10:30, or 01-02-2024, or 05.03.2024 10:30.",
+    "Total: $1234.56 for 3 items, SKU 88231-B.",
+    "Upgrade to version 1.12.345 please.",
+    "Tracking 1Z999AA10123456784 arrives Monday.",
+    "Not a card: 4111 1111 1111 1112.",
+    "Not an IBAN: DE88 3704 0044 0532 0130 00.",
+    "Ref 00 12 34 and +12.",
+    "an @ sign alone, or user@localhost",
+    "A long id 12345678901234567890123 is not a card.",
+]
+
+
+def kinds(text: str, detector: PiiDetector = DETECTOR) -> list[str]:
+    return [finding.kind for finding in detector.find(text)]
+
+
+def with_luhn_digit(payload: str) -> str:
+    """Append the check digit that makes `payload` pass the Luhn check."""
+    for digit in string.digits:
+        if luhn_ok(payload + digit):
+            return payload + digit
+    raise AssertionError("unreachable: one check digit always fits")
+
+
+def make_iban(country: str, bban: str) -> str:
+    """Compute the ISO 13616 check digits for `country` + `bban`."""
+    as_digits = "".join(str(int(char, 36)) for char in bban + country + "00")
+    return f"{country}{98 - int(as_digits) % 97:02d}{bban}"
+
+
+# --- checksums ----------------------------------------------------------------------------
+
+
+def test_luhn_known_numbers() -> None:
+    assert luhn_ok("79927398713")
+    assert not luhn_ok("79927398710")
+    assert luhn_ok("4111 1111-1111 1111")
+    assert not luhn_ok("4111x1111")
+    assert not luhn_ok("0")
+    assert not luhn_ok("")
+    assert not luhn_ok("٤١١١١١١١١١١١١١١١")  # non-ASCII digits are not card digits
+
+
+@given(st.text(string.digits, min_size=12, max_size=18), st.data())
+def test_luhn_accepts_its_check_digit_and_catches_any_single_digit_error(
+    payload: str, data: st.DataObject
+) -> None:
+    number = with_luhn_digit(payload)
+    assert luhn_ok(number)
+    position = data.draw(st.integers(0, len(number) - 1))
+    wrong = data.draw(st.sampled_from([d for d in string.digits if d != number[position]]))
+    assert not luhn_ok(number[:position] + wrong + number[position + 1 :])
+
+
+def test_iban_known_numbers() -> None:
+    for iban in VALID_IBANS:
+        assert iban_ok(iban), iban
+    assert iban_ok("gb82 west 1234 5698 7654 32")
+    assert not iban_ok("DE88370400440532013000")  # wrong check digits
+    assert not iban_ok("DE8937040044")  # too short
+    assert not iban_ok("1289370400440532013000")  # no country code
+    assert not iban_ok("DE00370400440532013000")  # check digits 00, 01 and 99 are never issued
+    assert not iban_ok("DE89 3704 0044 0532 0130 0é")
+
+
+@given(
+    st.text(string.ascii_uppercase, min_size=2, max_size=2),
+    st.text(string.digits + string.ascii_uppercase, min_size=11, max_size=30),
+    st.data(),
+)
+def test_iban_accepts_its_check_digits_and_catches_a_changed_digit(
+    country: str, bban: str, data: st.DataObject
+) -> None:
+    iban = make_iban(country, bban)
+    assert iban_ok(iban)
+    digits = [i for i, char in enumerate(iban) if i >= 4 and char.isdigit()]
+    if digits:
+        position = data.draw(st.sampled_from(digits))
+        wrong = data.draw(st.sampled_from([d for d in string.digits if d != iban[position]]))
+        assert not iban_ok(iban[:position] + wrong + iban[position + 1 :])
+
+
+# --- detection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "email", ["jane@example.com", "jane.doe+orders@mail.example.co.uk", "J_O-E%1@sub-d.example.io"]
+)
+def test_finds_emails(email: str) -> None:
+    text = f"Contact: {email}, thanks."
+    assert DETECTOR.find(text) == [PiiFinding(kind="email", start=9, end=9 + len(email))]
+
+
+@pytest.mark.parametrize("phone", PHONES)
+def test_finds_phone_numbers(phone: str) -> None:
+    text = f"Call me on {phone} today."
+    findings = DETECTOR.find(text)
+    assert [(f.kind, text[f.start : f.end]) for f in findings] == [("phone", phone)]
+
+
+@pytest.mark.parametrize("card", VALID_CARDS)
+def test_finds_cards_that_pass_luhn(card: str) -> None:
+    text = f"My card is {card}."
+    findings = DETECTOR.find(text)
+    assert [(f.kind, text[f.start : f.end]) for f in findings] == [("card", card)]
+
+
+@pytest.mark.parametrize("iban", VALID_IBANS)
+def test_finds_ibans_that_pass_mod_97(iban: str) -> None:
+    text = f"Refund to {iban} please"
+    findings = DETECTOR.find(text)
+    assert [(f.kind, text[f.start : f.end]) for f in findings] == [("iban", iban)]
+
+
+@pytest.mark.parametrize("text", NOT_PII)
+def test_leaves_order_numbers_dates_and_failed_checksums_alone(text: str) -> None:
+    assert DETECTOR.find(text) == []
+    assert DETECTOR.redact(text) == (text, {})
+
+
+def test_card_is_cut_out_of_a_longer_digit_run() -> None:
+    text = "card 4111111111111111 2024 and 12 4111 1111 1111 1111"
+    redacted, counts = DETECTOR.redact(text)
+    assert "4111" not in redacted
+    assert counts == {"card": 2}
+
+
+def test_iban_followed_by_capitals_or_after_a_lookalike() -> None:
+    redacted, counts = DETECTOR.redact(
+        "IBAN DE89 3704 0044 0532 0130 00 THANKS; AB12 GB82WEST12345698765432"
+    )
+    assert redacted == "IBAN [IBAN] THANKS; AB12 [IBAN]"
+    assert counts == {"iban": 2}
+
+
+def test_international_phone_stops_at_fifteen_digits() -> None:
+    redacted, counts = DETECTOR.redact("+44 20 7946 0958 2024 12 31")
+    assert redacted == "[PHONE] 2024 12 31"
+    assert counts == {"phone": 1}
+    assert DETECTOR.find("+1 234") == []  # too short for a phone number
+
+
+def test_iban_wins_over_the_card_and_phone_inside_it() -> None:
+    # The digits of this IBAN include 13-19 digit runs; it must be reported once, as an IBAN.
+    iban = make_iban("DE", "4111111111111111000000")
+    assert kinds(f"pay {iban} now") == ["iban"]
+
+
+def test_findings_are_sorted_and_do_not_overlap() -> None:
+    text = "a@b.io 4111111111111111 +1 555 123 4567 DE89370400440532013000 x@y.org"
+    findings = DETECTOR.find(text)
+    assert [f.kind for f in findings] == ["email", "card", "phone", "iban", "email"]
+    for before, after in itertools.pairwise(findings):
+        assert before.end <= after.start
+
+
+# --- custom patterns ------------------------------------------------------------------------
+
+
+def test_custom_patterns_are_found_and_named() -> None:
+    detector = PiiDetector({"customer_id": r"CUST-\d{6}", "ticket": r"T#[a-z]+"})
+    text = "CUST-004211 wrote about T#abc; mail jane@example.com"
+    redacted, counts = detector.redact(text)
+    assert redacted == "[CUSTOMER_ID] wrote about [TICKET]; mail [EMAIL]"
+    assert counts == {"customer_id": 1, "ticket": 1, "email": 1}
+
+
+def test_custom_patterns_run_on_text_without_digits_or_at_signs() -> None:
+    detector = PiiDetector({"codename": r"Project [A-Z][a-z]+"})
+    assert detector.redact("about Project Falcon") == ("about [CODENAME]", {"codename": 1})
+
+
+def test_custom_pattern_overlapping_a_builtin_does_not_double_redact() -> None:
+    detector = PiiDetector({"mail_domain": r"@example\.com"})
+    assert detector.redact("jane@example.com") == ("[EMAIL]", {"email": 1})
+
+
+def test_custom_match_running_into_a_builtin_finding_is_dropped() -> None:
+    detector = PiiDetector({"greeting": r"mail to jane"})
+    text = "mail to jane@example.com"
+    assert detector.find(text) == [PiiFinding(kind="email", start=8, end=len(text))]
+
+
+def test_empty_matches_of_a_custom_pattern_are_ignored() -> None:
+    detector = PiiDetector({"maybe": r"x*"})
+    assert detector.redact("abc") == ("abc", {})
+    assert detector.redact("axxb") == ("a[MAYBE]b", {"maybe": 1})
+
+
+def test_invalid_custom_pattern_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        PiiDetector({"ok": r"\d+", "broken": r"CUST-(\d"})
+    assert info.value.key == "policy.pii_patterns.broken"
+    assert "CUST-(\\\\d" in info.value.reason or "CUST-(" in info.value.reason
+
+
+# --- redaction ------------------------------------------------------------------------------
+
+
+def test_redact_replaces_every_kind_and_counts() -> None:
+    text = (
+        "I'm jane@example.com, +1 555 123 4567 or (555) 987-6543; "
+        "card 4111 1111 1111 1111; IBAN GB82 WEST 1234 5698 7654 32. Order 1042."
+    )
+    redacted, counts = DETECTOR.redact(text)
+    assert redacted == ("I'm [EMAIL], [PHONE] or [PHONE]; card [CARD]; IBAN [IBAN]. Order 1042.")
+    assert counts == {"email": 1, "phone": 2, "card": 1, "iban": 1}
+
+
+def test_text_without_pii_comes_back_as_the_same_object() -> None:
+    text = "Where is my order 1042? It was due on 2024-01-15."
+    redacted, counts = DETECTOR.redact(text)
+    assert redacted is text
+    assert counts == {}
+
+
+_WORDS = st.text(string.ascii_letters + " ,.!?", max_size=30)
+
+
+def format_card(prefix: str, payload: str, separator: str) -> str:
+    number = with_luhn_digit(prefix + payload)
+    return separator.join(number[i : i + 4] for i in range(0, len(number), 4))
+
+
+_CARDS = st.builds(
+    format_card,
+    st.sampled_from(["4", "51", "37", "6011"]),
+    st.text(string.digits, min_size=11, max_size=14),
+    st.sampled_from(["", " ", "-"]),
+)
+_EMAILS = st.builds(
+    "{}@{}.{}".format,
+    st.text(string.ascii_letters + string.digits + "._+-", min_size=1, max_size=20),
+    st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=15),
+    st.sampled_from(["com", "org", "io", "co.uk", "de"]),
+)
+_IBANS = st.builds(
+    make_iban,
+    st.sampled_from(["DE", "GB", "FR", "NL", "ES"]),
+    st.text(string.digits + string.ascii_uppercase, min_size=11, max_size=30),
+)
+
+
+@given(_WORDS, st.one_of(_CARDS, _EMAILS, _IBANS), _WORDS)
+@example("Card", "4111-1111-1111-1111", "thanks")
+def test_redaction_never_leaks_a_planted_value(before: str, value: str, after: str) -> None:
+    text = f"{before} {value} {after}"
+    redacted, counts = DETECTOR.redact(text)
+    assert value not in redacted
+    assert sum(counts.values()) >= 1
+
+
+@given(st.text(string.ascii_letters + string.digits + " .-+@()/", max_size=80))
+@example("4111 1111 1111 1111 555-123-4567")
+def test_redaction_never_leaks_a_detected_value_and_is_idempotent(text: str) -> None:
+    findings = DETECTOR.find(text)
+    redacted, counts = DETECTOR.redact(text)
+    assert sum(counts.values()) == len(findings)
+    for finding in findings:
+        assert text[finding.start : finding.end] not in redacted
+    assert DETECTOR.find(redacted) == []

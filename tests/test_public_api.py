@@ -1,0 +1,39 @@
+"""The public API is pinned: a change to it is a deliberate change to this test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import agentflow
+
+PUBLIC = [
+    "END", "START", "AgentGraph", "AgentState", "AgentflowConfig", "AgentflowError",
+    "ApprovalDecision", "AssistantMessage", "BudgetExceeded", "Choice", "ConfigError", "Ebnf",
+    "FunctionModel", "GpuPrice", "JsonSchema", "Message", "Model", "ModelError", "ModelProfile",
+    "ModelRequest", "ModelResponse", "ModelSettings", "OutputSpec", "OutputValidationError",
+    "PolicyViolation", "Price", "Regex", "Reply", "RouteDecision", "Router", "RoutingPolicy",
+    "RunContext", "RunUsage", "SandboxError", "ScriptedModel", "StepContext",
+    "StepLimitExceeded", "StepRecord", "SystemMessage", "Tier", "TokenPrice", "Tool",
+    "ToolCall", "ToolError", "ToolResultMessage", "ToolRetry", "ToolSpec", "Usage",
+    "UsageTotals", "UserMessage", "__version__", "arguments_digest", "infer_model",
+    "load_config", "output_spec", "run_usage", "tool",
+]  # fmt: skip
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert agentflow.__all__ == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(agentflow, name), name
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, agentflow; "
+        "heavy = [m for m in ('torch', 'transformers', 'docker', 'xgrammar') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""

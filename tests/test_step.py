@@ -1,0 +1,308 @@
+"""ctx.llm: routing, the validation-retry loop, fallbacks, the PII boundary and budgets."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel
+
+from agentflow import (
+    AgentState,
+    AssistantMessage,
+    BudgetExceeded,
+    Choice,
+    ConfigError,
+    JsonSchema,
+    ModelError,
+    ModelResponse,
+    ModelSettings,
+    OutputValidationError,
+    PolicyViolation,
+    Regex,
+    Router,
+    RoutingPolicy,
+    ScriptedModel,
+    StepContext,
+    Tier,
+    Usage,
+    UserMessage,
+    run_usage,
+)
+from tests.helpers import CHEAP, single_node_graph, three_tiers
+
+
+class Triage(BaseModel):
+    intent: str
+    urgent: bool
+
+
+async def ask(ctx: StepContext[Any], **kwargs: Any) -> dict[str, Any]:
+    return {"answer": await ctx.llm("where is my order?", **kwargs)}
+
+
+async def ask_about(text: str, ctx: StepContext[Any]) -> dict[str, Any]:
+    return {"answer": await ctx.llm(text)}
+
+
+class AnswerState(AgentState, total=False):
+    answer: Any
+
+
+async def run_one(router: Router, body: Any, **graph_kwargs: Any) -> dict[str, Any]:
+    graph = single_node_graph(router, body, state=AnswerState, **graph_kwargs)
+    return await graph.compile().ainvoke({"messages": []})
+
+
+async def test_text_step_routes_by_kind_and_records_cost() -> None:
+    tools, planning, frontier = (
+        ScriptedModel(["ships Thursday"]),
+        ScriptedModel([]),
+        ScriptedModel([]),
+    )
+    result = await run_one(three_tiers(tools, planning, frontier), lambda s, ctx: ask(ctx))
+    assert result["answer"] == "ships Thursday"
+    [record] = result["steps"]
+    assert (record.node, record.kind, record.tier) == ("step", "respond", "tools")
+    assert record.reason == "kind respond -> tools"
+    assert record.fallback_chain == ("planning",)
+    # 1e-6 USD per token on the cheap tier, tokens estimated by the scripted model
+    assert record.cost_usd == pytest.approx(record.usage.total_tokens * 1e-6)
+    assert record.est_cost_usd is not None and record.est_cost_usd >= record.cost_usd
+    assert planning.requests == [] and frontier.requests == []
+
+
+async def test_structured_output_is_constrained_and_validated() -> None:
+    tools = ScriptedModel([Triage(intent="order_status", urgent=True)])
+    result = await run_one(
+        three_tiers(tools, ScriptedModel([]), ScriptedModel([])),
+        lambda s, ctx: ask(ctx, output=Triage),
+    )
+    assert result["answer"] == Triage(intent="order_status", urgent=True)
+    sent = tools.requests[0].output
+    assert isinstance(sent, JsonSchema)
+    assert sent.schema["properties"].keys() == {"intent", "urgent"}
+
+
+async def test_invalid_output_is_retried_with_the_validation_error() -> None:
+    tools = ScriptedModel(['{"intent": "refund"}', '{"intent": "refund", "urgent": false}'])
+    result = await run_one(
+        three_tiers(tools, ScriptedModel([]), ScriptedModel([])),
+        lambda s, ctx: ask(ctx, output=Triage),
+    )
+    assert result["answer"] == Triage(intent="refund", urgent=False)
+    retry = tools.requests[1].messages
+    assert retry[-2] == AssistantMessage(content='{"intent": "refund"}')
+    assert isinstance(retry[-1], UserMessage)
+    assert "urgent: Field required" in retry[-1].content
+    assert "errors.pydantic.dev" not in retry[-1].content
+    assert [r.attempt for r in result["steps"]] == [1, 2]
+
+
+async def test_exhausted_retries_fall_back_to_the_next_tier() -> None:
+    tools = ScriptedModel(["not json", "still not", "nope"])
+    planning = ScriptedModel([Triage(intent="refund", urgent=False)])
+    result = await run_one(
+        three_tiers(tools, planning, ScriptedModel([])), lambda s, ctx: ask(ctx, output=Triage)
+    )
+    assert result["answer"].intent == "refund"
+    assert [r.tier for r in result["steps"]] == ["tools"] * 3 + ["planning"]
+    assert "fell back to planning" in result["steps"][-1].reason
+
+
+async def test_output_validation_error_carries_the_raw_output() -> None:
+    tools = ScriptedModel(["bad"] * 2)
+    planning = ScriptedModel(["worse"] * 2)
+    with pytest.raises(OutputValidationError) as caught:
+        await run_one(
+            three_tiers(tools, planning, ScriptedModel([])),
+            lambda s, ctx: ask(ctx, output=Triage, retries=1),
+        )
+    assert caught.value.raw == "worse"
+    assert caught.value.attempts == 2
+
+
+async def test_model_error_fails_over_but_never_escalates_to_the_frontier() -> None:
+    tools = ScriptedModel([ModelError("503 from gpu-glm", status=503)])
+    planning = ScriptedModel([ModelError("connection refused")])
+    frontier = ScriptedModel(["expensive answer"])
+    with pytest.raises(ModelError, match="connection refused"):
+        await run_one(three_tiers(tools, planning, frontier), lambda s, ctx: ask(ctx))
+    assert len(tools.requests) == 1 and len(planning.requests) == 1
+    assert frontier.requests == []
+
+
+async def test_fallback_records_why() -> None:
+    tools = ScriptedModel([ModelError("503 from gpu-glm", status=503)])
+    planning = ScriptedModel(["from planning"])
+    result = await run_one(three_tiers(tools, planning, ScriptedModel([])), lambda s, ctx: ask(ctx))
+    assert result["answer"] == "from planning"
+    [record] = result["steps"]
+    assert record.tier == "planning"
+    assert "fell back to planning: 503 from gpu-glm" in record.reason
+
+
+async def test_high_stakes_step_goes_to_the_frontier_with_pii_redacted() -> None:
+    frontier = ScriptedModel(["approved"])
+
+    async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        return {"answer": await ctx.llm("Refund jane.doe@example.com, card 4111 1111 1111 1111")}
+
+    result = await run_one(
+        three_tiers(ScriptedModel([]), ScriptedModel([]), frontier), body, high_stakes=True
+    )
+    sent = frontier.requests[0].messages[0].content
+    assert "jane.doe@example.com" not in sent and "4111" not in sent
+    assert "[EMAIL]" in sent and "[CARD]" in sent
+    [record] = result["steps"]
+    assert record.tier == "frontier"
+    assert record.reason == "high-stakes step -> frontier"
+    assert record.pii_redacted == {"email": 1, "card": 1}
+
+
+async def test_high_stakes_predicate_over_state() -> None:
+    frontier = ScriptedModel(["frontier"])
+    tools = ScriptedModel(["cheap"])
+    result = await run_one(
+        three_tiers(tools, ScriptedModel([]), frontier),
+        lambda s, ctx: ask(ctx),
+        high_stakes=lambda state: len(state["messages"]) > 5,
+    )
+    assert result["answer"] == "cheap"
+    assert frontier.requests == []
+
+
+async def test_pii_block_refuses_before_sending() -> None:
+    frontier = ScriptedModel(["never"])
+    with pytest.raises(PolicyViolation, match="email") as caught:
+        await run_one(
+            three_tiers(ScriptedModel([]), ScriptedModel([]), frontier, pii="block"),
+            lambda s, ctx: ask_about("mail me at a@b.co", ctx),
+            high_stakes=True,
+        )
+    assert caught.value.rule == "pii"
+    assert frontier.requests == []
+
+
+async def test_self_hosted_tiers_see_the_original_text() -> None:
+    tools = ScriptedModel(["ok"])
+
+    async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        return {"answer": await ctx.llm("mail me at a@b.co")}
+
+    await run_one(three_tiers(tools, ScriptedModel([]), ScriptedModel([])), body)
+    assert tools.requests[0].messages[0].content == "mail me at a@b.co"
+
+
+async def test_budget_stops_the_run_before_the_call_that_would_exceed_it() -> None:
+    # each call really uses 400 tokens ($0.0004 on the cheap tier); before each call the
+    # router estimates the prompt (5 tokens) plus max_tokens=500, i.e. $0.000505
+    reply = ModelResponse(
+        message=AssistantMessage(content="a"), usage=Usage(input_tokens=100, output_tokens=300)
+    )
+    tools = ScriptedModel([reply], cycle=True)
+    router = three_tiers(tools, ScriptedModel([]), ScriptedModel([]), budget_usd_per_run=0.0015)
+    settings = ModelSettings(max_tokens=500)
+    with pytest.raises(BudgetExceeded) as caught:
+        await run_one(router, lambda s, ctx: ask(ctx, settings=settings), names=list("abcde"))
+    assert caught.value.unit == "usd"
+    # $0.0012 spent after three calls; the fourth would reach $0.001705 > $0.0015: not sent
+    assert len(tools.requests) == 3
+    assert caught.value.spent == pytest.approx(0.0012)
+    assert caught.value.estimate == pytest.approx(0.000505)
+
+
+async def test_token_budget() -> None:
+    tools = ScriptedModel(["a"], cycle=True)
+    router = three_tiers(tools, ScriptedModel([]), ScriptedModel([]), budget_tokens_per_run=1010)
+    with pytest.raises(BudgetExceeded) as caught:
+        await run_one(
+            router,
+            lambda s, ctx: ask(ctx, settings=ModelSettings(max_tokens=1000)),
+            names=("one", "two"),
+        )
+    assert caught.value.unit == "tokens"
+    # the first call used 6 tokens; 6 + 5 (prompt) + 1000 (max_tokens) > 1010
+    assert len(tools.requests) == 1
+    assert caught.value.spent == 6
+
+
+R1, R2 = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def run_config(run_id: uuid.UUID) -> RunnableConfig:
+    return {"configurable": {"thread_id": "t1"}, "run_id": run_id}
+
+
+async def test_budget_is_per_run() -> None:
+    tools = ScriptedModel(["a"], cycle=True)
+    router = three_tiers(tools, ScriptedModel([]), ScriptedModel([]), budget_tokens_per_run=1010)
+    graph = single_node_graph(
+        router, lambda s, ctx: ask(ctx, settings=ModelSettings(max_tokens=1000)), state=AnswerState
+    )
+    app = graph.compile(checkpointer=InMemorySaver())
+    hello = {"messages": [UserMessage(content="hi")]}
+    await app.ainvoke(hello, run_config(R1))
+    state = await app.ainvoke(hello, run_config(R2))
+    assert len(state["steps"]) == 2
+    assert run_usage(state, run_id=str(R2)).total.calls == 1
+    with pytest.raises(BudgetExceeded):  # same run id again: its budget is spent
+        await app.ainvoke(hello, run_config(R2))
+
+
+async def test_unpriced_tier_is_reported_unpriced_never_zero() -> None:
+    router = Router(
+        tiers=[Tier(name="mystery", model=ScriptedModel(["hi"]), self_hosted=True)],
+        policy=RoutingPolicy(kinds={"respond": "mystery"}, budget_usd_per_run=0.01),
+    )
+    result = await run_one(router, lambda s, ctx: ask(ctx))
+    [record] = result["steps"]
+    assert record.cost_usd is None and record.est_cost_usd is None
+    usage = run_usage(result)
+    assert usage.total.unpriced_calls == 1
+    assert usage.total.cost_label() == "unpriced"
+
+
+async def test_regex_and_choice_outputs() -> None:
+    tools = ScriptedModel(["A-12", "maybe", "yes"])
+    router = Router(
+        tiers=[Tier(name="t", model=tools, price=CHEAP, self_hosted=True)],
+        policy=RoutingPolicy(kinds={"respond": "t"}),
+    )
+
+    async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        code = await ctx.llm("code?", output=Regex(pattern=r"[A-Z]-\d+"))
+        yes = await ctx.llm("ok?", output=Choice(options=["yes", "no"]))
+        return {"answer": (code, yes)}
+
+    result = await run_one(router, body)
+    assert result["answer"] == ("A-12", "yes")
+    assert "not one of" in tools.requests[2].messages[-1].content
+
+
+async def test_node_without_kind_cannot_call_a_model() -> None:
+    with pytest.raises(ConfigError, match="has no kind"):
+        await run_one(
+            three_tiers(ScriptedModel([]), ScriptedModel([]), ScriptedModel([])),
+            lambda s, ctx: ask(ctx),
+            kind=None,
+        )
+
+
+async def test_reported_usage_and_latency_are_kept() -> None:
+    response = ModelResponse(
+        message=AssistantMessage(content="hi"),
+        usage=Usage(input_tokens=100, output_tokens=10, cached_tokens=60),
+        model="glm-4.6",
+        latency_s=0.25,
+    )
+    result = await run_one(
+        three_tiers(ScriptedModel([response]), ScriptedModel([]), ScriptedModel([])),
+        lambda s, ctx: ask(ctx),
+    )
+    [record] = result["steps"]
+    assert (record.model, record.latency_s, record.usage.cached_tokens) == ("glm-4.6", 0.25, 60)
+    assert record.cost_usd == pytest.approx(110e-6)
