@@ -92,7 +92,11 @@ def cost_usd(usage: Usage, price: Price | None) -> float | None:
 
 def estimate_cost_usd(input_tokens: int, output_tokens: int, price: Price | None) -> float | None:
     """Estimate a call's cost before it is made (no cache hits assumed); None if unpriced."""
-    return cost_usd(Usage(input_tokens=input_tokens, output_tokens=output_tokens), price)
+    if price is None:
+        return None
+    if isinstance(price, GpuPrice):
+        return (input_tokens + output_tokens) * price.usd_per_token
+    return (input_tokens * price.input + output_tokens * price.output) / _PER_MILLION
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from agentflow.costs import Price, UsageTotals, estimate_cost_usd
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["RouteDecision", "Router", "RoutingPolicy", "Tier"]
 
 _PII_MODES = ("redact", "block", "allow")
+
+
+_Plan: TypeAlias = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+"""A cached route: tier, reason, fallback chain, skipped fallbacks."""
 
 
 @dataclass(kw_only=True)
@@ -121,6 +125,7 @@ class Router:
         self.source = source
         self.policy = policy
         self.tiers: dict[str, Tier] = {}
+        self._plans: dict[tuple[str, bool], _Plan] = {}
         for tier in tiers:
             if tier.name in self.tiers:
                 raise ConfigError(
@@ -259,7 +264,25 @@ class Router:
         Raises:
             ConfigError: No tier serves `kind`.
         """
-        self.check_kind(kind, node=node)
+        plan = self._plans.get((kind, high_stakes))
+        if plan is None:
+            self.check_kind(kind, node=node)
+            plan = self._plans[(kind, high_stakes)] = self._plan(kind, high_stakes)
+        tier, reason, chain, skipped = plan
+        est_input = estimate_tokens("".join(message_text(m) for m in messages))
+        return RouteDecision(
+            node=node,
+            kind=kind,
+            tier=tier,
+            reason=reason,
+            high_stakes=high_stakes,
+            fallback_chain=chain,
+            skipped=skipped,
+            est_input_tokens=est_input,
+            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[tier].price),
+        )
+
+    def _plan(self, kind: str, high_stakes: bool) -> _Plan:
         reserved = self.policy.high_stakes
         if high_stakes and reserved is not None:
             tier, reason = reserved, f"high-stakes step -> {reserved}"
@@ -277,18 +300,7 @@ class Router:
                 skipped.append(f"{fallback}: reserved for high-stakes steps")
                 continue
             chain.append(fallback)
-        est_input = estimate_tokens("".join(message_text(m) for m in messages))
-        return RouteDecision(
-            node=node,
-            kind=kind,
-            tier=tier,
-            reason=reason,
-            high_stakes=high_stakes,
-            fallback_chain=tuple(chain),
-            skipped=tuple(skipped),
-            est_input_tokens=est_input,
-            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[tier].price),
-        )
+        return tier, reason, tuple(chain), tuple(skipped)
 
     def boundary(
         self, tier: Tier, messages: Sequence[Message]
@@ -308,7 +320,7 @@ class Router:
                 names the kinds found, never the values.
         """
         if tier.self_hosted or self.policy.pii == "allow":
-            return list(messages), {}
+            return messages if isinstance(messages, list) else list(messages), {}
         result: list[Message] = []
         counts: dict[str, int] = {}
         for message in messages:

@@ -198,7 +198,8 @@ class StepContext(Generic[DepsT]):
                 spent=self.spent,
             )
             started = time.perf_counter()
-            response = await model.request(replace(req, messages=messages))
+            sent = req if messages is req.messages else replace(req, messages=messages)
+            response = await model.request(sent)
             self._record(tier, decision, response, reason, attempt, est_cost, redacted, started)
             if req.output is None:
                 return response, None
