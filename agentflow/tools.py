@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import inspect
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import (
@@ -41,6 +40,7 @@ from typing import (
 )
 
 import pydantic_core
+from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema
@@ -287,11 +287,9 @@ class Tool(Generic[DepsT]):
             value = await self.call(arguments, ctx)
         except ToolRetry as exc:
             return self._retry(call, str(exc) or f"tool {self.name!r} asked to be called again")
-        except AgentflowError:
-            raise
+        except (AgentflowError, GraphBubbleUp):
+            raise  # our own errors, and LangGraph's interrupt() passing through a tool
         except Exception as exc:
-            if _is_graph_control_flow(exc):
-                raise
             raise ToolError(f"tool {self.name!r} failed: {exc!r}", tool=self.name) from exc
         message = ToolResultMessage(
             tool_call_id=call.id, name=self.name, content=self._content(value)
@@ -583,13 +581,3 @@ def _describe_invalid(name: str, exc: ValidationError, signature: _Signature) ->
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _MAX_INPUT_REPR else f"{text[: _MAX_INPUT_REPR - 3]}..."
-
-
-def _is_graph_control_flow(exc: Exception) -> bool:
-    """Whether `exc` is LangGraph's `interrupt()` (or kin) passing through a tool.
-
-    Checked through `sys.modules` so importing tools never imports LangGraph: if
-    `langgraph.errors` was never imported, nothing can have raised one of its errors.
-    """
-    errors = sys.modules.get("langgraph.errors")
-    return errors is not None and isinstance(exc, errors.GraphBubbleUp)
