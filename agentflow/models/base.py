@@ -14,7 +14,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypedDict
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from agentflow.messages import AssistantMessage, Message, Usage
 
@@ -214,10 +214,3 @@ class Model(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.provider}:{self.name})"
-
-
-def json_of(value: BaseModel | Any) -> str:
-    """Serialize a validated value back to the JSON a model would have produced."""
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value)

@@ -1,0 +1,8 @@
+"""Test-session set-up shared by every test module."""
+
+import os
+
+# Checkpoints must round-trip under LangGraph's strict deserialization allowlist, which
+# production deployments should turn on; run every test with it so a state type that
+# would be blocked fails here first. Set before LangGraph's serializer is imported.
+os.environ.setdefault("LANGGRAPH_STRICT_MSGPACK", "true")
