@@ -24,6 +24,7 @@ import operator
 import typing
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Generic, Required, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -227,19 +228,19 @@ class AgentGraph(Generic[DepsT]):
         *,
         router: Router | None = None,
         checkpointer: Checkpointer = None,
-        config: str | None = None,
+        config_file: str | Path | None = None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         """Check every node's kind against the routing policy and build the LangGraph graph.
 
         Args:
             router: Overrides the graph's router.
             checkpointer: Any LangGraph checkpointer (in-memory, SQLite, PostgreSQL).
-            config: Path of the agentflow.toml to load when there is no router.
+            config_file: Path of the agentflow.toml to load when there is no router.
 
         Raises:
             ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
         """
-        router = router or self.router or Router.from_config(load_config(config))
+        router = router or self.router or Router.from_config(load_config(config_file))
         self._check_state()
         for node in self._nodes.values():
             if node.kind is not None:

@@ -147,10 +147,10 @@ def test_without_a_router_compile_reads_agentflow_toml(tmp_path: Path) -> None:
     graph: AgentGraph[Any] = AgentGraph("g")
     graph.node(lambda state: None, name="a", kind="respond")
     graph.edge(START, "a")
-    assert isinstance(graph.compile(config=str(config)), CompiledStateGraph)
+    assert isinstance(graph.compile(config_file=config), CompiledStateGraph)
     graph.node(lambda state: None, name="b", kind="plan")
     with pytest.raises(ConfigError, match="plan") as caught:
-        graph.compile(config=str(config))
+        graph.compile(config_file=config)
     assert str(config) in str(caught.value)
 
 
