@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH ?= 2.13.0
 
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
+	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -415,7 +415,7 @@ def test_tier_spec_errors_name_the_file_and_key() -> None:
     assert (info.value.file, info.value.key) == (SOURCE, "tiers.frontier.model")
 
 
-@pytest.mark.parametrize("prefix", ["sglang", "openai", "anthropic", "local"])
+@pytest.mark.parametrize("prefix", ["sglang", "openai", "anthropic"])
 def test_planned_backends_are_not_available_yet(prefix: str) -> None:
     with pytest.raises(ConfigError) as info:
         infer_model(f"{prefix}:whatever")

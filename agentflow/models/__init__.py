@@ -21,8 +21,13 @@ def infer_model(spec: str) -> Model:
     Raises:
         ConfigError: The backend is unknown, or not available in this version.
     """
-    prefix = spec.split(":", 1)[0].strip().lower()
-    # One explicit branch per backend, each importing its module lazily, as they land.
+    prefix, _, rest = spec.partition(":")
+    prefix = prefix.strip().lower()
+    # One explicit branch per backend, each importing its module lazily.
+    if prefix == "local":
+        from agentflow.models.local import LocalModel
+
+        return LocalModel(rest.strip() or None)
     if prefix in _PLANNED_BACKENDS:
         raise ConfigError(f"model backend {prefix!r} is not available in this version of agentflow")
     raise ConfigError(
