@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server]"
 	touch $(STAMP)
 
 demo: $(STAMP)

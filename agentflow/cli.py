@@ -173,6 +173,28 @@ def _price(price: Any) -> str:
     return f"${price.input} in / ${price.output} out per 1M"
 
 
+@app.command("serve-model")
+@user_errors
+def serve_model(
+    model: Annotated[
+        str, typer.Option(help="Local model: gemma3-270m (default), a .gguf file or a folder.")
+    ] = "gemma3-270m",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 30000,
+) -> None:
+    """Serve the embedded model over an SGLang-compatible HTTP API."""
+    import uvicorn
+
+    from agentflow.models.local import LocalModel
+    from agentflow.serving.local_server import create_app
+
+    local = LocalModel(model)
+    asyncio.run(local.load())
+    out.print(f"serving {local.name} on http://{host}:{port} (OpenAI base URL: /v1)")
+    out.file.flush()
+    uvicorn.run(create_app(local), host=host, port=port, log_level="warning")
+
+
 @app.command()
 def version() -> None:
     """Print agentflow's version."""

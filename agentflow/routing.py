@@ -51,6 +51,9 @@ class Tier:
     source: str | None = None
     """The config file the tier came from, named in errors about it."""
     _resolved: Model | None = field(default=None, init=False, repr=False, compare=False)
+    _shared: dict[str, Model] | None = field(default=None, init=False, repr=False, compare=False)
+    """Models already built from a spec by tiers of the same router, so tiers that name
+    the same endpoint share one client (or one loaded local model)."""
 
     def get_model(self) -> Model:
         """Return the tier's model, resolving a spec string once and caching the result.
@@ -61,8 +64,10 @@ class Tier:
         if isinstance(self.model, Model):
             return self.model
         if self._resolved is None:
+            shared = self._shared if self._shared is not None else {}
             try:
-                self._resolved = infer_model(self.model)
+                self._resolved = shared.get(self.model) or infer_model(self.model)
+                shared[self.model] = self._resolved
             except ConfigError as exc:
                 raise ConfigError(
                     exc.reason, file=exc.file or self.source, key=f"tiers.{self.name}.model"
@@ -126,7 +131,9 @@ class Router:
         self.policy = policy
         self.tiers: dict[str, Tier] = {}
         self._plans: dict[tuple[str, bool], _Plan] = {}
+        shared: dict[str, Model] = {}
         for tier in tiers:
+            tier._shared = shared
             if tier.name in self.tiers:
                 raise ConfigError(
                     f"duplicate tier name {tier.name!r}", file=source, key=f"tiers.{tier.name}"

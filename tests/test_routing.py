@@ -431,3 +431,17 @@ def test_unknown_backend_lists_the_known_ones() -> None:
         "unknown model backend 'vllm' in 'vllm:http://x:8000' "
         "(expected one of: sglang, openai, anthropic, local)"
     )
+
+
+def test_tiers_naming_the_same_endpoint_share_one_model() -> None:
+    router = Router(
+        tiers=[
+            Tier(name="tools", model="local:/models/glm.gguf"),
+            Tier(name="planning", model="local:/models/glm.gguf"),
+            Tier(name="writer", model="local:/models/qwen.gguf"),
+        ],
+        policy=RoutingPolicy(kinds={"tool_call": "tools", "plan": "planning", "write": "writer"}),
+    )
+    tools, planning, writer = (router.tiers[n].get_model() for n in ("tools", "planning", "writer"))
+    assert tools is planning
+    assert writer is not tools

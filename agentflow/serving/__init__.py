@@ -1,0 +1,1 @@
+"""Serving models: the SGLang-compatible local server."""
