@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.overhead --json
 	$(BIN)/python -m bench.decoding --json
+	$(BIN)/python -m bench.failover --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -10,12 +10,15 @@ from agentflow.costs import GpuPrice, Price, RunUsage, StepRecord, TokenPrice, U
 from agentflow.exceptions import (
     AgentflowError,
     BudgetExceeded,
+    CircuitOpen,
     ConfigError,
     ModelError,
     OutputValidationError,
     PolicyViolation,
     SandboxError,
     StepLimitExceeded,
+    StreamInterrupted,
+    ToolCallParseError,
     ToolError,
 )
 from agentflow.graph import END, START, AgentGraph, AgentState, run_usage
@@ -41,9 +44,11 @@ from agentflow.models.base import (
     ModelSettings,
     OutputSpec,
     Regex,
+    StreamDelta,
     ToolSpec,
     output_spec,
 )
+from agentflow.models.fallback import CircuitBreaker, FallbackModel, RetryPolicy
 from agentflow.models.test import FunctionModel, Reply, ScriptedModel
 from agentflow.routing import RouteDecision, Router, RoutingPolicy, Tier
 from agentflow.step import StepContext
@@ -65,8 +70,11 @@ __all__ = [
     "AssistantMessage",
     "BudgetExceeded",
     "Choice",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ConfigError",
     "Ebnf",
+    "FallbackModel",
     "FunctionModel",
     "GpuPrice",
     "JsonSchema",
@@ -83,6 +91,7 @@ __all__ = [
     "Price",
     "Regex",
     "Reply",
+    "RetryPolicy",
     "RouteDecision",
     "Router",
     "RoutingPolicy",
@@ -93,11 +102,14 @@ __all__ = [
     "StepContext",
     "StepLimitExceeded",
     "StepRecord",
+    "StreamDelta",
+    "StreamInterrupted",
     "SystemMessage",
     "Tier",
     "TokenPrice",
     "Tool",
     "ToolCall",
+    "ToolCallParseError",
     "ToolError",
     "ToolResultMessage",
     "ToolRetry",

@@ -1,4 +1,4 @@
-"""The `agentflow` command: run a graph, show the routing table, print the version.
+"""The `agentflow` command: run a graph, show the routing table, serve models, print the version.
 
 Every user error is one line on stderr and exit status 1; never a traceback.
 """
@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import shlex
 import sys
 import uuid
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentflow.config import load_config
@@ -24,6 +27,7 @@ from agentflow.exceptions import AgentflowError, ConfigError
 from agentflow.graph import AgentGraph, run_usage
 from agentflow.messages import AssistantMessage, UserMessage
 from agentflow.routing import Router
+from agentflow.serving.launch import INSTALL_HINT, sglang_installed, tier_launch_command
 
 app = typer.Typer(
     name="agentflow",
@@ -47,6 +51,12 @@ ConfigOption = Annotated[
 ]
 
 
+def fail(message: object) -> NoReturn:
+    """Print `error: MESSAGE` as one line on stderr and exit with status 1."""
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def user_errors(command: F) -> F:
     """Turn agentflow's errors into one line on stderr and exit status 1."""
 
@@ -55,8 +65,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AgentflowError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(exc)
 
     return run  # type: ignore[return-value]
 
@@ -193,6 +202,48 @@ def serve_model(
     out.print(f"serving {local.name} on http://{host}:{port} (OpenAI base URL: /v1)")
     out.file.flush()
     uvicorn.run(create_app(local), host=host, port=port, log_level="warning")
+
+
+@app.command("serve-tier")
+def serve_tier(
+    tier: Annotated[str, typer.Argument(help="The tier whose model to serve, e.g. tools.")],
+    extra: Annotated[
+        list[str] | None,
+        typer.Argument(help="More SGLang flags, after --: ... -- --mem-fraction-static 0.85"),
+    ] = None,
+    config: ConfigOption = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the command instead of running it.")
+    ] = False,
+    tp: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Tensor parallelism: GPUs per replica. GLM-4.6/4.7 (355B) need 8 "
+            "(FP8 weights on H100s; BF16 needs H200s), Kimi K2 (1T) 8 H200s or 16 H100s "
+            "over two nodes, GLM-4.5-Air (106B) 2-4.",
+        ),
+    ] = 1,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+) -> None:
+    """Start SGLang for a tier, with its model family's tool-call and reasoning parsers.
+
+    The tier's model must be an sglang: spec that names the model, e.g.
+    sglang:http://gpu-glm:30000/zai-org/GLM-4.6 (serves zai-org/GLM-4.6 on port 30000).
+    """
+    try:
+        command = tier_launch_command(
+            load_config(config), tier, host=host, tp=tp, extra=extra or ()
+        )
+    except AgentflowError as exc:
+        fail(exc)
+    if print_only:
+        typer.echo(shlex.join(command))
+        return
+    if not sglang_installed():
+        fail(INSTALL_HINT)
+    # Replace this process, so signals and the exit status are SGLang's own.
+    os.execvp(sys.executable, [sys.executable, *command[1:]])
 
 
 @app.command()

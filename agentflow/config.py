@@ -6,6 +6,10 @@ model = "sglang:http://gpu-glm:30000"
 price = { gpu_hour_usd = 2.0, tokens_per_s = 2500 }
 self_hosted = true
 
+[tiers.frontier]
+model = "anthropic:claude-sonnet-4-5"
+price = "listed"             # the published API price (agentflow/prices.toml); must exist
+
 [routing]
 tool_call = "tools"          # every key but high_stakes and fallbacks is a step kind
 high_stakes = "frontier"
@@ -15,6 +19,10 @@ fallbacks = { tools = ["planning"] }
 pii = "redact"
 budget_usd_per_run = 0.25
 ```
+
+A tier that is neither self-hosted nor priced takes its model's listed price if it has
+one (see `agentflow.prices`); `price = "listed"` asks for it explicitly and is an error
+when the model is not in the list.
 
 Any value can be overridden by an environment variable `AGENTFLOW_<SECTION>__<KEY>...`
 (a double underscore nests, names are lower-cased), e.g.
@@ -41,12 +49,15 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from agentflow.costs import GpuPrice, Price, TokenPrice
 from agentflow.exceptions import ConfigError
+from agentflow.models import parse_spec
+from agentflow.prices import listed_price
 
 __all__ = [
     "AgentflowConfig",
@@ -122,9 +133,30 @@ class TierConfig(BaseModel):
     model: str = Field(min_length=1)
     """A model spec, e.g. `sglang:http://gpu-glm:30000` or `anthropic:claude-sonnet-4-5`."""
     price: PriceConfig | None = None
-    """None means unpriced: costs are reported as unknown, never as $0."""
+    """None: the model's listed API price when the tier is not self-hosted, else unpriced
+    (costs reported as unknown, never as $0). `"listed"` is read as the listed price."""
     self_hosted: bool = False
     """False means requests leave the company and pass the PII boundary first."""
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _listed(cls, value: Any, info: ValidationInfo) -> Any:
+        """Read `price = "listed"` as the model's entry in `agentflow/prices.toml`."""
+        model = info.data.get("model")
+        if value != "listed" or not isinstance(model, str):
+            return value  # a missing or invalid model is reported on its own key
+        try:
+            name = parse_spec(model).model
+        except ConfigError as exc:
+            raise ValueError(f'"listed" needs a valid model spec: {exc.reason}') from exc
+        listed = listed_price(name) if name else None
+        if listed is None:
+            raise ValueError(
+                f"model {name or model!r} has no listed price (agentflow/prices.toml); "
+                "give input and output (USD per 1M tokens) instead"
+            )
+        price = listed.price
+        return {"input": price.input, "output": price.output, "cached_input": price.cached_input}
 
 
 class RoutingConfig(BaseModel):

@@ -99,7 +99,7 @@ def estimate_cost_usd(input_tokens: int, output_tokens: int, price: Price | None
     return (input_tokens * price.input + output_tokens * price.output) / _PER_MILLION
 
 
-@dataclass(kw_only=True, frozen=True)
+@dataclass(kw_only=True, slots=True)
 class StepRecord:
     """One model call that was made: where it went, why, and what it cost."""
 
@@ -123,6 +123,11 @@ class StepRecord:
     """1 + the validation retries made on this tier."""
     pii_redacted: dict[str, int] = field(default_factory=dict)
     """Counts by PII kind redacted from the request before this call."""
+    prompt_chars: int = 0
+    """Size of the request's prompt (system, tool definitions, history), in characters."""
+    prefix_chars: int | None = None
+    """Characters at the start of this prompt identical to the run's previous request
+    (what a prefix cache can reuse); None for a run's first request."""
 
 
 @dataclass(kw_only=True)
@@ -137,6 +142,10 @@ class UsageTotals:
     """Sum over the priced calls only."""
     unpriced_calls: int = 0
     """Calls whose cost is unknown."""
+    prompt_chars: int = 0
+    """Prompt characters of the calls that followed another call of their run."""
+    prefix_chars: int = 0
+    """Of those, the characters shared with the previous request's prompt."""
 
     def add(self, usage: Usage, cost: float | None) -> None:
         """Count one call; `cost` None means the call was unpriced."""
@@ -149,9 +158,23 @@ class UsageTotals:
         else:
             self.cost_usd += cost
 
+    def add_step(self, step: StepRecord) -> None:
+        """Count one recorded call, its prompt's reuse of the previous one included."""
+        self.add(step.usage, step.cost_usd)
+        if step.prefix_chars is not None:
+            self.prompt_chars += step.prompt_chars
+            self.prefix_chars += step.prefix_chars
+
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def prefix_reuse(self) -> float | None:
+        """Shared-prefix characters / prompt characters between consecutive requests of a
+        run: how much of each prompt a prefix (radix) cache could serve. None before a
+        second request."""
+        return self.prefix_chars / self.prompt_chars if self.prompt_chars else None
 
     @property
     def priced(self) -> bool:
@@ -182,7 +205,7 @@ class RunUsage:
         for step in steps:
             if run_id is not None and step.run_id != run_id:
                 continue
-            usage.total.add(step.usage, step.cost_usd)
-            usage.by_tier.setdefault(step.tier, UsageTotals()).add(step.usage, step.cost_usd)
-            usage.by_node.setdefault(step.node, UsageTotals()).add(step.usage, step.cost_usd)
+            usage.total.add_step(step)
+            usage.by_tier.setdefault(step.tier, UsageTotals()).add_step(step)
+            usage.by_node.setdefault(step.node, UsageTotals()).add_step(step)
         return usage

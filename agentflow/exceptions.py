@@ -4,6 +4,9 @@
 AgentflowError
 ├── ConfigError              user misconfiguration: names the file, the key and the reason
 ├── ModelError               a model endpoint failed (status, body)
+│   ├── CircuitOpen          an endpoint failed too often; calls wait for its cool-down
+│   ├── StreamInterrupted    a stream broke after text was delivered (emitted text kept)
+│   └── ToolCallParseError   a model wrote tool-call text that cannot be parsed (raw kept)
 ├── OutputValidationError    a model's output failed validation after every retry (raw output kept)
 ├── ToolError                a tool could not be run, or a model kept calling it wrongly
 ├── SandboxError             a sandbox could not run a tool
@@ -23,12 +26,15 @@ from typing import Any, Literal
 __all__ = [
     "AgentflowError",
     "BudgetExceeded",
+    "CircuitOpen",
     "ConfigError",
     "ModelError",
     "OutputValidationError",
     "PolicyViolation",
     "SandboxError",
     "StepLimitExceeded",
+    "StreamInterrupted",
+    "ToolCallParseError",
     "ToolError",
 ]
 
@@ -54,12 +60,49 @@ class ModelError(AgentflowError):
     """A model endpoint answered with an error, or did not answer at all."""
 
     def __init__(
-        self, message: str, *, model: str = "", status: int | None = None, body: Any = None
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status: int | None = None,
+        body: Any = None,
+        transient: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.model = model
         self.status = status
+        """The HTTP status, or None when there was no answer (connect error, timeout)."""
         self.body = body
+        self.transient = transient
+        """True when the same request may succeed if sent again (timeouts, 408, 429, 5xx)."""
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (`Retry-After`), when it said."""
         super().__init__(message)
+
+
+class CircuitOpen(ModelError):
+    """An endpoint failed too often in a row; calls are refused until its cool-down ends."""
+
+
+class StreamInterrupted(ModelError):
+    """A stream failed after text was already handed out, so it cannot fail over silently."""
+
+    def __init__(self, message: str, *, emitted: str, model: str = "") -> None:
+        self.emitted = emitted
+        """The text delivered before the failure."""
+        super().__init__(message, model=model)
+
+
+class ToolCallParseError(ModelError):
+    """A model's raw tool-call text is garbled: markers without a parseable call inside.
+
+    A `ModelError`, so a fallback tier gets the step, as with any broken response.
+    """
+
+    def __init__(self, message: str, *, raw: str, format: str, model: str = "") -> None:
+        self.raw = raw
+        self.format = format
+        super().__init__(message, model=model, body=raw)
 
 
 class OutputValidationError(AgentflowError):

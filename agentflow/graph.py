@@ -40,7 +40,7 @@ from agentflow.exceptions import ConfigError
 from agentflow.messages import Message
 from agentflow.models.base import ModelSettings
 from agentflow.routing import Router
-from agentflow.step import StepContext
+from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
 
 __all__ = ["END", "START", "AgentGraph", "AgentState", "run_usage"]
@@ -248,8 +248,9 @@ class AgentGraph(Generic[DepsT]):
         builder: StateGraph[Any, Any, Any, Any] = StateGraph(
             self.state, context_schema=self.context
         )
+        prefixes = PrefixTracker()
         for node in self._nodes.values():
-            builder.add_node(node.name, self._runner(node, router))
+            builder.add_node(node.name, self._runner(node, router, prefixes))
         self._add_edges(builder)
         try:
             return builder.compile(checkpointer=checkpointer, name=self.name)
@@ -295,7 +296,9 @@ class AgentGraph(Generic[DepsT]):
                 name, route_after_model(loop, lambda _, t=exit_to: t), [loop.tools_node, *targets]
             )
 
-    def _runner(self, node: _Node, router: Router) -> Callable[..., Awaitable[Any]]:
+    def _runner(
+        self, node: _Node, router: Router, prefixes: PrefixTracker
+    ) -> Callable[..., Awaitable[Any]]:
         async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
             run_id = _run_id(runtime)
             spent = UsageTotals()
@@ -312,6 +315,7 @@ class AgentGraph(Generic[DepsT]):
                 thread_id=(config.get("configurable") or {}).get("thread_id"),
                 router=router,
                 spent=spent,
+                prefixes=prefixes,
             )
             result = node.function(state, ctx) if node.takes_context else node.function(state)
             if inspect.isawaitable(result):

@@ -87,6 +87,8 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     """Input tokens served from a prefix cache (a subset of `input_tokens`)."""
+    cache_write_tokens: int = 0
+    """Input tokens written to a provider's prompt cache (a subset of `input_tokens`)."""
 
     @property
     def total_tokens(self) -> int:
@@ -97,6 +99,7 @@ class Usage:
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 

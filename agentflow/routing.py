@@ -9,11 +9,16 @@ The rules the router enforces:
   or blocks personal data (`policy.pii`);
 - budgets stop a run before a call would exceed them; unpriced tiers are reported as
   unpriced, never as $0.
+
+A tier that is not self-hosted and has no price takes its model's published API price
+from `agentflow/prices.toml`; a tier that still has no price is logged once, as a warning,
+when the router is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -21,16 +26,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from agentflow.costs import Price, UsageTotals, estimate_cost_usd
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
 from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
-from agentflow.models import infer_model
+from agentflow.models import infer_model, parse_spec
 from agentflow.models.base import Model
 from agentflow.pii import PiiDetector
+from agentflow.prices import listed_price
 
 if TYPE_CHECKING:
-    from agentflow.config import AgentflowConfig
+    from agentflow.config import AgentflowConfig, TierConfig
 
 __all__ = ["RouteDecision", "Router", "RoutingPolicy", "Tier"]
 
 _PII_MODES = ("redact", "block", "allow")
+_SELF_SERVED_BACKENDS = ("local", "sglang")
+"""Backends that run on the company's own machines: never priced from the API list."""
+
+_log = logging.getLogger("agentflow")
 
 
 _Plan: TypeAlias = tuple[str, str, tuple[str, ...], tuple[str, ...]]
@@ -45,7 +55,9 @@ class Tier:
     model: Model | str
     """A `Model`, or a spec such as `"sglang:http://gpu1:30000"` resolved on first use."""
     price: Price | None = None
-    """None means unpriced: costs are reported as unknown, never as $0."""
+    """None on a tier that is not self-hosted: the model's listed API price
+    (`agentflow/prices.toml`), if it has one. A tier left without a price is unpriced:
+    costs are reported as unknown, never as $0."""
     self_hosted: bool = False
     """False means data leaves the company, so the PII boundary applies."""
     source: str | None = None
@@ -54,6 +66,10 @@ class Tier:
     _shared: dict[str, Model] | None = field(default=None, init=False, repr=False, compare=False)
     """Models already built from a spec by tiers of the same router, so tiers that name
     the same endpoint share one client (or one loaded local model)."""
+
+    def __post_init__(self) -> None:
+        if self.price is None and not self.self_hosted:
+            self.price = _hosted_list_price(self.model)
 
     def get_model(self) -> Model:
         """Return the tier's model, resolving a spec string once and caching the result.
@@ -73,6 +89,44 @@ class Tier:
                     exc.reason, file=exc.file or self.source, key=f"tiers.{self.name}.model"
                 ) from exc
         return self._resolved
+
+
+def _hosted_list_price(model: Model | str) -> Price | None:
+    """Return the listed API price of a hosted model, or None.
+
+    The name looked up is the spec's model (`anthropic:claude-sonnet-4-5`) or the
+    `Model`'s name. Models on the company's own machines (`local:` and `sglang:` specs,
+    `Model`s whose profile says self-hosted) are never priced from the API list, and
+    neither is a malformed spec (its error surfaces when the model is built).
+    """
+    if isinstance(model, Model):
+        if model.profile.get("self_hosted", False):
+            return None
+        name = model.name
+    else:
+        try:
+            spec = parse_spec(model)
+        except ConfigError:
+            return None
+        if spec.backend in _SELF_SERVED_BACKENDS:
+            return None
+        name = spec.model
+    listed = listed_price(name)
+    return None if listed is None else listed.price
+
+
+def _configured_price(tier: TierConfig) -> Price | None:
+    """The price of a config tier: its own, else (hosted) its configured model's listed one.
+
+    Looked up by the configured spec, so a test double standing in for the model keeps it.
+    """
+    if tier.price is not None:
+        return tier.price.to_price()
+    return None if tier.self_hosted else _hosted_list_price(tier.model)
+
+
+def _model_label(model: Model | str) -> str:
+    return model if isinstance(model, str) else repr(model)
 
 
 @dataclass(kw_only=True)
@@ -139,6 +193,12 @@ class Router:
                     f"duplicate tier name {tier.name!r}", file=source, key=f"tiers.{tier.name}"
                 )
             self.tiers[tier.name] = tier
+            if tier.price is None:
+                _log.warning(
+                    "tier %r (%s) has no price; its calls are reported as unpriced",
+                    tier.name,
+                    _model_label(tier.model),
+                )
         self._check_routes()
         self._check_policy()
         try:
@@ -174,7 +234,7 @@ class Router:
             Tier(
                 name=name,
                 model=overrides.get(name, tier.model),
-                price=None if tier.price is None else tier.price.to_price(),
+                price=_configured_price(tier),
                 self_hosted=tier.self_hosted,
                 source=config.origin(f"tiers.{name}.model"),
             )
@@ -430,5 +490,4 @@ class Router:
         return rows
 
     def _model_label(self, tier: str) -> str:
-        model = self.tiers[tier].model
-        return model if isinstance(model, str) else repr(model)
+        return _model_label(self.tiers[tier].model)

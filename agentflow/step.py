@@ -15,7 +15,15 @@ from pydantic import ValidationError
 
 from agentflow.costs import StepRecord, UsageTotals, cost_usd
 from agentflow.exceptions import ConfigError, ModelError, OutputValidationError
-from agentflow.messages import Message, SystemMessage, UserMessage, estimate_tokens, message_text
+from agentflow.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolResultMessage,
+    UserMessage,
+    estimate_tokens,
+    message_text,
+)
 from agentflow.models.base import (
     ModelRequest,
     ModelResponse,
@@ -25,7 +33,7 @@ from agentflow.models.base import (
 )
 from agentflow.routing import RouteDecision, Router, Tier
 
-__all__ = ["StepContext", "describe_error"]
+__all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
@@ -49,6 +57,65 @@ def _retry_prompt(exc: Exception) -> UserMessage:
     )
 
 
+def _segment(message: Message) -> str:
+    """Encode a message with everything a server would see of it, cheaply."""
+    if isinstance(message, AssistantMessage) and (message.tool_calls or message.reasoning):
+        return repr(message)
+    if isinstance(message, ToolResultMessage):
+        return (
+            f"tool\0{message.tool_call_id}\0{message.name}\0{message.is_error}\0{message.content}"
+        )
+    return f"{message.role}\0{message.content}"
+
+
+def prompt_layout(req: ModelRequest) -> list[str]:
+    """The request's prompt as the segments a server sees in order: the leading system
+    messages, the tool definitions (in the order given), then the history.
+
+    Requests of an agent loop only ever append to this, so consecutive requests share a
+    byte-stable prefix that SGLang's radix cache (or a provider's prompt cache) reuses.
+    """
+    lead = 0
+    while lead < len(req.messages) and isinstance(req.messages[lead], SystemMessage):
+        lead += 1
+    segments = [_segment(m) for m in req.messages[:lead]]
+    if req.tools:
+        segments.append(repr(req.tools))
+    segments.extend(_segment(m) for m in req.messages[lead:])
+    return segments
+
+
+class PrefixTracker:
+    """Remember each run's last prompt layout to measure how much the next one reuses.
+
+    Kept in memory (the newest `max_runs` runs), so the first request after a restart
+    counts as a run's first.
+    """
+
+    def __init__(self, max_runs: int = 1024) -> None:
+        self.max_runs = max_runs
+        self._last: dict[str, tuple[list[int], list[int]]] = {}
+        """Run id -> the hashes and sizes of its last prompt's segments, oldest run first."""
+
+    def observe(self, run_id: str, segments: list[str]) -> tuple[int, int | None]:
+        """Record a request's layout; return its size and the prefix shared with the last."""
+        # In-memory only, so the process's own string hash will do (and is fast).
+        hashes, sizes = list(map(hash, segments)), list(map(len, segments))
+        previous = self._last.pop(run_id, None)
+        self._last[run_id] = (hashes, sizes)
+        if len(self._last) > self.max_runs:
+            del self._last[next(iter(self._last))]
+        total = sum(sizes)
+        if previous is None:
+            return total, None
+        shared = 0
+        for mine, theirs, size in zip(hashes, previous[0], sizes, strict=False):
+            if mine != theirs:
+                break
+            shared += size
+        return total, shared
+
+
 @dataclass(kw_only=True)
 class StepContext(Generic[DepsT]):
     """What a node sees besides the state: routed model calls, the run's identity, deps."""
@@ -67,6 +134,8 @@ class StepContext(Generic[DepsT]):
     """What this run has used so far, this node's calls included; budgets read it."""
     records: list[StepRecord] = field(default_factory=list)
     """One record per model call this node made."""
+    prefixes: PrefixTracker = field(default_factory=PrefixTracker)
+    """The graph's memory of each run's last prompt, for `StepRecord.prefix_chars`."""
 
     @overload
     async def llm(
@@ -199,8 +268,11 @@ class StepContext(Generic[DepsT]):
             )
             started = time.perf_counter()
             sent = req if messages is req.messages else replace(req, messages=messages)
+            prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
             response = await model.request(sent)
-            self._record(tier, decision, response, reason, attempt, est_cost, redacted, started)
+            self._record(
+                tier, decision, response, reason, attempt, est_cost, redacted, started, prompt
+            )
             if req.output is None:
                 return response, None
             try:
@@ -228,6 +300,7 @@ class StepContext(Generic[DepsT]):
         est_cost: float | None,
         redacted: dict[str, int],
         started: float,
+        prompt: tuple[int, int | None],
     ) -> None:
         cost = cost_usd(response.usage, tier.price)
         self.spent.add(response.usage, cost)
@@ -246,5 +319,7 @@ class StepContext(Generic[DepsT]):
                 latency_s=response.latency_s or time.perf_counter() - started,
                 attempt=attempt,
                 pii_redacted=redacted,
+                prompt_chars=prompt[0],
+                prefix_chars=prompt[1],
             )
         )

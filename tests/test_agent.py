@@ -24,9 +24,11 @@ from agentflow import (
     ToolRetry,
     UserMessage,
     arguments_digest,
+    run_usage,
     tool,
 )
 from agentflow.models.base import Model
+from agentflow.step import PrefixTracker, prompt_layout
 from tests.helpers import three_tiers
 
 
@@ -255,3 +257,29 @@ async def test_agent_exit_follows_a_branch() -> None:
     graph.edge("human", END)
     await graph.compile().ainvoke(ask(), context=Shop())
     assert seen == ["human"]
+
+
+async def test_agent_requests_keep_a_stable_prefix_and_report_its_reuse() -> None:
+    model = ScriptedModel([call("lookup_order", order_id=1042), "It has shipped."])
+    graph = agent_graph(model, system="You are a support agent.")
+    state = await graph.compile().ainvoke(ask(), context=Shop())
+    first, second = (prompt_layout(r) for r in model.requests)
+    assert second[: len(first)] == first, "the second request only appends"
+    steps = state["steps"]
+    assert steps[0].prefix_chars is None
+    assert steps[1].prefix_chars == sum(map(len, first))
+    assert steps[1].prompt_chars == sum(map(len, second))
+    usage = run_usage(state)
+    assert usage.total.prefix_reuse == pytest.approx(steps[1].prefix_chars / steps[1].prompt_chars)
+    reuse = usage.total.prefix_reuse
+    assert reuse is not None and 0.5 < reuse < 1
+
+
+def test_prefix_tracker_counts_whole_equal_segments_per_run() -> None:
+    tracker = PrefixTracker(max_runs=2)
+    assert tracker.observe("a", ["sys", "tools", "u1"]) == (10, None)
+    assert tracker.observe("a", ["sys", "tools", "u1", "a1"]) == (12, 10)
+    assert tracker.observe("a", ["sys", "TOOLS", "u1"]) == (10, 3), "a changed segment ends it"
+    assert tracker.observe("b", ["sys"]) == (3, None), "runs are tracked apart"
+    tracker.observe("c", ["x"])
+    assert tracker.observe("a", ["sys"]) == (3, None), "the oldest run was forgotten"

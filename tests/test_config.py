@@ -103,10 +103,21 @@ def test_from_config_routing_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_tier_model_errors_name_the_file(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, MINIMAL), env={})
-    with pytest.raises(ConfigError) as info:
+    bad = MINIMAL.replace("sglang:http://gpu-glm:30000", "sglang:gpu-glm:30000")
+    config = load_config(write(tmp_path, bad), env={})
+    with pytest.raises(ConfigError, match="not an http") as info:
         Router.from_config(config).tiers["tools"].get_model()
     assert (info.value.file, info.value.key) == (config.source, "tiers.tools.model")
+
+
+def test_a_hosted_tier_without_its_key_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY") as info:
+        Router.from_config(config).tiers["frontier"].get_model()
+    assert (info.value.file, info.value.key) == (config.source, "tiers.frontier.model")
 
 
 def test_models_can_be_built_in_python() -> None:

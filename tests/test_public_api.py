@@ -9,15 +9,17 @@ import agentflow
 
 PUBLIC = [
     "END", "START", "AgentGraph", "AgentState", "AgentflowConfig", "AgentflowError",
-    "ApprovalDecision", "AssistantMessage", "BudgetExceeded", "Choice", "ConfigError", "Ebnf",
-    "FunctionModel", "GpuPrice", "JsonSchema", "Message", "Model", "ModelError", "ModelProfile",
-    "ModelRequest", "ModelResponse", "ModelSettings", "OutputSpec", "OutputValidationError",
-    "PolicyViolation", "Price", "Regex", "Reply", "RouteDecision", "Router", "RoutingPolicy",
+    "ApprovalDecision", "AssistantMessage", "BudgetExceeded", "Choice", "CircuitBreaker",
+    "CircuitOpen", "ConfigError", "Ebnf", "FallbackModel", "FunctionModel", "GpuPrice",
+    "JsonSchema", "Message", "Model", "ModelError", "ModelProfile", "ModelRequest",
+    "ModelResponse", "ModelSettings", "OutputSpec", "OutputValidationError", "PolicyViolation",
+    "Price", "Regex", "Reply", "RetryPolicy", "RouteDecision", "Router", "RoutingPolicy",
     "RunContext", "RunUsage", "SandboxError", "ScriptedModel", "StepContext",
-    "StepLimitExceeded", "StepRecord", "SystemMessage", "Tier", "TokenPrice", "Tool",
-    "ToolCall", "ToolError", "ToolResultMessage", "ToolRetry", "ToolSpec", "Usage",
-    "UsageTotals", "UserMessage", "__version__", "arguments_digest", "infer_model",
-    "load_config", "output_spec", "run_usage", "tool",
+    "StepLimitExceeded", "StepRecord", "StreamDelta", "StreamInterrupted", "SystemMessage",
+    "Tier", "TokenPrice", "Tool", "ToolCall", "ToolCallParseError", "ToolError",
+    "ToolResultMessage", "ToolRetry", "ToolSpec", "Usage", "UsageTotals", "UserMessage",
+    "__version__", "arguments_digest", "infer_model", "load_config", "output_spec",
+    "run_usage", "tool",
 ]  # fmt: skip
 
 

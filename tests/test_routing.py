@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from agentflow.messages import (
     Usage,
     UserMessage,
 )
-from agentflow.models import infer_model
+from agentflow.models import ModelSpec, infer_model, parse_spec
 from agentflow.models.base import Model
 from agentflow.models.test import ScriptedModel
 from agentflow.routing import RouteDecision, Router, RoutingPolicy, Tier
@@ -409,19 +410,65 @@ def test_tier_resolves_a_spec_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tier_spec_errors_name_the_file_and_key() -> None:
-    tier = Tier(name="frontier", model="anthropic:claude-sonnet-4-5", source=SOURCE)
-    with pytest.raises(ConfigError, match="not available in this version") as info:
+    tier = Tier(name="frontier", model="openai:", source=SOURCE)
+    with pytest.raises(ConfigError, match="names no model") as info:
         tier.get_model()
     assert (info.value.file, info.value.key) == (SOURCE, "tiers.frontier.model")
 
 
-@pytest.mark.parametrize("prefix", ["sglang", "openai", "anthropic"])
-def test_planned_backends_are_not_available_yet(prefix: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        infer_model(f"{prefix}:whatever")
-    assert info.value.reason == (
-        f"model backend {prefix!r} is not available in this version of agentflow"
-    )
+@pytest.mark.parametrize(
+    ("spec", "backend", "model", "base_url"),
+    [
+        ("sglang:http://gpu1:30000", "sglang", "", "http://gpu1:30000"),
+        (
+            "sglang:http://gpu1:30000/zai-org/GLM-4.6",
+            "sglang",
+            "zai-org/GLM-4.6",
+            "http://gpu1:30000",
+        ),
+        ("sglang:glm-4.6@http://gpu1:30000/", "sglang", "glm-4.6", "http://gpu1:30000"),
+        ("openai:gpt-4.1", "openai", "gpt-4.1", None),
+        (
+            "openai:moonshotai/kimi-k2@https://openrouter.ai/api/v1",
+            "openai",
+            "moonshotai/kimi-k2",
+            "https://openrouter.ai/api/v1",
+        ),
+        ("anthropic:claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5", None),
+        ("local:", "local", "", None),
+    ],
+)
+def test_specs_name_backend_model_and_endpoint(
+    spec: str, backend: str, model: str, base_url: str | None
+) -> None:
+    assert parse_spec(spec) == ModelSpec(backend=backend, model=model, base_url=base_url)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("sglang:gpu1:30000", "is not an http(s) URL"),
+        ("openai:gpt-4.1@ftp://x", "is not an http(s) URL"),
+        ("anthropic:", "names no model"),
+        ("openai:@https://api.deepseek.com", "names no model"),
+    ],
+)
+def test_malformed_specs_say_why(spec: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        parse_spec(spec)
+
+
+def test_specs_build_their_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentflow.models.anthropic import AnthropicModel
+    from agentflow.models.openai import OpenAIModel
+    from agentflow.models.sglang import SGLangModel
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    sglang = infer_model("sglang:http://gpu1:30000/zai-org/GLM-4.6")
+    assert isinstance(sglang, SGLangModel) and sglang.family.name == "glm45"
+    assert isinstance(infer_model("openai:gpt-4.1"), OpenAIModel)
+    assert isinstance(infer_model("anthropic:claude-sonnet-4-5"), AnthropicModel)
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:

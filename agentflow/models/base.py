@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import TracebackType
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSettings",
     "OutputSpec",
     "Regex",
+    "StreamDelta",
     "ToolChoice",
     "ToolSpec",
     "output_spec",
@@ -165,6 +167,13 @@ class ModelResponse:
     latency_s: float = 0.0
 
 
+@dataclass(kw_only=True, frozen=True)
+class StreamDelta:
+    """A piece of answer text, as a streaming model produces it."""
+
+    text: str
+
+
 class ModelProfile(TypedDict):
     """What a model family supports; backends read it to shape requests."""
 
@@ -197,6 +206,17 @@ class Model(ABC):
     @abstractmethod
     async def request(self, req: ModelRequest) -> ModelResponse:
         """Send one request and return the validated-shape response."""
+
+    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamDelta | ModelResponse]:
+        """Yield the answer's text as it is produced, then the whole `ModelResponse`.
+
+        Backends that speak a streaming protocol override this; the default makes one
+        `request` and yields its text in one piece.
+        """
+        response = await self.request(req)
+        if response.message.content:
+            yield StreamDelta(text=response.message.content)
+        yield response
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Release connections and other resources; the default holds none."""
