@@ -1,6 +1,10 @@
 """Test-session set-up shared by every test module."""
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,3 +23,24 @@ def gemma() -> Any:
     model = LocalModel()
     model._load()
     return model
+
+
+@pytest.fixture(scope="session")
+def live_url(gemma: Any) -> Iterator[str]:
+    """The SGLang-compatible local server over the session's embedded model, on 127.0.0.1."""
+    import uvicorn
+
+    from agentflow.serving.local_server import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(gemma), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # readiness: uvicorn sets it once it accepts connections
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)

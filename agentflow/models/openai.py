@@ -100,16 +100,23 @@ def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return wire
 
 
-def _strict_compatible(schema: Mapping[str, Any]) -> bool:
-    """OpenAI's strict mode needs every property required and no extra properties."""
-    if schema.get("type") != "object":
+def _strict_compatible(schema: Any) -> bool:
+    """OpenAI's strict mode needs, in every object (nested, in arrays, in `$defs`), every
+    property required and no extra properties."""
+    if isinstance(schema, list):
+        return all(_strict_compatible(item) for item in schema)
+    if not isinstance(schema, Mapping):
         return True
-    properties = schema.get("properties", {})
-    if schema.get("additionalProperties") is not False:
-        return False
-    if set(schema.get("required", [])) != set(properties):
-        return False
-    return all(_strict_compatible(p) for p in properties.values() if isinstance(p, Mapping))
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required", [])) != set(properties):
+            return False
+    nested = ("properties", "$defs", "definitions")
+    parts = [v for k in nested for v in (schema.get(k) or {}).values()]
+    parts += [schema[k] for k in ("items", "anyOf", "oneOf", "allOf") if k in schema]
+    return all(_strict_compatible(part) for part in parts)
 
 
 def wire_tools(tools: list[ToolSpec], *, strict: bool | None = None) -> list[dict[str, Any]]:

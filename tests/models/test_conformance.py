@@ -14,15 +14,11 @@ error mapping, retries and failover, against real sockets.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pytest
-import uvicorn
 from pydantic import BaseModel, Field
 
 from agentflow import (
@@ -111,25 +107,6 @@ BACKENDS = {
 }
 HTTP = sorted(BACKENDS)
 ALL = [*HTTP, "local"]
-
-
-@pytest.fixture(scope="module")
-def live_url(gemma: Any) -> Iterator[str]:
-    """The SGLang-compatible local server over the session's embedded model."""
-    from agentflow.serving.local_server import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(gemma), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # readiness: uvicorn sets it once it accepts connections
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -659,3 +659,27 @@ async def test_an_overloaded_server_is_retried_then_reported(server: LoopbackSer
     assert (info.value.status, info.value.transient) == (503, True)
     assert info.value.body == data["response"]
     assert len(server.requests) == FAST.attempts
+
+
+def test_strict_mode_is_checked_inside_arrays_and_defs() -> None:
+    from agentflow.models.openai import wire_tools
+
+    loose_item = {"type": "object", "properties": {"a": {"type": "string"}}}
+    tight_item = {**loose_item, "required": ["a"], "additionalProperties": False}
+
+    def tool_with(items: dict[str, Any], where: str) -> ToolSpec:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"xs": {"type": "array", "items": {"$ref": "#/$defs/X"}}},
+            "required": ["xs"],
+            "additionalProperties": False,
+            "$defs": {"X": items},
+        }
+        if where == "items":
+            schema["properties"]["xs"]["items"] = items
+            del schema["$defs"]
+        return ToolSpec(name="t", description="", parameters=schema)
+
+    for where in ("items", "$defs"):
+        assert "strict" not in wire_tools([tool_with(loose_item, where)])[0]["function"]
+        assert wire_tools([tool_with(tight_item, where)])[0]["function"]["strict"] is True

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
-import uvicorn
 from pydantic import BaseModel
 
 from agentflow import tool
@@ -64,25 +60,6 @@ def lookup_order(order_id: int) -> str:
 
 def live(max_tokens: int) -> ModelSettings:
     return ModelSettings(max_tokens=max_tokens, temperature=0.0, timeout_s=120)
-
-
-@pytest.fixture(scope="module")
-def live_url(gemma: Any) -> Iterator[str]:
-    """The SGLang-compatible local server over the session's embedded model."""
-    from agentflow.serving.local_server import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(gemma), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # readiness: uvicorn sets it once it accepts connections
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def ask(text: str, settings: ModelSettings | None = None, **fields: Any) -> ModelRequest:

@@ -7,19 +7,14 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from pydantic import BaseModel
-
-from agentflow.serving.local_server import create_app
 
 
 class Ticket(BaseModel):
@@ -42,32 +37,16 @@ LOOKUP = {
 }
 
 
-@pytest.fixture(scope="module")
-def base_url(gemma: Any) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(gemma), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # readiness: uvicorn sets it once it accepts connections
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
 @pytest.fixture
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0)
+def client(live_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_url}/v1", api_key="none", max_retries=0)
 
 
-def test_health_models_and_model_info(base_url: str) -> None:
-    assert httpx.get(f"{base_url}/health").status_code == 200
-    models = httpx.get(f"{base_url}/v1/models").json()
+def test_health_models_and_model_info(live_url: str) -> None:
+    assert httpx.get(f"{live_url}/health").status_code == 200
+    models = httpx.get(f"{live_url}/v1/models").json()
     assert models["data"][0]["id"] == "gemma3-270m"
-    info = httpx.get(f"{base_url}/get_model_info").json()
+    info = httpx.get(f"{live_url}/get_model_info").json()
     assert info["is_generation"] is True and info["context_length"] > 0
 
 
@@ -120,7 +99,7 @@ def test_openai_client_streams_text(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def test_streamed_tool_call_and_done_marker(base_url: str) -> None:
+def test_streamed_tool_call_and_done_marker(live_url: str) -> None:
     body = {
         "messages": [{"role": "user", "content": "Where is order 5?"}],
         "tools": [LOOKUP],
@@ -128,7 +107,7 @@ def test_streamed_tool_call_and_done_marker(base_url: str) -> None:
         "stream": True,
         "max_tokens": 48,
     }
-    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{live_url}/v1/chat/completions", json=body, timeout=60) as response:
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
     deltas = [json.loads(e[6:])["choices"] for e in events[:-1]]
@@ -137,10 +116,10 @@ def test_streamed_tool_call_and_done_marker(base_url: str) -> None:
     assert deltas[-1][0]["finish_reason"] == "tool_calls"
 
 
-def test_generate_with_a_json_schema(base_url: str) -> None:
+def test_generate_with_a_json_schema(live_url: str) -> None:
     params = {"max_new_tokens": 64, "json_schema": json.dumps(Ticket.model_json_schema())}
     reply = httpx.post(
-        f"{base_url}/generate",
+        f"{live_url}/generate",
         json={"text": "Order 1042 is late. Ticket:", "sampling_params": params},
         timeout=60,
     ).json()
@@ -182,28 +161,28 @@ def test_generate_with_a_json_schema(base_url: str) -> None:
     ],
 )
 def test_bad_input_is_a_400_with_a_json_body(
-    base_url: str, body: dict[str, Any], message: str
+    live_url: str, body: dict[str, Any], message: str
 ) -> None:
-    response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=60)
+    response = httpx.post(f"{live_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     error = response.json()
     assert error["object"] == "error" and error["code"] == 400
     assert message in error["message"]
-    assert httpx.get(f"{base_url}/health").status_code == 200  # still serving
+    assert httpx.get(f"{live_url}/health").status_code == 200  # still serving
 
 
-def test_bad_generate_input_is_a_400(base_url: str) -> None:
+def test_bad_generate_input_is_a_400(live_url: str) -> None:
     for params in ({"json_schema": "{not json"}, {"regex": "(", "ebnf": 'root ::= "a"'}):
         response = httpx.post(
-            f"{base_url}/generate", json={"text": "x", "sampling_params": params}, timeout=60
+            f"{live_url}/generate", json={"text": "x", "sampling_params": params}, timeout=60
         )
         assert response.status_code == 400, response.text
         assert response.json()["object"] == "error"
 
 
-async def test_concurrent_requests_are_queued_not_dropped(base_url: str) -> None:
+async def test_concurrent_requests_are_queued_not_dropped(live_url: str) -> None:
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
-    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=live_url, timeout=120) as http:
         responses = await asyncio.gather(
             *(http.post("/v1/chat/completions", json=body) for _ in range(4))
         )
