@@ -11,13 +11,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/agentflow run examples/quickstart.py --message "where is my order 1042?"
 
 test: $(STAMP)
+	sandbox/ensure-docker.sh
 	$(BIN)/pytest --cov=agentflow --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)

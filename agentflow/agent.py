@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow.exceptions import SandboxError, StepLimitExceeded, ToolError
+from agentflow.exceptions import StepLimitExceeded, ToolError
 from agentflow.hitl import ApprovalDecision, ProposedCall, arguments_digest, ask_approval
 from agentflow.messages import (
     AssistantMessage,
@@ -168,11 +168,6 @@ class AgentLoop:
             return _error(call, f"A human reviewer rejected this call{comment}")
         if decision is not None and decision.action == "edit":
             call = replace(call, arguments=decision.arguments)
-        if tool.sandbox != "none":
-            raise SandboxError(
-                f"tool {tool.name!r} asks for sandbox={tool.sandbox!r}, and no sandbox backend "
-                "is available in this version of agentflow"
-            )
         run_ctx = RunContext(
             deps=ctx.deps,
             run_id=ctx.run_id,

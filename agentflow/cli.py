@@ -36,6 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+sandbox_app = typer.Typer(help="Build the sandbox image; remove leftover sandbox containers.")
+app.add_typer(sandbox_app, name="sandbox")
 out = Console()
 err = Console(stderr=True)
 
@@ -244,6 +246,40 @@ def serve_tier(
         fail(INSTALL_HINT)
     # Replace this process, so signals and the exit status are SGLang's own.
     os.execvp(sys.executable, [sys.executable, *command[1:]])
+
+
+@sandbox_app.command("build")
+@user_errors
+def sandbox_build(
+    method: Annotated[
+        str, typer.Option(help="auto (Dockerfile if a registry answers), dockerfile, debootstrap.")
+    ] = "auto",
+) -> None:
+    """Build the image sandboxed tools run in (once per runner version)."""
+    from agentflow.sandbox.image import build_image
+
+    if method not in ("auto", "dockerfile", "debootstrap"):
+        fail(f"--method must be auto, dockerfile or debootstrap, not {method!r}")
+    tag, how = build_image(method=method)  # type: ignore[arg-type]
+    out.print(f"{tag} ({how})")
+
+
+@sandbox_app.command("gc")
+@user_errors
+def sandbox_gc(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Remove every sandbox container, live owners' too.")
+    ] = False,
+) -> None:
+    """Remove sandbox containers whose agentflow process is gone."""
+    from agentflow.sandbox.docker import connect, reap
+
+    client = connect()
+    try:
+        removed = reap(client, everything=all_)
+    finally:
+        client.close()
+    out.print(f"removed {len(removed)} sandbox container(s)")
 
 
 @app.command()

@@ -10,6 +10,9 @@ AgentflowError
 ├── OutputValidationError    a model's output failed validation after every retry (raw output kept)
 ├── ToolError                a tool could not be run, or a model kept calling it wrongly
 ├── SandboxError             a sandbox could not run a tool
+│   ├── SandboxTimeout       the call ran past its deadline and was killed
+│   ├── SandboxResourceError the call went over its memory, process or output limit
+│   └── SandboxUnavailable   no sandbox to run in (no Docker daemon, no image)
 ├── BudgetExceeded           a call would take a run past its USD or token budget
 ├── PolicyViolation          a routing rule or the PII boundary refused a call
 └── StepLimitExceeded        an agent loop used up its `max_steps`
@@ -32,6 +35,9 @@ __all__ = [
     "OutputValidationError",
     "PolicyViolation",
     "SandboxError",
+    "SandboxResourceError",
+    "SandboxTimeout",
+    "SandboxUnavailable",
     "StepLimitExceeded",
     "StreamInterrupted",
     "ToolCallParseError",
@@ -125,6 +131,23 @@ class ToolError(AgentflowError):
 
 class SandboxError(AgentflowError):
     """A sandbox could not run a tool (no engine, no image, killed, ...)."""
+
+
+class SandboxTimeout(SandboxError):
+    """A sandboxed call ran past its deadline; it was killed and its sandbox discarded."""
+
+
+class SandboxResourceError(SandboxError):
+    """A sandboxed call went over a limit and was stopped."""
+
+    def __init__(self, message: str, *, resource: str) -> None:
+        self.resource = resource
+        """`memory`, `processes` or `output`."""
+        super().__init__(message)
+
+
+class SandboxUnavailable(SandboxError):
+    """There is nothing to run the call in: no Docker daemon, no image, no such backend."""
 
 
 class BudgetExceeded(AgentflowError):

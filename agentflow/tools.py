@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import (
     Annotated,
@@ -176,6 +176,8 @@ class Tool(Generic[DepsT]):
     """Whether a call changes the world (and so is journaled for exactly-once resume)."""
     retries: int
     """How many invalid calls in a row the model may make before the run gets a `ToolError`."""
+    secrets: tuple[str, ...]
+    """Environment variables a sandboxed call receives; nothing else of the host's reaches it."""
     takes_context: bool
     """Whether the function has a `RunContext` parameter."""
 
@@ -191,6 +193,7 @@ class Tool(Generic[DepsT]):
         timeout_s: float | None = None,
         side_effects: bool = False,
         retries: int = 2,
+        secrets: Sequence[str] = (),
     ) -> None:
         """Analyse `function` once; raise `ConfigError` if it cannot be a tool."""
         self.name = _tool_name(function, name)
@@ -207,7 +210,12 @@ class Tool(Generic[DepsT]):
         self.timeout_s = timeout_s
         self.side_effects = side_effects
         self.retries = retries
+        self.secrets = tuple(secrets)
         self.takes_context = self._signature.context is not None
+        if sandbox != "none" and self.takes_context:
+            raise ConfigError(
+                "a sandboxed tool cannot take a RunContext: its deps stay on the host", key=key
+            )
         self._is_async = _is_async_callable(function)
         self._spec = ToolSpec(
             name=self.name, description=self.description, parameters=self.parameters, strict=True
@@ -250,6 +258,10 @@ class Tool(Generic[DepsT]):
         Raises:
             ToolError: The call ran past `timeout_s`.
         """
+        if self.sandbox != "none":
+            from agentflow.sandbox import call_in_sandbox
+
+            return await call_in_sandbox(self, arguments)
         args, kwargs = self._bind(arguments, ctx)
         deadline = asyncio.timeout(self.timeout_s)
         try:
@@ -347,6 +359,7 @@ def tool(
     timeout_s: float | None = None,
     side_effects: bool = False,
     retries: int = 2,
+    secrets: Sequence[str] = (),
 ) -> Callable[[Callable[..., Any]], Tool[Any]]: ...
 
 
@@ -362,6 +375,7 @@ def tool(
     timeout_s: float | None = None,
     side_effects: bool = False,
     retries: int = 2,
+    secrets: Sequence[str] = (),
 ) -> Tool[Any] | Callable[[Callable[..., Any]], Tool[Any]]:
     """Turn a function (sync or async) into a `Tool`; use as `@tool` or `@tool(...)`.
 
@@ -373,10 +387,12 @@ def tool(
             call to a human reviewer first.
         high_stakes: True, or a predicate over the validated arguments, to mark calls
             that may be served by the frontier tier.
-        sandbox: `none` (in process), `docker`, or `auto` (as the deployment decides).
+        sandbox: `none` (in process), `docker`, or `auto` (Docker when a daemon answers,
+            else the weaker process sandbox); sandboxed tools cannot take a RunContext.
         timeout_s: Wall-clock limit of one call.
         side_effects: The tool changes the world; calls are journaled for exactly-once.
         retries: Invalid calls in a row the model may make before a `ToolError`.
+        secrets: Names of environment variables a sandboxed call gets (and no others).
 
     Raises:
         ConfigError: The function cannot be a tool, or an option is out of range.
@@ -393,6 +409,7 @@ def tool(
             timeout_s=timeout_s,
             side_effects=side_effects,
             retries=retries,
+            secrets=secrets,
         )
 
     return decorate if function is None else decorate(function)

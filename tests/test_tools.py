@@ -68,7 +68,7 @@ def lookup_order(order_id: str, include_items: bool = False) -> dict[str, Any]:
     return {"order_id": order_id, "include_items": include_items}
 
 
-@tool(requires_approval=True, side_effects=True, sandbox="docker", timeout_s=5, retries=4)
+@tool(requires_approval=True, side_effects=True, timeout_s=5, retries=4)
 async def place_order(order: Order, context: "RunContext[Shop]", note: str = "") -> str:
     """Place an order.
 
@@ -156,7 +156,7 @@ def test_tool_without_parameters_still_lists_properties_and_required() -> None:
 def test_options_are_kept() -> None:
     assert place_order.requires_approval is True
     assert place_order.side_effects is True
-    assert place_order.sandbox == "docker"
+    assert place_order.sandbox == "none"
     assert place_order.timeout_s == 5
     assert place_order.retries == 4
     assert lookup_order.sandbox == "none"
@@ -314,6 +314,12 @@ def test_out_of_range_options_are_a_config_error(options: dict[str, Any], fragme
     error = _config_error(f, **options)
     assert fragment in error.reason
     assert error.key == "tool f"
+
+
+def test_a_sandboxed_tool_cannot_take_a_run_context() -> None:
+    def f(ctx: RunContext[Any], x: int) -> None: ...
+
+    assert "cannot take a RunContext" in _config_error(f, sandbox="docker").reason
 
 
 def test_two_context_parameters_are_a_config_error() -> None:

@@ -1,0 +1,146 @@
+"""Run one tool function inside a sandbox and report the outcome as one JSON envelope.
+
+    python3 runner.py [--reset] SOURCE_FILE FUNCTION ARGUMENTS_JSON
+
+`--reset` (Docker sandbox only; refused outside a container) first kills every process a
+previous call left in the container and empties /tmp, so a reused container starts clean.
+
+Standard library only: it runs in the sandbox image's bare Python. The tool's module is
+imported with a minimal `agentflow` stand-in (`tool` as a pass-through decorator,
+`ToolRetry`, `RunContext`), so a module written for agentflow imports unchanged. What
+the function prints is captured, cut at `AGENTFLOW_OUTPUT_BYTES`, and returned in the
+envelope, which follows `MARKER` as the last thing written to the real stdout.
+"""
+
+import asyncio
+import contextlib
+import importlib.util
+import inspect
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import types
+
+MARKER = "\x1eagentflow-result\x1e"
+
+
+class CappedText(io.TextIOBase):
+    """A text sink that keeps the first `limit` characters and notes what it dropped."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.parts = []
+        self.size = 0
+        self.truncated = False
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        room = self.limit - self.size
+        if room > 0:
+            kept = text[:room]
+            self.parts.append(kept)
+            self.size += len(kept)
+        if len(text) > max(room, 0):
+            self.truncated = True
+        return len(text)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+class ToolRetry(Exception):
+    """Raised by a tool to have its message sent back to the model."""
+
+
+def tool(function=None, **options):
+    """The stand-in for `agentflow.tool`: the function itself, unchanged."""
+    if function is None:
+        return lambda f: f
+    return function
+
+
+def install_stand_in():
+    module = types.ModuleType("agentflow")
+    context = type("RunContext", (), {"__class_getitem__": classmethod(lambda c, _: c)})
+    vars(module).update(tool=tool, ToolRetry=ToolRetry, RunContext=context)
+    sys.modules["agentflow"] = module
+
+
+def call(source, name, arguments):
+    spec = importlib.util.spec_from_file_location("agentflow_sandboxed_tool", source)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {source}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, name)
+    function = getattr(function, "function", function)
+    result = function(**arguments)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def reset():
+    if not os.path.exists("/.dockerenv"):
+        sys.exit("runner.py: --reset is only for Docker sandbox containers")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(-1, signal.SIGKILL)  # every process we may signal but pid 1 and ourselves
+    # kill() returns before they are gone, and pid 1 reaps them after that: wait (a little)
+    # until /proc shows none, so the tool does not see them and they write nothing more.
+    me, deadline = str(os.getpid()), time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if not [pid for pid in os.listdir("/proc") if pid.isdigit() and pid not in ("1", me)]:
+            break
+        time.sleep(0.001)
+    for entry in os.scandir("/tmp"):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def main():
+    args = sys.argv[1:]
+    if args[0] == "--reset":
+        reset()
+        args = args[1:]
+    source, name, raw = args
+    me = os.getpid()
+    limit = int(os.environ.get("AGENTFLOW_OUTPUT_BYTES", "1000000"))
+    real_stdout = sys.stdout
+    out, err = CappedText(limit), CappedText(limit)
+    sys.stdout, sys.stderr = out, err
+    envelope = {"ok": False, "value": None, "error": None, "retry": False}
+    try:
+        install_stand_in()
+        value = call(source, name, json.loads(raw))
+        envelope["value"] = json.loads(json.dumps(value))
+        envelope["ok"] = True
+    except ToolRetry as exc:
+        envelope["error"] = str(exc)
+        envelope["retry"] = True
+    except BaseException as exc:  # the tool's failure is the result, not ours
+        envelope["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        sys.stdout, sys.stderr = real_stdout, sys.__stderr__
+    if os.getpid() != me:  # a child the tool forked: only the runner itself reports
+        os._exit(0)
+    envelope.update(
+        stdout=out.getvalue(),
+        stderr=err.getvalue(),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+    )
+    real_stdout.write(MARKER + json.dumps(envelope) + "\n")
+    real_stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
