@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.overhead --json
 	$(BIN)/python -m bench.decoding --json
 	$(BIN)/python -m bench.failover --json
+	$(BIN)/python -m bench.sandbox --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

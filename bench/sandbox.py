@@ -2,14 +2,16 @@
 
 A trivial tool (`echo(x)`: return its argument) runs through `DockerSandbox` on the
 local Docker engine, with the default `Limits`. Latency is `run()` as the caller sees
-it: taking a container, the exec with the runner's `--reset`, reading the envelope, and
-giving the container back (or removing it, which `run` waits for).
+it: taking a container, sending the request to the container's resident runner (which
+resets the container and forks a child for the call), reading the envelope, and giving
+the container back (or removing it, which `run` waits for).
 
 - `cold_p50_ms`, `cold_p95_ms`: a sandbox with `pool_size=0`, so every call starts a
   container and removes it after;
 - `warm_p50_ms`, `warm_p95_ms`: sequential calls on a pool filled by `warm()`;
-- `burst50_p99_ms`: 50 calls at once on a warm pool of the default size (2), so most of
-  them take the cold path; `--bursts` repeats it (each on a freshly warmed pool);
+- `burst50_p99_ms`: 50 calls at once on a warm pool of the default size (2 warm, at most
+  4 busy): calls beyond that wait for a container to come back, and two more start
+  cold; `--bursts` repeats it (each on a freshly warmed pool);
 - `leaked_containers`: containers labelled with this process as owner after every
   sandbox was closed (should be 0).
 

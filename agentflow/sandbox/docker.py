@@ -4,12 +4,17 @@ Every container is hardened the same way: no network (`network_mode="none"`), a
 read-only root filesystem with a size-capped tmpfs at /tmp as the only writable place,
 all capabilities dropped, `no-new-privileges`, a non-root user (uid 10001), a pids
 limit, a memory limit with swap equal to memory, and a CPU quota. The tool's source
-directory is mounted read-only; arguments go in as JSON on the command line, and the
-value comes back as JSON in the runner's envelope (`sandbox/runner.py`).
+directory is mounted read-only.
 
-Containers are kept warm in a pool per (source directory, limits): each call takes one,
-the runner first wipes /tmp and kills anything a previous call left running, and the
-container goes back after the call. It is discarded instead after `max_uses` calls,
+Each container's pid 1 is the runner in serve mode (`runner.py --serve`), attached to
+over the Docker API: a call is one JSON request line on its stdin and one envelope line
+back on its stdout. The runner resets the container (kills what a previous call left
+running, empties /tmp), then forks a child with only the call's environment to run the
+function, so a warm call costs a fork, not an exec and a Python start-up.
+
+Containers are kept warm in a pool per (source directory, limits), at most
+`max_containers` busy at once (more calls wait for one to come back); a container goes
+back after the call. It is discarded instead after `max_uses` calls,
 after any failure or timeout, and when a health check fails; an empty pool starts one
 on the spot (the cold path).
 
@@ -67,17 +72,6 @@ _JSON_BYTES_PER_CHAR = 12
 """The runner cuts captures in characters, and `json.dumps` writes one outside the BMP as
 two `\\uXXXX` escapes: a capture of N characters can take 12N bytes of the envelope."""
 _KILL_GRACE_S = 1.0
-_INIT = """\
-import os, signal
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-while True:
-    signal.sigwait({signal.SIGCHLD})
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-"""
 """The container's pid 1. What `--reset` kills was reparented to pid 1, and `sleep infinity`
 would leave it a zombie, visible to the next call and holding a slot of the pids limit."""
 
@@ -177,6 +171,8 @@ class DockerSandbox(Sandbox):
     Args:
         image: The sandbox image; `agentflow sandbox build` builds the default one.
         pool_size: Containers kept warm per (source directory, limits).
+        max_containers: Calls running at once per pool; more wait for a container to come
+            back, which is faster than starting one (a warm call takes milliseconds).
         max_uses: Calls a container serves before it is replaced.
         reap_orphans: Remove containers left by dead agentflow processes on first use.
     """
@@ -188,11 +184,13 @@ class DockerSandbox(Sandbox):
         *,
         image: str | None = None,
         pool_size: int = 2,
+        max_containers: int = 4,
         max_uses: int = 100,
         reap_orphans: bool = True,
     ) -> None:
         self.image = image or image_tag()
         self.pool_size = pool_size
+        self.max_containers = max(max_containers, pool_size, 1)
         self.max_uses = max_uses
         self.owner = owner_id()
         self.instance = uuid.uuid4().hex[:12]
@@ -202,6 +200,9 @@ class DockerSandbox(Sandbox):
         self._pools: dict[tuple[Path, Limits], _Pool] = {}
         self._lock = threading.Lock()
         self._refills: set[asyncio.Task[None]] = set()
+        self._sockets: dict[str | None, Any] = {}
+        """Each warm container's attached stdin/stdout: requests go in, envelopes come out."""
+        self._gates: dict[tuple[Path, Limits], asyncio.Semaphore] = {}
 
     # -- containers ---------------------------------------------------------------
 
@@ -229,8 +230,9 @@ class DockerSandbox(Sandbox):
             )
         container = self.client().containers.run(
             self.image,
-            ["python3", "-I", "-S", "-c", _INIT],
+            ["python3", "-I", RUNNER, "--serve"],
             detach=True,
+            stdin_open=True,
             labels={LABEL: "1", OWNER_LABEL: self.owner, INSTANCE_LABEL: self.instance},
             network_mode="none",
             ipc_mode="none",  # no /dev/shm: /tmp stays the only writable place
@@ -246,11 +248,15 @@ class DockerSandbox(Sandbox):
             volumes={str(pool.source_dir): {"bind": TOOL_DIR, "mode": "ro"}},
             init=False,
         )
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        api = self.client().api
+        self._sockets[container.id] = api.attach_socket(container.id or "", params=params)
         pool.uses[container.id] = 0
         return container
 
     def _discard(self, pool: _Pool, container: Container) -> None:
         pool.uses.pop(container.id, None)
+        _close_socket(self._sockets.pop(container.id, None))
         with contextlib.suppress(Exception):
             container.remove(force=True)
 
@@ -297,6 +303,15 @@ class DockerSandbox(Sandbox):
     async def run(self, call: SandboxCall, *, limits: Limits) -> ExecResult:
         source = call.source.resolve()
         pool = self._pool(source.parent, limits)
+        gate = self._gates.setdefault(
+            (source.parent, limits), asyncio.Semaphore(self.max_containers)
+        )
+        async with gate:
+            return await self._run(pool, call, source, limits)
+
+    async def _run(
+        self, pool: _Pool, call: SandboxCall, source: Path, limits: Limits
+    ) -> ExecResult:
         container = await asyncio.to_thread(self._take, pool)
         healthy = False
         try:
@@ -324,30 +339,26 @@ class DockerSandbox(Sandbox):
     ) -> ExecResult:
         import json
 
-        from docker.errors import APIError
-
-        api = self.client().api
+        sock = self._sockets.get(container.id)
+        if sock is None:
+            raise SandboxError(f"sandbox container {container.short_id} has no attached runner")
         cap = limits.output_bytes * 2 * _JSON_BYTES_PER_CHAR + _ENVELOPE_SLACK
-        command = [
-            "python3",
-            "-I",
-            RUNNER,
-            "--reset",
-            f"{TOOL_DIR}/{source.name}",
-            call.function,
-            json.dumps(call.arguments),
-        ]
-        environment = {"AGENTFLOW_OUTPUT_BYTES": str(limits.output_bytes), **call.secrets}
+        nonce = uuid.uuid4().hex
+        request = {
+            "nonce": nonce,
+            "source": f"{TOOL_DIR}/{source.name}",
+            "function": call.function,
+            "arguments": call.arguments,
+            "env": call.secrets,
+            "output_bytes": limits.output_bytes,
+        }
         started = time.perf_counter()
         try:
-            created = await asyncio.to_thread(
-                api.exec_create, container.id, command, environment=environment
-            )
-        except APIError as exc:  # removed or stopped under us (`sandbox gc`, a daemon restart)
+            sock._sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as exc:  # the container died or was removed under us
             raise SandboxError(f"sandbox container {container.short_id} is gone: {exc}") from exc
-        exec_id = created["Id"]
-        collected = _Collected()
-        reader = asyncio.create_task(asyncio.to_thread(_collect, api, exec_id, cap, collected))
+        collected = _Collected(head=(runner.MARKER + nonce).encode())
+        reader = asyncio.create_task(asyncio.to_thread(_collect, sock, cap, collected))
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout=limits.timeout_s)
         except TimeoutError:
@@ -363,8 +374,7 @@ class DockerSandbox(Sandbox):
                 f"sandboxed call {call.function!r} wrote more than {cap:,} bytes of output",
                 resource="output",
             )
-        info = await asyncio.to_thread(api.exec_inspect, exec_id)
-        return _result(call, collected, info.get("ExitCode") or 0, time.perf_counter() - started)
+        return _result(call, collected, time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Remove every container this sandbox started."""
@@ -374,35 +384,51 @@ class DockerSandbox(Sandbox):
         if self._client is not None:
             client = self._client
             await asyncio.to_thread(_remove_owned, client, self.owner, self.instance)
+            while self._sockets:
+                _close_socket(self._sockets.popitem()[1])
             self._pools.clear()
+            self._gates.clear()
             client.close()
             self._client = None
 
 
 @dataclass
 class _Collected:
+    head: bytes
+    """`MARKER + nonce`: what starts this call's envelope line."""
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     overflow: bool = False
+    closed: bool = False
 
 
-def _collect(api: Any, exec_id: str, cap: int, into: _Collected) -> None:
-    """Read an exec's output until it ends or passes `cap` bytes (then stop reading)."""
-    from docker.utils.socket import STDOUT, frames_iter
+def _collect(sock: Any, cap: int, into: _Collected) -> None:
+    """Read the attached stream until this call's envelope line is complete, the
+    stream ends (the container died) or more than `cap` bytes came."""
+    from docker.utils.socket import STDOUT, next_frame_header, read_exactly
 
-    # The raw socket, so it is closed here: docker-py's own stream leaves it open.
-    sock = api.exec_start(exec_id, socket=True)
-    try:
-        for kind, data in frames_iter(sock, tty=False):
-            (into.stdout if kind == STDOUT else into.stderr).extend(data)
-            if len(into.stdout) + len(into.stderr) > cap:
-                into.overflow = True
-                return
-    finally:
-        raw = getattr(sock, "_sock", None)  # SocketIO.close() drops it without closing it
-        sock.close()
-        if raw is not None:
-            raw.close()
+    while True:
+        kind, size = next_frame_header(sock)
+        if size < 0:
+            into.closed = True
+            return
+        data = read_exactly(sock, size) if size else b""
+        (into.stdout if kind == STDOUT else into.stderr).extend(data)
+        if len(into.stdout) + len(into.stderr) > cap:
+            into.overflow = True
+            return
+        at = into.stdout.rfind(into.head)
+        if at >= 0 and into.stdout.find(b"\n", at) >= 0:
+            return
+
+
+def _close_socket(sock: Any) -> None:
+    if sock is None:
+        return
+    raw = getattr(sock, "_sock", None)  # SocketIO.close() drops it without closing it
+    sock.close()
+    if raw is not None:
+        raw.close()
 
 
 def _kill(container: Container) -> None:
@@ -417,24 +443,24 @@ def _remove_owned(client: docker.DockerClient, owner: str, instance: str) -> Non
             container.remove(force=True)
 
 
-def _result(
-    call: SandboxCall, collected: _Collected, exit_code: int, duration: float
-) -> ExecResult:
+def _result(call: SandboxCall, collected: _Collected, duration: float) -> ExecResult:
     import json
 
-    stdout = collected.stdout.decode("utf-8", "replace")
-    _head, marker, tail = stdout.rpartition(runner.MARKER)
-    if not marker:
+    at = collected.stdout.rfind(collected.head)
+    if at < 0:
         stderr = collected.stderr.decode("utf-8", "replace")
-        if exit_code == 137 or "MemoryError" in stderr:
+        raise SandboxError(
+            f"sandboxed call {call.function!r} ended without a result: {stderr[-500:]!r}"
+        )
+    line = collected.stdout[at + len(collected.head) :].split(b"\n", 1)[0]
+    envelope = json.loads(line)
+    if "died" in envelope:
+        if envelope["died"] == 9:  # SIGKILL from the kernel: the cgroup's memory limit
             raise SandboxResourceError(
                 f"sandboxed call {call.function!r} was killed for using more memory than allowed",
                 resource="memory",
             )
-        raise SandboxError(
-            f"sandboxed call {call.function!r} died (exit status {exit_code}): {stderr[-500:]!r}"
-        )
-    envelope = json.loads(tail)
+        raise SandboxError(f"sandboxed call {call.function!r} died of signal {envelope['died']}")
     return ExecResult(
         ok=envelope["ok"],
         value=envelope["value"],
@@ -444,6 +470,5 @@ def _result(
         stderr=envelope["stderr"],
         stdout_truncated=envelope["stdout_truncated"],
         stderr_truncated=envelope["stderr_truncated"],
-        exit_code=exit_code,
         duration_s=duration,
     )

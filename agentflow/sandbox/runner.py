@@ -1,6 +1,7 @@
 """Run one tool function inside a sandbox and report the outcome as one JSON envelope.
 
     python3 runner.py [--reset] SOURCE_FILE FUNCTION ARGUMENTS_JSON
+    python3 runner.py --serve          (a warm Docker container's pid 1; see `serve`)
 
 `--reset` (Docker sandbox only; refused outside a container) first kills every process a
 previous call left in the container and empties /tmp, so a reused container starts clean.
@@ -95,6 +96,10 @@ def reset():
     # until /proc shows none, so the tool does not see them and they write nothing more.
     me, deadline = str(os.getpid()), time.monotonic() + 1.0
     while time.monotonic() < deadline:
+        if me == "1":  # as the warm container's pid 1, reap what was killed
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
         if not [pid for pid in os.listdir("/proc") if pid.isdigit() and pid not in ("1", me)]:
             break
         time.sleep(0.001)
@@ -106,14 +111,8 @@ def reset():
                 os.unlink(entry.path)
 
 
-def main():
-    args = sys.argv[1:]
-    if args[0] == "--reset":
-        reset()
-        args = args[1:]
-    source, name, raw = args
-    me = os.getpid()
-    limit = int(os.environ.get("AGENTFLOW_OUTPUT_BYTES", "1000000"))
+def run_one(source, name, raw, limit, me):
+    """Call the function; return the envelope (None in a child the tool forked)."""
     real_stdout = sys.stdout
     out, err = CappedText(limit), CappedText(limit)
     sys.stdout, sys.stderr = out, err
@@ -138,8 +137,56 @@ def main():
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
     )
-    real_stdout.write(MARKER + json.dumps(envelope) + "\n")
-    real_stdout.flush()
+    return envelope
+
+
+def serve():
+    """Be a warm container's pid 1: one request per stdin line, each in a forked child.
+
+    A request is `{"nonce", "source", "function", "arguments", "env", "output_bytes"}`.
+    Before each call the container is reset (stray processes killed, /tmp emptied); the
+    call runs in a fresh child with only the request's environment, which writes
+    `MARKER + nonce + envelope`; a child that dies without one (killed for memory) is
+    reported as `{"died": signal}`. Forking from this already-started interpreter is what
+    makes a warm call cost milliseconds instead of an exec and a Python start-up.
+    """
+    if os.getpid() != 1 or not os.path.exists("/.dockerenv"):
+        sys.exit("runner.py: --serve is only for Docker sandbox containers")
+    base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        reset()
+        head = MARKER + request["nonce"]
+        pid = os.fork()
+        if pid == 0:
+            devnull = os.open(os.devnull, os.O_RDONLY)  # the next request is not the tool's
+            os.dup2(devnull, 0)
+            os.environ.clear()
+            os.environ.update(base_env, **request["env"])
+            limit = int(request["output_bytes"])
+            raw = json.dumps(request["arguments"])
+            envelope = run_one(request["source"], request["function"], raw, limit, os.getpid())
+            os.write(1, (head + json.dumps(envelope) + "\n").encode())
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            died = {"died": os.WTERMSIG(status)}
+            os.write(1, (head + json.dumps(died) + "\n").encode())
+
+
+def main():
+    args = sys.argv[1:]
+    if args[0] == "--serve":
+        serve()
+        return
+    if args[0] == "--reset":
+        reset()
+        args = args[1:]
+    source, name, raw = args
+    limit = int(os.environ.get("AGENTFLOW_OUTPUT_BYTES", "1000000"))
+    envelope = run_one(source, name, raw, limit, os.getpid())
+    sys.stdout.write(MARKER + json.dumps(envelope) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
