@@ -302,6 +302,7 @@ class DockerSandbox(Sandbox):
 
     async def run(self, call: SandboxCall, *, limits: Limits) -> ExecResult:
         source = call.source.resolve()
+        _check_readable(source)
         pool = self._pool(source.parent, limits)
         gate = self._gates.setdefault(
             (source.parent, limits), asyncio.Semaphore(self.max_containers)
@@ -429,6 +430,18 @@ def _close_socket(sock: Any) -> None:
     sock.close()
     if raw is not None:
         raw.close()
+
+
+def _check_readable(source: Path) -> None:
+    """The container's user (uid 10001) must be able to read the mounted tool file."""
+    import stat
+
+    folder, file = source.parent.stat().st_mode, source.stat().st_mode
+    if not (folder & stat.S_IROTH and folder & stat.S_IXOTH and file & stat.S_IROTH):
+        raise SandboxError(
+            f"{source} must be readable by the sandbox's user (uid 10001), and its folder "
+            f"listable: chmod o+rx {source.parent} && chmod o+r {source}"
+        )
 
 
 def _kill(container: Container) -> None:

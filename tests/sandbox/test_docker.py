@@ -510,3 +510,13 @@ async def test_a_missing_image_is_unavailable(tools_dir: Path) -> None:
     with pytest.raises(SandboxUnavailable, match="agentflow-sandbox:nope"):
         await sandbox.run(call(tools_dir, "greet", name="x"), limits=Limits())
     await sandbox.aclose()
+
+
+async def test_a_tool_file_the_sandbox_user_cannot_read_is_a_clear_error(
+    sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    private = tmp_path / "private"  # pytest's folders are 0700: uid 10001 cannot list them
+    private.mkdir(mode=0o700)
+    (private / "tools.py").write_text("def f():\n    return 1\n")
+    with pytest.raises(SandboxError, match=r"chmod o\+rx"):
+        await sandbox.run(call(private, "f"), limits=Limits())
