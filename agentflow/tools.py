@@ -48,6 +48,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
+from agentflow.sandbox.base import Limits
 
 __all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
 
@@ -178,6 +179,8 @@ class Tool(Generic[DepsT]):
     """How many invalid calls in a row the model may make before the run gets a `ToolError`."""
     secrets: tuple[str, ...]
     """Environment variables a sandboxed call receives; nothing else of the host's reaches it."""
+    limits: Limits | None
+    """A sandboxed call's limits (memory, network allowlist, ...); None means the defaults."""
     takes_context: bool
     """Whether the function has a `RunContext` parameter."""
 
@@ -194,6 +197,7 @@ class Tool(Generic[DepsT]):
         side_effects: bool = False,
         retries: int = 2,
         secrets: Sequence[str] = (),
+        limits: Limits | None = None,
     ) -> None:
         """Analyse `function` once; raise `ConfigError` if it cannot be a tool."""
         self.name = _tool_name(function, name)
@@ -211,6 +215,7 @@ class Tool(Generic[DepsT]):
         self.side_effects = side_effects
         self.retries = retries
         self.secrets = tuple(secrets)
+        self.limits = limits
         self.takes_context = self._signature.context is not None
         if sandbox != "none" and self.takes_context:
             raise ConfigError(
@@ -360,6 +365,7 @@ def tool(
     side_effects: bool = False,
     retries: int = 2,
     secrets: Sequence[str] = (),
+    limits: Limits | None = None,
 ) -> Callable[[Callable[..., Any]], Tool[Any]]: ...
 
 
@@ -376,6 +382,7 @@ def tool(
     side_effects: bool = False,
     retries: int = 2,
     secrets: Sequence[str] = (),
+    limits: Limits | None = None,
 ) -> Tool[Any] | Callable[[Callable[..., Any]], Tool[Any]]:
     """Turn a function (sync or async) into a `Tool`; use as `@tool` or `@tool(...)`.
 
@@ -393,6 +400,7 @@ def tool(
         side_effects: The tool changes the world; calls are journaled for exactly-once.
         retries: Invalid calls in a row the model may make before a `ToolError`.
         secrets: Names of environment variables a sandboxed call gets (and no others).
+        limits: A sandboxed call's `Limits`, e.g. `Limits(network=("api.example.com",))`.
 
     Raises:
         ConfigError: The function cannot be a tool, or an option is out of range.
@@ -410,6 +418,7 @@ def tool(
             side_effects=side_effects,
             retries=retries,
             secrets=secrets,
+            limits=limits,
         )
 
     return decorate if function is None else decorate(function)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
@@ -64,7 +65,9 @@ async def close_shared() -> None:
 
 
 def limits_for(tool: Tool[Any]) -> Limits:
-    return Limits() if tool.timeout_s is None else Limits(timeout_s=tool.timeout_s)
+    """The tool's own limits, its `timeout_s` winning over theirs when it sets one."""
+    limits = tool.limits or Limits()
+    return limits if tool.timeout_s is None else replace(limits, timeout_s=tool.timeout_s)
 
 
 async def call_in_sandbox(tool: Tool[Any], arguments: dict[str, Any]) -> Any:

@@ -41,7 +41,8 @@ class Limits:
     tmpfs_mb: int = 64
     """Size of the writable /tmp (the only writable place)."""
     network: tuple[str, ...] = ()
-    """Hosts the tool may reach; empty means no network at all."""
+    """Hosts (`host` or `host:port`) the tool may reach, over HTTPS through the Docker
+    sandbox's egress proxy; empty means no network at all."""
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -1,6 +1,8 @@
 """Docker sandboxes: each tool call runs in a locked-down container from a warm pool.
 
-Every container is hardened the same way: no network (`network_mode="none"`), a
+Every container is hardened the same way: no network (`network_mode="none"`; a tool
+whose limits allowlist hosts gets an internal network whose only way out is an egress
+proxy that lets through those hosts alone, see `egress.py`), a
 read-only root filesystem with a size-capped tmpfs at /tmp as the only writable place,
 all capabilities dropped, `no-new-privileges`, a non-root user (uid 10001), a pids
 limit, a memory limit with swap equal to memory, and a CPU quota. The tool's source
@@ -47,6 +49,7 @@ from agentflow.exceptions import (
 )
 from agentflow.sandbox import runner
 from agentflow.sandbox.base import ExecResult, Limits, Sandbox, SandboxCall
+from agentflow.sandbox.egress import EgressProxy
 
 if TYPE_CHECKING:
     import docker
@@ -65,6 +68,7 @@ __all__ = [
 LABEL = "agentflow.sandbox"
 OWNER_LABEL = "agentflow.owner"
 INSTANCE_LABEL = "agentflow.instance"
+EGRESS_NETWORK = "agentflow-sandbox-egress"
 TOOL_DIR = "/opt/tool"
 RUNNER = "/opt/agentflow/runner.py"
 _ENVELOPE_SLACK = 64 * 1024
@@ -151,6 +155,10 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
             with contextlib.suppress(Exception):  # already gone: someone else reaped it
                 container.remove(force=True)
                 removed.append(container.name)
+    if everything:  # the egress networks too, where no container uses them any more
+        for network in client.networks.list(filters={"label": LABEL}):
+            with contextlib.suppress(Exception):
+                network.remove()
     return removed
 
 
@@ -163,6 +171,8 @@ class _Pool:
     idle: list[Container] = field(default_factory=list)
     uses: dict[str | None, int] = field(default_factory=dict)
     """Calls served, by container id."""
+    proxy: EgressProxy | None = None
+    """The pool's egress proxy, when its limits allowlist hosts."""
 
 
 class DockerSandbox(Sandbox):
@@ -223,18 +233,17 @@ class DockerSandbox(Sandbox):
 
     def _start(self, pool: _Pool) -> Container:
         limits = pool.limits
-        if limits.network:
-            raise SandboxUnavailable(
-                "network allowlists are not supported by the Docker sandbox yet; "
-                "sandboxed tools run with no network"
-            )
+        # No network at all, or (an allowlist) an internal network whose only way out is
+        # the pool's egress proxy on the host.
+        egress = self._egress_network(limits.network) if limits.network else None
         container = self.client().containers.run(
             self.image,
             ["python3", "-I", RUNNER, "--serve"],
             detach=True,
             stdin_open=True,
             labels={LABEL: "1", OWNER_LABEL: self.owner, INSTANCE_LABEL: self.instance},
-            network_mode="none",
+            network=egress,
+            network_mode=None if egress else "none",
             ipc_mode="none",  # no /dev/shm: /tmp stays the only writable place
             read_only=True,
             tmpfs={"/tmp": f"size={limits.tmpfs_mb}m,mode=1777"},
@@ -307,8 +316,29 @@ class DockerSandbox(Sandbox):
         gate = self._gates.setdefault(
             (source.parent, limits), asyncio.Semaphore(self.max_containers)
         )
+        if limits.network and pool.proxy is None:
+            pool.proxy = EgressProxy(limits.network)
+            await pool.proxy.start(await asyncio.to_thread(self._egress_gateway, limits.network))
         async with gate:
             return await self._run(pool, call, source, limits)
+
+    def _egress_network(self, allowed: tuple[str, ...]) -> str:
+        """The internal network for one allowlist (made once per host). One per allowlist,
+        so a container cannot reach the proxy of a pool that allows more."""
+        from docker.errors import NotFound
+
+        digest = hashlib.sha256("\n".join(sorted(allowed)).encode()).hexdigest()[:12]
+        name = f"{EGRESS_NETWORK}-{digest}"
+        client = self.client()
+        try:
+            client.networks.get(name)
+        except NotFound:
+            client.networks.create(name, internal=True, labels={LABEL: "1"})
+        return name
+
+    def _egress_gateway(self, allowed: tuple[str, ...]) -> str:
+        network = self.client().networks.get(self._egress_network(allowed))
+        return network.attrs["IPAM"]["Config"][0]["Gateway"]
 
     async def _run(
         self, pool: _Pool, call: SandboxCall, source: Path, limits: Limits
@@ -316,7 +346,7 @@ class DockerSandbox(Sandbox):
         container = await asyncio.to_thread(self._take, pool)
         healthy = False
         try:
-            result = await self._exec(container, call, source, limits)
+            result = await self._exec(container, call, source, limits, pool.proxy)
             healthy = result.ok or result.retry
             return result
         finally:
@@ -336,7 +366,12 @@ class DockerSandbox(Sandbox):
         task.add_done_callback(self._refills.discard)
 
     async def _exec(
-        self, container: Container, call: SandboxCall, source: Path, limits: Limits
+        self,
+        container: Container,
+        call: SandboxCall,
+        source: Path,
+        limits: Limits,
+        proxy: EgressProxy | None,
     ) -> ExecResult:
         import json
 
@@ -350,7 +385,7 @@ class DockerSandbox(Sandbox):
             "source": f"{TOOL_DIR}/{source.name}",
             "function": call.function,
             "arguments": call.arguments,
-            "env": call.secrets,
+            "env": {**call.secrets, **_proxy_env(proxy)},
             "output_bytes": limits.output_bytes,
         }
         started = time.perf_counter()
@@ -387,6 +422,9 @@ class DockerSandbox(Sandbox):
             await asyncio.to_thread(_remove_owned, client, self.owner, self.instance)
             while self._sockets:
                 _close_socket(self._sockets.popitem()[1])
+            for pool in self._pools.values():
+                if pool.proxy is not None:
+                    await pool.proxy.aclose()
             self._pools.clear()
             self._gates.clear()
             client.close()
@@ -430,6 +468,13 @@ def _close_socket(sock: Any) -> None:
     sock.close()
     if raw is not None:
         raw.close()
+
+
+def _proxy_env(proxy: EgressProxy | None) -> dict[str, str]:
+    if proxy is None:
+        return {}
+    names = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+    return dict.fromkeys(names, proxy.url)
 
 
 def _check_readable(source: Path) -> None:

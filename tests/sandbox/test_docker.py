@@ -520,3 +520,56 @@ async def test_a_tool_file_the_sandbox_user_cannot_read_is_a_clear_error(
     (private / "tools.py").write_text("def f():\n    return 1\n")
     with pytest.raises(SandboxError, match=r"chmod o\+rx"):
         await sandbox.run(call(private, "f"), limits=Limits())
+
+
+NET_TOOLS = """
+import os, socket
+from urllib.parse import urlsplit
+
+def tunnel(host, port):
+    proxy = urlsplit(os.environ["HTTPS_PROXY"])
+    s = socket.create_connection((proxy.hostname, proxy.port), timeout=3)
+    s.sendall(f"CONNECT {host}:{port} HTTP/1.1\\r\\n\\r\\n".encode())
+    status = s.recv(1024).split(b"\\r\\n")[0].decode()
+    if " 200 " not in status:
+        return status
+    s.sendall(b"ping\\n")
+    return s.recv(100).decode().strip()
+
+def direct(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1)
+        return "connected"
+    except OSError:
+        return "blocked"
+"""
+
+
+async def test_a_network_allowlist_lets_through_only_its_hosts(
+    sandbox: DockerSandbox, tools_dir: Path
+) -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"echo " + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (tools_dir / "net.py").write_text(NET_TOOLS)
+    limits = Limits(network=("127.0.0.1",))
+
+    async def run(function: str, host: str, port: int) -> Any:
+        net = SandboxCall(
+            source=tools_dir / "net.py", function=function, arguments={"host": host, "port": port}
+        )
+        result = await sandbox.run(net, limits=limits)
+        assert result.ok, result.error
+        return result.value
+
+    try:
+        assert await run("tunnel", "127.0.0.1", port) == "echo ping"
+        assert await run("tunnel", "127.0.0.2", port) == "HTTP/1.1 403 Forbidden"
+        assert await run("direct", "1.1.1.1", 53) == "blocked"
+    finally:
+        server.close()
+    assert await greet(sandbox, tools_dir)  # the no-network pool is untouched

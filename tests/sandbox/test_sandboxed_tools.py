@@ -111,3 +111,22 @@ async def test_auto_uses_docker_when_a_daemon_answers() -> None:
     )
     assert results(state)[0].content == "9"
     assert isinstance(sandboxes.sandbox_for("auto"), DockerSandbox)
+
+
+def test_a_tools_limits_apply_with_its_timeout_winning() -> None:
+    from agentflow import tool
+    from agentflow.sandbox import limits_for
+    from agentflow.sandbox.base import Limits
+
+    def fetch(url: str) -> str:
+        """Fetch a page.
+
+        Args:
+            url: The page.
+        """
+        return url
+
+    allowed = Limits(network=("api.example.com",), memory_mb=512, timeout_s=30)
+    assert limits_for(tool(sandbox="docker", limits=allowed)(fetch)) == allowed
+    assert limits_for(tool(sandbox="docker", limits=allowed, timeout_s=5)(fetch)).timeout_s == 5
+    assert limits_for(tool(sandbox="docker")(fetch)) == Limits()
