@@ -270,10 +270,22 @@ class DockerSandbox(Sandbox):
             container.remove(force=True)
 
     def _take(self, pool: _Pool) -> Container:
-        with self._lock:
-            if pool.idle:
-                return pool.idle.pop()
+        while True:
+            with self._lock:
+                if not pool.idle:
+                    break
+                container = pool.idle.pop()
+            if self._healthy(container):
+                return container
+            self._discard(pool, container)  # died while idle (OOM, `docker kill`, gc)
         return self._start(pool)  # the cold path
+
+    def _healthy(self, container: Container) -> bool:
+        """Whether an idle container still runs (one cheap inspect)."""
+        try:
+            return self.client().api.inspect_container(container.id or "")["State"]["Running"]
+        except Exception:
+            return False
 
     def _give_back(self, pool: _Pool, container: Container) -> None:
         if pool.uses.get(container.id, self.max_uses) >= self.max_uses:

@@ -573,3 +573,13 @@ async def test_a_network_allowlist_lets_through_only_its_hosts(
     finally:
         server.close()
     assert await greet(sandbox, tools_dir)  # the no-network pool is untouched
+
+
+async def test_a_warm_container_that_died_is_replaced_by_the_health_check(
+    tools_dir: Path, docker_client: docker.DockerClient
+) -> None:
+    async with DockerSandbox(pool_size=1) as sandbox:
+        first = await greet(sandbox, tools_dir)
+        docker_client.containers.get(first).kill()  # dies while idle in the pool
+        second = await greet(sandbox, tools_dir)
+    assert second != first
