@@ -9,9 +9,11 @@ and the image are there, else the (weaker) `ProcessSandbox`, with a logged warni
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
@@ -28,6 +30,7 @@ __all__ = ["ExecResult", "Limits", "Sandbox", "SandboxCall", "call_in_sandbox", 
 
 _log = logging.getLogger("agentflow")
 _shared: dict[str, Sandbox] = {}
+_ARGUMENTS = TypeAdapter(dict[str, Any])
 
 
 def sandbox_for(kind: Literal["docker", "auto"]) -> Sandbox:
@@ -87,7 +90,7 @@ async def call_in_sandbox(tool: Tool[Any], arguments: dict[str, Any]) -> Any:
     call = SandboxCall(
         source=Path(source),
         function=tool.function.__name__,
-        arguments=TypeAdapter(dict[str, Any]).dump_python(arguments, mode="json"),
+        arguments=_ARGUMENTS.dump_python(arguments, mode="json"),
         secrets=secrets,
     )
     sandbox = sandbox_for("docker" if tool.sandbox == "docker" else "auto")
@@ -96,13 +99,20 @@ async def call_in_sandbox(tool: Tool[Any], arguments: dict[str, Any]) -> Any:
         raise ToolRetry(result.error or "")
     if not result.ok:
         raise ToolError(f"tool {tool.name!r} failed in its sandbox: {result.error}", tool=tool.name)
-    annotation = get_type_hints(tool.function).get("return")
-    if annotation is None:
+    annotation, adapter = _return_type(tool.function)
+    if adapter is None:
         return result.value
     try:
-        return TypeAdapter(annotation).validate_python(result.value)
+        return adapter.validate_python(result.value)
     except ValidationError as exc:
         raise ToolError(
             f"tool {tool.name!r} returned {result.value!r}, not a {annotation!r}: {exc}",
             tool=tool.name,
         ) from exc
+
+
+@functools.cache
+def _return_type(function: Callable[..., Any]) -> tuple[Any, TypeAdapter[Any] | None]:
+    """A function's return annotation and its validator, built once per function."""
+    annotation = get_type_hints(function).get("return")
+    return annotation, None if annotation is None else TypeAdapter(annotation)

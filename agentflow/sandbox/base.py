@@ -16,6 +16,7 @@ the sandbox is not a sandbox failure: the result carries its error.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +78,28 @@ class ExecResult:
     stderr_truncated: bool = False
     exit_code: int = 0
     duration_s: float = 0.0
+
+    @classmethod
+    def from_envelope(
+        cls, envelope: Mapping[str, Any], *, exit_code: int = 0, duration_s: float = 0.0
+    ) -> ExecResult:
+        """Read the runner's envelope (`sandbox/runner.py`).
+
+        Raises:
+            KeyError: A field is missing.
+        """
+        return cls(
+            ok=bool(envelope["ok"]),
+            value=envelope["value"],
+            error=envelope["error"],
+            retry=bool(envelope["retry"]),
+            stdout=envelope["stdout"],
+            stderr=envelope["stderr"],
+            stdout_truncated=envelope["stdout_truncated"],
+            stderr_truncated=envelope["stderr_truncated"],
+            exit_code=exit_code,
+            duration_s=duration_s,
+        )
 
 
 class Sandbox(ABC):

@@ -76,8 +76,6 @@ _JSON_BYTES_PER_CHAR = 12
 """The runner cuts captures in characters, and `json.dumps` writes one outside the BMP as
 two `\\uXXXX` escapes: a capture of N characters can take 12N bytes of the envelope."""
 _KILL_GRACE_S = 1.0
-"""The container's pid 1. What `--reset` kills was reparented to pid 1, and `sleep infinity`
-would leave it a zombie, visible to the next call and holding a slot of the pids limit."""
 
 
 def image_tag() -> str:
@@ -168,6 +166,8 @@ class _Pool:
 
     source_dir: Path
     limits: Limits
+    gate: asyncio.Semaphore
+    """Bounds the calls running at once (`max_containers`); more wait for a container."""
     idle: list[Container] = field(default_factory=list)
     uses: dict[str | None, int] = field(default_factory=dict)
     """Calls served, by container id."""
@@ -212,7 +212,6 @@ class DockerSandbox(Sandbox):
         self._refills: set[asyncio.Task[None]] = set()
         self._sockets: dict[str | None, Any] = {}
         """Each warm container's attached stdin/stdout: requests go in, envelopes come out."""
-        self._gates: dict[tuple[Path, Limits], asyncio.Semaphore] = {}
 
     # -- containers ---------------------------------------------------------------
 
@@ -311,7 +310,8 @@ class DockerSandbox(Sandbox):
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = _Pool(source_dir=source_dir, limits=limits)
+                gate = asyncio.Semaphore(self.max_containers)
+                pool = self._pools[key] = _Pool(source_dir=source_dir, limits=limits, gate=gate)
             return pool
 
     async def warm(self, source_dir: Path, limits: Limits) -> None:
@@ -325,13 +325,10 @@ class DockerSandbox(Sandbox):
         source = call.source.resolve()
         _check_readable(source)
         pool = self._pool(source.parent, limits)
-        gate = self._gates.setdefault(
-            (source.parent, limits), asyncio.Semaphore(self.max_containers)
-        )
         if limits.network and pool.proxy is None:
             pool.proxy = EgressProxy(limits.network)
             await pool.proxy.start(await asyncio.to_thread(self._egress_gateway, limits.network))
-        async with gate:
+        async with pool.gate:
             return await self._run(pool, call, source, limits)
 
     def _egress_network(self, allowed: tuple[str, ...]) -> str:
@@ -438,7 +435,6 @@ class DockerSandbox(Sandbox):
                 if pool.proxy is not None:
                     await pool.proxy.aclose()
             self._pools.clear()
-            self._gates.clear()
             client.close()
             self._client = None
 
@@ -531,14 +527,4 @@ def _result(call: SandboxCall, collected: _Collected, duration: float) -> ExecRe
                 resource="memory",
             )
         raise SandboxError(f"sandboxed call {call.function!r} died of signal {envelope['died']}")
-    return ExecResult(
-        ok=envelope["ok"],
-        value=envelope["value"],
-        error=envelope["error"],
-        retry=envelope["retry"],
-        stdout=envelope["stdout"],
-        stderr=envelope["stderr"],
-        stdout_truncated=envelope["stdout_truncated"],
-        stderr_truncated=envelope["stderr_truncated"],
-        duration_s=duration,
-    )
+    return ExecResult.from_envelope(envelope, duration_s=duration)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -218,21 +219,15 @@ def _result(collector: _Collector, exit_code: int, limits: Limits, duration_s: f
         envelope: dict[str, Any] = json.JSONDecoder().raw_decode(
             out[at + len(_MARKER) :].decode(errors="replace")
         )[0]
-        stdout, stdout_cut = _joined(
-            envelope["stdout"], out[:at], envelope["stdout_truncated"], limits
-        )
-        stderr, stderr_cut = _joined(envelope["stderr"], err, envelope["stderr_truncated"], limits)
-        return ExecResult(
-            ok=bool(envelope["ok"]),
-            value=envelope["value"],
-            error=envelope["error"],
-            retry=bool(envelope["retry"]),
+        result = ExecResult.from_envelope(envelope, exit_code=exit_code, duration_s=duration_s)
+        stdout, stdout_cut = _joined(result.stdout, out[:at], result.stdout_truncated, limits)
+        stderr, stderr_cut = _joined(result.stderr, err, result.stderr_truncated, limits)
+        return dataclasses.replace(
+            result,
             stdout=stdout,
             stderr=stderr,
             stdout_truncated=stdout_cut,
             stderr_truncated=stderr_cut,
-            exit_code=exit_code,
-            duration_s=duration_s,
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise SandboxError(f"the runner's result could not be read: {exc}") from exc

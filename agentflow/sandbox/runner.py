@@ -1,10 +1,7 @@
 """Run one tool function inside a sandbox and report the outcome as one JSON envelope.
 
-    python3 runner.py [--reset] SOURCE_FILE FUNCTION ARGUMENTS_JSON
+    python3 runner.py SOURCE_FILE FUNCTION ARGUMENTS_JSON    (one call: the process sandbox)
     python3 runner.py --serve          (a warm Docker container's pid 1; see `serve`)
-
-`--reset` (Docker sandbox only; refused outside a container) first kills every process a
-previous call left in the container and empties /tmp, so a reused container starts clean.
 
 Standard library only: it runs in the sandbox image's bare Python. The tool's module is
 imported with a minimal `agentflow` stand-in (`tool` as a pass-through decorator,
@@ -88,8 +85,9 @@ def call(source, name, arguments):
 
 
 def reset():
+    """Kill what a previous call left running and empty /tmp (Docker containers only)."""
     if not os.path.exists("/.dockerenv"):
-        sys.exit("runner.py: --reset is only for Docker sandbox containers")
+        sys.exit("runner.py: resetting is only for Docker sandbox containers")
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGKILL)  # every process we may signal but pid 1 and ourselves
     # kill() returns before they are gone, and pid 1 reaps them after that: wait (a little)
@@ -179,9 +177,6 @@ def main():
     if args[0] == "--serve":
         serve()
         return
-    if args[0] == "--reset":
-        reset()
-        args = args[1:]
     source, name, raw = args
     limit = int(os.environ.get("AGENTFLOW_OUTPUT_BYTES", "1000000"))
     envelope = run_one(source, name, raw, limit, os.getpid())
