@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
-from agentflow.exceptions import ModelError
+from agentflow.exceptions import ConfigError, ModelError
 from agentflow.models.fallback import CircuitBreaker, RetryPolicy, send_with_retries
 
-__all__ = ["HttpEndpoint", "error_message"]
+__all__ = ["HttpEndpoint", "error_message", "require_api_key"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
@@ -35,6 +36,18 @@ def error_message(body: Any) -> str:
         if isinstance(body.get("detail"), str):
             return body["detail"]
     return str(body)[:500]
+
+
+def require_api_key(given: str | None, variable: str, *, model: str, base_url: str) -> str:
+    """Return `given`, else the key in `variable`.
+
+    Raises:
+        ConfigError: Neither is set; the message names the variable.
+    """
+    key = os.environ.get(variable) if given is None else given
+    if not key:
+        raise ConfigError(f"set {variable} to call {model!r} at {base_url}", key=variable)
+    return key
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -22,7 +22,6 @@ How a `ModelRequest` is written in the Messages format:
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from agentflow.exceptions import ConfigError, ModelError, ToolCallParseError
+from agentflow.exceptions import ModelError, ToolCallParseError
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -40,7 +39,7 @@ from agentflow.messages import (
     ToolResultMessage,
     Usage,
 )
-from agentflow.models._http import HttpEndpoint
+from agentflow.models._http import HttpEndpoint, require_api_key
 from agentflow.models.base import (
     Choice,
     Ebnf,
@@ -330,13 +329,7 @@ class AnthropicModel(Model):
         self.name = model
         # The path carries the version, so a base URL written with `/v1` works too.
         self.base_url = (base_url or ANTHROPIC_URL).rstrip("/").removesuffix("/v1")
-        if api_key is None:
-            api_key = os.environ.get(API_KEY_VARIABLE)
-        if not api_key:
-            raise ConfigError(
-                f"set {API_KEY_VARIABLE} to call {model!r} at {self.base_url}",
-                key=API_KEY_VARIABLE,
-            )
+        api_key = require_api_key(api_key, API_KEY_VARIABLE, model=model, base_url=self.base_url)
         self.endpoint = HttpEndpoint(
             self.base_url,
             label=f"{self.provider}:{model}",

@@ -14,7 +14,6 @@ with extras (regex/EBNF constraints, reasoning switches).
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agentflow.exceptions import ConfigError, ModelError, ToolCallParseError
+from agentflow.exceptions import ModelError, ToolCallParseError
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -34,7 +33,7 @@ from agentflow.messages import (
     ToolResultMessage,
     Usage,
 )
-from agentflow.models._http import HttpEndpoint
+from agentflow.models._http import HttpEndpoint, require_api_key
 from agentflow.models.base import (
     DEFAULT_PROFILE,
     Choice,
@@ -246,11 +245,7 @@ class OpenAIModel(Model):
         self.base_url = (base_url or OPENAI_URL).rstrip("/")
         key_var, json_schema = self._host_settings()
         if api_key is None and key_var is not None:
-            api_key = os.environ.get(key_var)
-            if not api_key:
-                raise ConfigError(
-                    f"set {key_var} to call {model!r} at {self.base_url}", key=key_var
-                )
+            api_key = require_api_key(None, key_var, model=model, base_url=self.base_url)
         self.profile = profile or ModelProfile({**DEFAULT_PROFILE, "json_schema": json_schema})
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.endpoint = HttpEndpoint(
