@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker,otlp]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.decoding --json
 	$(BIN)/python -m bench.failover --json
 	$(BIN)/python -m bench.sandbox --json
+	$(BIN)/python -m bench.tracing --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -148,9 +148,29 @@ def run(
     graph: Annotated[str, typer.Argument(help="GRAPH_FILE[:attr], e.g. graphs/support.py:graph")],
     message: Annotated[str, typer.Option("--message", "-m", help="The user's message.")],
     config: ConfigOption = None,
+    trace: Annotated[
+        str | None,
+        typer.Option(
+            help="console (print the run as a tree), otlp (to $OTEL_EXPORTER_OTLP_ENDPOINT) "
+            "or none. Default: $OTEL_TRACES_EXPORTER, else none.",
+        ),
+    ] = None,
 ) -> None:
     """Run a graph on one message; print each step's node, tier, reason, tokens and cost."""
-    asyncio.run(_run(load_graph(graph), message, config))
+    chosen = (trace or os.environ.get("OTEL_TRACES_EXPORTER") or "none").strip().lower()
+    if chosen not in ("console", "otlp", "none"):
+        fail(f"--trace must be console, otlp or none, not {chosen!r}")
+    loaded = load_graph(graph)
+    if chosen == "none":
+        asyncio.run(_run(loaded, message, config))
+        return
+    from agentflow.otel import configure
+
+    telemetry = configure(chosen)  # type: ignore[arg-type]
+    try:
+        asyncio.run(_run(loaded, message, config))
+    finally:
+        telemetry.shutdown()
 
 
 @app.command()

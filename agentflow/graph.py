@@ -12,9 +12,10 @@ graph.edge(START, "triage").edge("triage", "resolve").edge("resolve", END)
 app = graph.compile(router=router)        # LangGraph's CompiledStateGraph
 ```
 
-`compile()` returns LangGraph's own compiled graph, so streaming, checkpointers and the
-state APIs work unchanged. agentflow adds what LangGraph does not know: every model call
-is routed to a tier, guarded, budgeted, validated and recorded in the `steps` channel.
+`compile()` returns LangGraph's own compiled graph (a `TracedGraph`, whose runs are
+traces), so streaming, checkpointers and the state APIs work unchanged. agentflow adds
+what LangGraph does not know: every model call is routed to a tier, guarded, budgeted,
+validated and recorded in the `steps` channel.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from agentflow.models.base import ModelSettings
 from agentflow.routing import Router
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
+from agentflow.tracing import instrument_graph, node_span
 
 __all__ = ["END", "START", "AgentGraph", "AgentState", "run_usage"]
 
@@ -253,9 +255,10 @@ class AgentGraph(Generic[DepsT]):
             builder.add_node(node.name, self._runner(node, router, prefixes))
         self._add_edges(builder)
         try:
-            return builder.compile(checkpointer=checkpointer, name=self.name)
+            compiled = builder.compile(checkpointer=checkpointer, name=self.name)
         except ValueError as exc:
             raise ConfigError(str(exc), key=f"graph {self.name!r}") from exc
+        return instrument_graph(compiled)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)
@@ -317,9 +320,10 @@ class AgentGraph(Generic[DepsT]):
                 spent=spent,
                 prefixes=prefixes,
             )
-            result = node.function(state, ctx) if node.takes_context else node.function(state)
-            if inspect.isawaitable(result):
-                result = await result
+            with node_span(node.name, node.kind, config, ctx.records, router.pii):
+                result = node.function(state, ctx) if node.takes_context else node.function(state)
+                if inspect.isawaitable(result):
+                    result = await result
             return _with_records(result, ctx.records)
 
         run.__name__ = node.name

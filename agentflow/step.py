@@ -32,6 +32,7 @@ from agentflow.models.base import (
     output_spec,
 )
 from agentflow.routing import RouteDecision, Router, Tier
+from agentflow.tracing import InstrumentedModel
 
 __all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
@@ -48,6 +49,10 @@ def describe_error(exc: Exception) -> str:
             lines.append(f"- {where}: {error['msg']}")
         return "\n".join(lines)
     return str(exc)
+
+
+def _one_line(exc: Exception) -> str:
+    return "invalid output: " + describe_error(exc).replace("\n", "; ").replace("- ", "")
 
 
 def _retry_prompt(exc: Exception) -> UserMessage:
@@ -269,9 +274,11 @@ class StepContext(Generic[DepsT]):
             started = time.perf_counter()
             sent = req if messages is req.messages else replace(req, messages=messages)
             prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
-            response = await model.request(sent)
+            why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
+            traced = InstrumentedModel(model, tier=tier, attempt=attempt, reason=why)
+            response = await traced.request(sent)
             self._record(
-                tier, decision, response, reason, attempt, est_cost, redacted, started, prompt
+                tier, decision, response, why, attempt, est_cost, redacted, started, prompt
             )
             if req.output is None:
                 return response, None

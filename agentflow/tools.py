@@ -49,6 +49,7 @@ from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
 from agentflow.sandbox.base import Limits
+from agentflow.tracing import tool_span
 
 __all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
 
@@ -288,12 +289,19 @@ class Tool(Generic[DepsT]):
         """Validate and run one tool call, turning the result into a message for the model.
 
         Invalid arguments and `ToolRetry` come back as retryable error results the model
-        can act on; `ctx.tool_call_id` is set to `call.id` for the function.
+        can act on; `ctx.tool_call_id` is set to `call.id` for the function. The call is
+        an `execute_tool` span.
 
         Raises:
             ToolError: The tool failed in a way the model cannot fix (it raised, timed
                 out, or returned a value that cannot be serialized to JSON).
         """
+        with tool_span(self, call) as record:
+            outcome = await self._run(call, ctx)
+            record(outcome)
+        return outcome
+
+    async def _run(self, call: ToolCall, ctx: RunContext[Any]) -> ToolOutcome:
         try:
             arguments = self.validate(call.arguments)
         except ValidationError as exc:

@@ -28,6 +28,7 @@ from agentflow import (
     FunctionModel,
     GpuPrice,
     Message,
+    Model,
     ModelRequest,
     Router,
     RoutingPolicy,
@@ -43,7 +44,7 @@ def instant(req: ModelRequest) -> str:
     return "ok"
 
 
-def agentflow_graph(model: FunctionModel) -> Callable[[], Awaitable[Any]]:
+def agentflow_graph(model: Model) -> Callable[[], Awaitable[Any]]:
     router = Router(
         tiers=[
             Tier(

@@ -32,7 +32,9 @@ def test_all_is_pinned_and_sorted() -> None:
 def test_import_is_light() -> None:
     code = (
         "import sys, agentflow; "
-        "heavy = [m for m in ('torch', 'transformers', 'docker', 'xgrammar') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'transformers', 'docker', 'xgrammar', 'grpc', "
+        "'agentflow.otel', 'opentelemetry.sdk.metrics', 'opentelemetry.exporter.otlp') "
+        "if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     result = subprocess.run(

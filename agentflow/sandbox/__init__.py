@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agentflow.exceptions import SandboxUnavailable, ToolError
 from agentflow.sandbox.base import ExecResult, Limits, Sandbox, SandboxCall
+from agentflow.tracing import record_sandbox
 
 if TYPE_CHECKING:
     from agentflow.tools import Tool
@@ -95,6 +96,7 @@ async def call_in_sandbox(tool: Tool[Any], arguments: dict[str, Any]) -> Any:
     )
     sandbox = sandbox_for("docker" if tool.sandbox == "docker" else "auto")
     result = await sandbox.run(call, limits=limits_for(tool))
+    record_sandbox(sandbox.name, result)
     if result.retry:
         raise ToolRetry(result.error or "")
     if not result.ok:

@@ -78,6 +78,11 @@ class ExecResult:
     stderr_truncated: bool = False
     exit_code: int = 0
     duration_s: float = 0.0
+    container_id: str | None = None
+    """The container that ran the call (Docker sandbox), short form."""
+    pool_hit: bool | None = None
+    """True when a warm container took the call, False when one was started for it;
+    None where there is no pool."""
 
     @classmethod
     def from_envelope(

@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,16 +268,17 @@ class DockerSandbox(Sandbox):
         with contextlib.suppress(Exception):
             container.remove(force=True)
 
-    def _take(self, pool: _Pool) -> Container:
+    def _take(self, pool: _Pool) -> tuple[Container, bool]:
+        """A container for one call, and whether it came warm from the pool."""
         while True:
             with self._lock:
                 if not pool.idle:
                     break
                 container = pool.idle.pop()
             if self._healthy(container):
-                return container
+                return container, True
             self._discard(pool, container)  # died while idle (OOM, `docker kill`, gc)
-        return self._start(pool)  # the cold path
+        return self._start(pool), False  # the cold path
 
     def _healthy(self, container: Container) -> bool:
         """Whether an idle container still runs (one cheap inspect)."""
@@ -352,12 +353,12 @@ class DockerSandbox(Sandbox):
     async def _run(
         self, pool: _Pool, call: SandboxCall, source: Path, limits: Limits
     ) -> ExecResult:
-        container = await asyncio.to_thread(self._take, pool)
+        container, warm = await asyncio.to_thread(self._take, pool)
         healthy = False
         try:
             result = await self._exec(container, call, source, limits, pool.proxy)
             healthy = result.ok or result.retry
-            return result
+            return replace(result, container_id=container.short_id, pool_hit=warm)
         finally:
             if healthy:
                 pool.uses[container.id] = pool.uses.get(container.id, 0) + 1

@@ -1,0 +1,428 @@
+"""The span tree, metrics and content rules of `agentflow.tracing`, on real runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import BaseModel
+
+import agentflow.sandbox as sandboxes
+from agentflow import (
+    END,
+    START,
+    AgentGraph,
+    ConfigError,
+    ModelError,
+    ScriptedModel,
+    StepContext,
+    ToolCall,
+    UserMessage,
+    tool,
+    tracing,
+)
+from agentflow.hitl import arguments_digest
+from tests.helpers import three_tiers
+from tests.sandbox import sandboxed_tools
+
+
+@dataclass
+class Telemetry:
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def metric(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        return [
+            point
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    tracing.use_providers(provider, meters)
+    yield Telemetry(exporter=exporter, reader=reader)
+    tracing.use_providers()
+    provider.shutdown()
+    meters.shutdown()
+
+
+@pytest.fixture
+async def fresh_sandboxes() -> AsyncIterator[None]:
+    await sandboxes.close_shared()
+    yield
+    await sandboxes.close_shared()
+
+
+def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    """The spans whose parent is `parent`, in start order."""
+    assert parent.context is not None
+    kids = [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+    return sorted(kids, key=lambda s: s.start_time or 0)
+
+
+def roots(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    return [s for s in spans if s.parent is None]
+
+
+class Triage(BaseModel):
+    intent: str
+
+
+@tool(requires_approval=True)
+def issue_refund(order_id: int, amount: float) -> str:
+    """Refund part of an order.
+
+    Args:
+        order_id: The order.
+        amount: USD to refund.
+    """
+    return f"refunded {amount} on {order_id}"
+
+
+def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> AgentGraph[Any]:
+    router = three_tiers(tools_model, planning_model, ScriptedModel([]))
+    graph: AgentGraph[Any] = AgentGraph("support", router=router)
+
+    @graph.node(kind="classify")
+    async def triage(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm(state["messages"], output=Triage)
+        return {}
+
+    @graph.node(kind="plan")
+    async def plan(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("make a plan")
+        return {}
+
+    graph.agent("resolve", tools=[sandboxed_tools.add, issue_refund], max_steps=4)
+    graph.edge(START, "triage").edge("triage", "plan").edge("plan", "resolve")
+    graph.edge("resolve", END)
+    return graph
+
+
+@pytest.mark.usefixtures("fresh_sandboxes")
+async def test_a_paused_and_resumed_run_is_two_linked_traces_with_every_step(
+    telemetry: Telemetry,
+) -> None:
+    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
+    tools_model = ScriptedModel(
+        [
+            "not json",  # triage, attempt 1: invalid
+            Triage(intent="refund"),  # triage, attempt 2
+            "look the order up, then refund",  # plan, after planning failed over to tools
+            ToolCall(id="a1", name="add", arguments={"a": 2, "b": 3}),
+            refund,
+            "refunded, anything else?",
+        ],
+        name="glm-test",
+    )
+    planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
+    compiled = support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t1"}}
+
+    paused = await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
+    [interrupt] = paused["__interrupt__"]
+    first = telemetry.spans()
+    [run] = roots(first)
+    assert (run.name, run.kind, run.status.status_code) == (
+        "invoke_agent support",
+        SpanKind.INTERNAL,
+        StatusCode.UNSET,
+    )
+    assert run.attributes is not None
+    assert run.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert run.attributes["gen_ai.agent.name"] == "support"
+    assert run.attributes["gen_ai.conversation.id"] == "t1"
+    [paused_event] = [e for e in run.events if e.name == "agentflow.interrupt"]
+    assert paused_event.attributes is not None
+    assert paused_event.attributes["agentflow.interrupt.id"] == interrupt.id
+    assert paused_event.attributes["agentflow.interrupt.type"] == "approval"
+    nodes = children(first, run)
+    assert [n.name for n in nodes] == [
+        "triage",
+        "plan",
+        "resolve",
+        "resolve.tools",
+        "resolve",
+        "resolve.tools",
+    ]
+    assert all(n.kind == SpanKind.INTERNAL for n in nodes)
+
+    # The validation retry: two chat spans on the same tier, the second saying why.
+    triage = nodes[0]
+    assert triage.attributes is not None
+    assert triage.attributes["agentflow.node.kind"] == "classify"
+    assert triage.attributes["agentflow.route.tier"] == "tools"
+    assert triage.attributes["agentflow.model.calls"] == 2
+    chats = children(first, triage)
+    assert [c.name for c in chats] == ["chat glm-test", "chat glm-test"]
+    assert [c.kind for c in chats] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    assert [c.attributes["agentflow.attempt"] for c in chats if c.attributes] == [1, 2]
+    retried = chats[1].attributes
+    assert retried is not None
+    assert "retry 1: invalid output" in str(retried["agentflow.route.reason"])
+    assert retried["gen_ai.operation.name"] == "chat"
+    assert retried["gen_ai.provider.name"] == "test"
+    assert retried["gen_ai.request.model"] == retried["gen_ai.response.model"] == "glm-test"
+    assert retried["gen_ai.response.finish_reasons"] == ("stop",)
+    assert int(str(retried["gen_ai.usage.input_tokens"])) > 0
+    assert int(str(retried["gen_ai.usage.output_tokens"])) > 0
+    assert retried["gen_ai.usage.cache_read.input_tokens"] == 0
+    steps = paused["steps"]
+    assert retried["agentflow.cost.usd"] == pytest.approx(steps[1].cost_usd)
+    assert triage.attributes["agentflow.cost.usd"] == pytest.approx(
+        steps[0].cost_usd + steps[1].cost_usd
+    )
+
+    # The fallback: planning failed with a 503, tools answered.
+    plan = nodes[1]
+    assert plan.attributes is not None
+    assert plan.attributes["agentflow.route.tier"] == "tools"
+    assert plan.attributes["agentflow.route.fallback_chain"] == ("tools",)
+    assert "fell back to tools" in str(plan.attributes["agentflow.route.reason"])
+    failed, answered = children(first, plan)
+    assert failed.name == "chat kimi-test" and failed.status.status_code == StatusCode.ERROR
+    assert failed.attributes is not None and failed.attributes["error.type"] == "503"
+    assert failed.attributes["agentflow.route.tier"] == "planning"
+    assert answered.attributes is not None
+    assert answered.attributes["agentflow.route.tier"] == "tools"
+
+    # The sandboxed tool call, in a Docker container.
+    [add] = children(first, nodes[3])
+    assert (add.name, add.kind) == ("execute_tool add", SpanKind.INTERNAL)
+    assert add.attributes is not None
+    assert add.attributes["gen_ai.tool.call.id"] == "a1"
+    assert add.attributes["gen_ai.tool.name"] == "add"
+    assert add.attributes["agentflow.sandbox.kind"] == "docker"
+    assert len(str(add.attributes["agentflow.sandbox.container.id"])) >= 10
+    assert isinstance(add.attributes["agentflow.sandbox.pool_hit"], bool)
+    assert add.attributes["agentflow.sandbox.exit_code"] == 0
+    assert float(str(add.attributes["agentflow.sandbox.duration_s"])) > 0
+
+    # The approval interrupt: on the tool node, not an error, no tool ran.
+    gate = nodes[5]
+    assert gate.status.status_code == StatusCode.UNSET
+    assert [e.name for e in gate.events] == ["agentflow.interrupt"]
+    assert children(first, gate) == []
+
+    # The resume: a new trace, linked to the paused one, same conversation.
+    telemetry.exporter.clear()
+    digest = arguments_digest("issue_refund", refund.arguments)
+    decision = {"r1": {"action": "approve", "digest": digest}}
+    done = await compiled.ainvoke(Command(resume=decision), config)
+    assert done["messages"][-1].content == "refunded, anything else?"
+    second = telemetry.spans()
+    [resumed] = roots(second)
+    assert resumed.context is not None and run.context is not None
+    assert resumed.context.trace_id != run.context.trace_id
+    [link] = resumed.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        run.context.trace_id,
+        run.context.span_id,
+    )
+    assert resumed.attributes is not None
+    assert resumed.attributes["gen_ai.conversation.id"] == "t1"
+    assert resumed.attributes["agentflow.resumed"] is True
+    gate_again, answer = children(second, resumed)
+    assert (gate_again.name, answer.name) == ("resolve.tools", "resolve")
+    [refunded] = children(second, gate_again)
+    assert refunded.name == "execute_tool issue_refund"
+    assert refunded.attributes is not None and "agentflow.sandbox.kind" not in refunded.attributes
+    assert [c.name for c in children(second, answer)] == ["chat glm-test"]
+
+
+async def test_metrics_follow_the_conventions(telemetry: Telemetry) -> None:
+    tools_model = ScriptedModel(["fine", "still fine"], name="glm-test")
+    planning_model = ScriptedModel([ModelError("down", status=500)], name="kimi-test")
+    router = three_tiers(tools_model, planning_model, ScriptedModel([]))
+    graph: AgentGraph[Any] = AgentGraph("metrics", router=router)
+
+    @graph.node(kind="respond")
+    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("hello")
+        return {}
+
+    @graph.node(kind="plan")
+    async def plan(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("plan")
+        return {}
+
+    graph.edge(START, "answer").edge("answer", "plan").edge("plan", END)
+    state = await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+
+    tokens = telemetry.metric("gen_ai.client.token.usage")
+    assert {p.attributes["gen_ai.token.type"] for p in tokens} == {"input", "output"}
+    point: HistogramDataPoint = tokens[0]
+    assert tuple(point.explicit_bounds) == tracing.TOKEN_BUCKETS
+    assert point.attributes is not None
+    assert point.attributes["gen_ai.operation.name"] == "chat"
+    assert point.attributes["gen_ai.provider.name"] == "test"
+    input_sum = sum(p.sum for p in tokens if p.attributes["gen_ai.token.type"] == "input")
+    assert input_sum == sum(s.usage.input_tokens for s in state["steps"])
+
+    durations = telemetry.metric("gen_ai.client.operation.duration")
+    assert tuple(durations[0].explicit_bounds) == tracing.DURATION_BUCKETS
+    assert sum(p.count for p in durations) == 3
+    [failed] = [p for p in durations if "error.type" in p.attributes]
+    assert failed.attributes["error.type"] == "500" and failed.count == 1
+
+    [cost] = telemetry.metric("agentflow.cost.usd")
+    assert cost.attributes["agentflow.route.tier"] == "tools"
+    assert cost.value == pytest.approx(sum(s.cost_usd for s in state["steps"]))
+
+
+async def test_unpriced_calls_say_so_and_add_no_cost(telemetry: Telemetry) -> None:
+    router = three_tiers(ScriptedModel(["ok"]), ScriptedModel([]), ScriptedModel([]))
+    router.tiers["tools"].price = None
+    graph: AgentGraph[Any] = AgentGraph("unpriced", router=router)
+
+    @graph.node(kind="respond")
+    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("hello")
+        return {}
+
+    graph.edge(START, "answer").edge("answer", END)
+    await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    [run] = roots(telemetry.spans())
+    [node] = children(telemetry.spans(), run)
+    [chat] = children(telemetry.spans(), node)
+    for span in (node, chat):
+        assert span.attributes is not None
+        assert span.attributes["agentflow.cost.unpriced"] is True
+        assert "agentflow.cost.usd" not in span.attributes
+    assert telemetry.metric("agentflow.cost.usd") == []
+
+
+async def test_a_failing_run_is_an_error_on_the_run_node_and_call(telemetry: Telemetry) -> None:
+    broken = ScriptedModel([ModelError("down", status=502)])
+    router = three_tiers(broken, ScriptedModel([]), ScriptedModel([]))
+    graph: AgentGraph[Any] = AgentGraph("broken", router=router)
+
+    @graph.node(kind="plan")  # planning is scripted empty, so its fallback gets a ModelError
+    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("hello")
+        return {}
+
+    graph.edge(START, "answer").edge("answer", END)
+    with pytest.raises(ModelError):
+        await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    [run] = roots(telemetry.spans())
+    [node] = children(telemetry.spans(), run)
+    for span in (run, node):
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.attributes is not None and span.attributes["error.type"] == "502"
+
+
+def content_graph(model: ScriptedModel) -> AgentGraph[Any]:
+    router = three_tiers(model, ScriptedModel([]), ScriptedModel([]))
+    graph: AgentGraph[Any] = AgentGraph("content", router=router)
+    graph.agent("work", tools=[sandboxed_tools.read_env], system="Be brief.", max_steps=2)
+    graph.edge(START, "work").edge("work", END)
+    return graph
+
+
+@pytest.mark.usefixtures("fresh_sandboxes")
+async def test_no_content_is_recorded_by_default(telemetry: Telemetry) -> None:
+    model = ScriptedModel([ToolCall(id="c1", name="read_env"), "mail jane@example.com"])
+    await content_graph(model).compile().ainvoke({"messages": [UserMessage(content="hi there")]})
+    recorded = json.dumps([dict(s.attributes or {}) for s in telemetry.spans()], default=str)
+    assert "hi there" not in recorded and "jane@" not in recorded
+    assert not any(s.events for s in telemetry.spans())
+
+
+@pytest.mark.parametrize(
+    ("mode", "on_span", "as_event"),
+    [("SPAN_ONLY", True, False), ("EVENT_ONLY", False, True), ("SPAN_AND_EVENT", True, True)],
+)
+@pytest.mark.usefixtures("fresh_sandboxes")
+async def test_captured_content_is_redacted_and_never_holds_secrets(
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    on_span: bool,
+    as_event: bool,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", mode)
+    monkeypatch.setenv("AGENTFLOW_TEST_SECRET", "hunter2-s3cret")
+    tracing.use_providers(*_providers(telemetry))
+    model = ScriptedModel([ToolCall(id="c1", name="read_env"), "mail jane@example.com"])
+    ask = UserMessage(content="my card is 4111 1111 1111 1111")
+    await content_graph(model).compile().ainvoke({"messages": [ask]})
+    spans = telemetry.spans()
+    everything = json.dumps(
+        [[dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]] for s in spans],
+        default=str,
+    )
+    assert "hunter2-s3cret" not in everything, "a tool's secret reached a span"
+    assert "4111" not in everything and "jane@example.com" not in everything
+    chat = next(s for s in spans if s.name.startswith("chat") and s.attributes)
+    assert chat.attributes is not None
+    content_events = [e for e in chat.events if e.name == tracing.CONTENT_EVENT]
+    assert ("gen_ai.input.messages" in chat.attributes) is on_span
+    assert bool(content_events) is as_event
+    recorded = chat.attributes if on_span else content_events[0].attributes
+    assert recorded is not None
+    [user] = json.loads(str(recorded["gen_ai.input.messages"]))
+    assert user == {"role": "user", "parts": [{"type": "text", "content": "my card is [CARD]"}]}
+    assert json.loads(str(recorded["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "Be brief."}
+    ]
+    [output] = json.loads(str(recorded["gen_ai.output.messages"]))
+    assert output["parts"][0]["type"] == "tool_call" and output["finish_reason"] == "tool_calls"
+    tool_span = next(s for s in spans if s.name == "execute_tool read_env")
+    assert tool_span.attributes is not None
+    assert ("gen_ai.tool.call.result" in tool_span.attributes) is on_span
+    if on_span:
+        assert "[SECRET]" in str(tool_span.attributes["gen_ai.tool.call.result"])
+
+
+def _providers(telemetry: Telemetry) -> tuple[TracerProvider, MeterProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(telemetry.exporter))
+    return provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def test_an_unknown_capture_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "everything")
+    with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE"):
+        tracing.capture_mode()
+
+
+async def test_without_an_sdk_nothing_is_recorded_and_runs_work() -> None:
+    tracing.use_providers()  # the global (no-op) providers
+    router = three_tiers(ScriptedModel(["ok"]), ScriptedModel([]), ScriptedModel([]))
+    graph: AgentGraph[Any] = AgentGraph("plain", router=router)
+
+    @graph.node(kind="respond")
+    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        return {"messages": [UserMessage(content=await ctx.llm("hello"))]}
+
+    graph.edge(START, "answer").edge("answer", END)
+    state = await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    assert state["messages"][-1].content == "ok"
+    assert tracing.instruments().tracer.start_span("probe").is_recording() is False
