@@ -32,7 +32,7 @@ from agentflow.models.base import (
     output_spec,
 )
 from agentflow.routing import RouteDecision, Router, Tier
-from agentflow.tracing import InstrumentedModel
+from agentflow.tracing import instrument
 
 __all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
@@ -275,7 +275,7 @@ class StepContext(Generic[DepsT]):
             sent = req if messages is req.messages else replace(req, messages=messages)
             prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
             why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
-            traced = InstrumentedModel(model, tier=tier, attempt=attempt, reason=why)
+            traced = instrument(model, tier=tier, attempt=attempt, reason=why)
             response = await traced.request(sent)
             self._record(
                 tier, decision, response, why, attempt, est_cost, redacted, started, prompt

@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -67,6 +68,7 @@ __all__ = [
     "InstrumentedModel",
     "TracedGraph",
     "capture_mode",
+    "instrument",
     "instrument_graph",
     "node_span",
     "record_sandbox",
@@ -265,19 +267,19 @@ class TracedGraph(CompiledStateGraph[Any, Any, Any, Any]):
     one method wrapped.
     """
 
-    async def astream(  # type: ignore[override]
+    def astream(  # type: ignore[override]
         self, input: Any, config: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        ins = instruments()
-        span = links = None
-        if ins.active:
-            links = await self._resumed_from(input, config)
-            name = f"invoke_agent {self.name}"
-            span = ins.tracer.start_span(name, kind=SpanKind.INTERNAL, links=links)
-        if span is None:
-            async for chunk in super().astream(input, config, **kwargs):
-                yield chunk
-            return
+        if not instruments().active:  # no SDK: LangGraph's own stream, not even wrapped
+            return super().astream(input, config, **kwargs)
+        return self._traced_stream(input, config, **kwargs)
+
+    async def _traced_stream(
+        self, input: Any, config: Any = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        links = await self._resumed_from(input, config)
+        name = f"invoke_agent {self.name}"
+        span = instruments().tracer.start_span(name, kind=SpanKind.INTERNAL, links=links)
         configurable = dict((config or {}).get("configurable") or {})
         thread_id = configurable.get("thread_id")
         run_id = (config or {}).get("run_id")
@@ -343,46 +345,90 @@ def _error_type(exc: BaseException) -> str:
 # -- a node ---------------------------------------------------------------------------------
 
 
-@contextmanager
 def node_span(
     name: str,
     kind: str | None,
     config: Any,
     records: Sequence[StepRecord],
     redactor: PiiDetector | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Any]:
     """Run a node inside its span; once it is done, record its route, tokens and cost.
 
     Args:
+        name: The node's name (the span's).
+        kind: The node's step kind.
         config: The node's LangGraph config, which carries the run span.
         records: The node's step records, read when it finishes.
         redactor: Redacts captured content in the node (the router's PII detector).
     """
     run_span: Span | None = ((config or {}).get("configurable") or {}).get(_RUN_SPAN_KEY)
     if run_span is None:  # the run is not traced: no SDK was configured when it started
-        yield trace.INVALID_SPAN
-        return
-    parent = trace.set_span_in_context(run_span)
-    span = instruments().tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL)
-    if kind is not None and span.is_recording():
-        span.set_attribute(NODE_KIND, kind)
-    token = otel_context.attach(trace.set_span_in_context(span))
-    redacting = _redactor.set(redactor or _DEFAULT_REDACTOR)
-    try:
-        yield span
-    except GraphInterrupt as exc:
-        for target in (span, run_span):
-            if target is not None:
-                _interrupted(target, name, exc)
-        raise
-    except BaseException as exc:
-        _fail(span, exc)
-        raise
-    finally:
-        _redactor.reset(redacting)
-        otel_context.detach(token)
-        if records and span.is_recording():
-            span.set_attributes(_route_attributes(records))
+        return _UNTRACED
+    return _NodeSpan(name, kind, run_span, records, redactor)
+
+
+_UNTRACED = nullcontext()
+
+
+class _NodeSpan:
+    """The span of one node (see `node_span`).
+
+    Args:
+        name: The node's name (the span's).
+        kind: The node's step kind.
+        run_span: The run's span.
+        records: The node's step records, read when it finishes.
+        redactor: Redacts captured content in the node (the router's PII detector).
+    """
+
+    __slots__ = ("kind", "name", "records", "redactor", "run_span", "span", "tokens")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str | None,
+        run_span: Span,
+        records: Sequence[StepRecord],
+        redactor: PiiDetector | None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.records = records
+        self.redactor = redactor
+        self.run_span = run_span
+        self.span: Span = trace.INVALID_SPAN
+        self.tokens: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> Span:
+        parent = trace.set_span_in_context(self.run_span)
+        span = instruments().tracer.start_span(self.name, context=parent, kind=SpanKind.INTERNAL)
+        if self.kind is not None and span.is_recording():
+            span.set_attribute(NODE_KIND, self.kind)
+        self.span = span
+        self.tokens = (
+            otel_context.attach(trace.set_span_in_context(span)),
+            _redactor.set(self.redactor or _DEFAULT_REDACTOR),
+        )
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.tokens is None:
+            return
+        span = self.span
+        _redactor.reset(self.tokens[1])
+        otel_context.detach(self.tokens[0])
+        if isinstance(exc, GraphInterrupt):
+            _interrupted(span, self.name, exc)
+            _interrupted(self.run_span, self.name, exc)
+        elif exc is not None:
+            _fail(span, exc)
+        if self.records and span.is_recording():
+            span.set_attributes(_route_attributes(self.records))
         span.end()
 
 
@@ -417,19 +463,35 @@ def _route_attributes(records: Sequence[StepRecord]) -> dict[str, Any]:
 # -- a model call ---------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True, frozen=True, slots=True)
-class _Server:
-    address: str | None
-    port: int | None
+_model_attributes: weakref.WeakKeyDictionary[Model, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _server(model: Model) -> _Server:
+def _describe_model(model: Model) -> dict[str, Any]:
+    """The attributes every call to `model` shares, worked out once per model."""
+    cached = _model_attributes.get(model)
+    if cached is not None:
+        return cached
+    attributes: dict[str, Any] = {
+        OPERATION: "chat",
+        PROVIDER: model.provider,
+        REQUEST_MODEL: model.name,
+    }
     base_url = getattr(model, "base_url", None)
-    if not isinstance(base_url, str):
-        return _Server(address=None, port=None)
-    parts = urlsplit(base_url)
-    default = 443 if parts.scheme == "https" else 80
-    return _Server(address=parts.hostname, port=parts.port or default)
+    if isinstance(base_url, str):
+        parts = urlsplit(base_url)
+        if parts.hostname:
+            attributes[SERVER_ADDRESS] = parts.hostname
+            attributes[SERVER_PORT] = parts.port or (443 if parts.scheme == "https" else 80)
+    if model.name:  # an SGLang model learns its name from the server on first use
+        _model_attributes[model] = attributes
+    return attributes
+
+
+def instrument(model: Model, *, tier: Tier, attempt: int, reason: str) -> Model:
+    """The model wrapped in an `InstrumentedModel` inside a traced node; as is elsewhere."""
+    if _redactor.get() is None:
+        return model
+    return InstrumentedModel(model, tier=tier, attempt=attempt, reason=reason)
 
 
 class InstrumentedModel(Model):
@@ -456,15 +518,7 @@ class InstrumentedModel(Model):
             return await self.model.request(req)
         ins = instruments()
         span = ins.tracer.start_span(f"chat {self.name}", kind=SpanKind.CLIENT)
-        server = _server(self.model)
-        common: dict[str, Any] = {
-            OPERATION: "chat",
-            PROVIDER: self.provider,
-            REQUEST_MODEL: self.name,
-        }
-        if server.address is not None:
-            common[SERVER_ADDRESS] = server.address
-            common[SERVER_PORT] = server.port
+        common = _describe_model(self.model)
         if span.is_recording():
             span.set_attributes(self._request_attributes(req, common))
         token = otel_context.attach(trace.set_span_in_context(span))

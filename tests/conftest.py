@@ -4,7 +4,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -44,3 +44,13 @@ def live_url(gemma: Any) -> Iterator[str]:
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+async def fresh_sandboxes() -> AsyncIterator[None]:
+    """The test picks its shared sandboxes anew and leaves no container behind."""
+    import agentflow.sandbox as sandboxes
+
+    await sandboxes.close_shared()
+    yield
+    await sandboxes.close_shared()

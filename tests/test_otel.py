@@ -3,6 +3,7 @@ decode the protobuf, the console tree, and the environment variables that choose
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -26,9 +29,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from agentflow import END, START, AgentGraph, ConfigError, ScriptedModel, StepContext, UserMessage
+from agentflow import ConfigError, ModelError, ScriptedModel, ToolCall, UserMessage
+from agentflow.hitl import arguments_digest
 from agentflow.otel import configure
 from tests.helpers import three_tiers
+from tests.test_tracing import Triage, ask_once, support_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,26 +116,18 @@ def grpc_receiver() -> Iterator[tuple[str, Received]]:
     server.stop(grace=None)
 
 
-async def run_once(name: str) -> None:
+async def run_once() -> None:
     router = three_tiers(
         ScriptedModel(["fine"], name="glm-test"), ScriptedModel([]), ScriptedModel([])
     )
-    graph: AgentGraph[Any] = AgentGraph(name, router=router)
-
-    @graph.node(kind="respond")
-    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        await ctx.llm("hello")
-        return {}
-
-    graph.edge(START, "answer").edge("answer", END)
-    await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    await ask_once(router)
 
 
-def assert_one_trace(received: Received, graph: str) -> None:
+def assert_one_trace(received: Received) -> None:
     names = sorted(s.name for s in received.spans)
-    assert names == ["answer", "chat glm-test", f"invoke_agent {graph}"]
+    assert names == ["chat glm-test", "invoke_agent test", "step"]
     by_name = {s.name: s for s in received.spans}
-    run, node, chat = by_name[f"invoke_agent {graph}"], by_name["answer"], by_name["chat glm-test"]
+    run, node, chat = by_name["invoke_agent test"], by_name["step"], by_name["chat glm-test"]
     assert len({s.trace_id for s in received.spans}) == 1
     assert node.parent_span_id == run.span_id and chat.parent_span_id == node.span_id
     assert chat.kind == ProtoSpan.SPAN_KIND_CLIENT
@@ -150,10 +147,10 @@ async def test_spans_and_metrics_reach_an_otlp_http_receiver(
     monkeypatch.setenv("OTEL_SERVICE_NAME", "support-bot")
     telemetry = configure("otlp", set_global=False)
     try:
-        await run_once("over-http")
+        await run_once()
     finally:
         telemetry.shutdown()  # flushes the batch and the metrics
-    assert_one_trace(received, "over-http")
+    assert_one_trace(received)
     assert received.services == {"support-bot"}
     assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"} <= received.metrics
     assert "agentflow.cost.usd" in received.metrics
@@ -168,10 +165,10 @@ async def test_spans_reach_an_otlp_grpc_receiver(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
     telemetry = configure(metrics_to="none", set_global=False)  # the exporter from the env
     try:
-        await run_once("over-grpc")
+        await run_once()
     finally:
         telemetry.shutdown()
-    assert_one_trace(received, "over-grpc")
+    assert_one_trace(received)
     assert received.services == {"agentflow"}
 
 
@@ -244,3 +241,41 @@ def test_bad_otel_variables_are_config_errors(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=message):
         configure(set_global=False)
+
+
+@pytest.mark.usefixtures("fresh_sandboxes")
+async def test_the_console_tree_shows_routes_pauses_and_resumes() -> None:
+    out = io.StringIO()
+    telemetry = configure("console", metrics_to="none", set_global=False, out=out)
+    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
+    tools_model = ScriptedModel(
+        [
+            "not json",
+            Triage(intent="refund"),
+            "plan",
+            ToolCall(id="a1", name="add", arguments={"a": 2, "b": 3}),
+            refund,
+            "ok",
+        ],
+        name="glm-test",
+    )
+    planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
+    compiled = support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t9"}}
+    try:
+        await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
+        digest = arguments_digest("issue_refund", refund.arguments)
+        await compiled.ainvoke(
+            Command(resume={"r1": {"action": "approve", "digest": digest}}), config
+        )
+    finally:
+        telemetry.shutdown()
+    first, second = out.getvalue().split("invoke_agent support")[1:]
+    assert first.startswith("  thread=t9  ")
+    assert "   ⏸ paused: approval " in first
+    assert "├─ triage  tier=tools (kind classify -> tools; retry 1: invalid output" in first
+    assert "│  ├─ chat kimi-test  error=503  " in first
+    assert "sandbox=" in first and " exit=0  " in first
+    assert second.startswith("  thread=t9  resumed  ")
+    assert "   ↪ resumes trace " in second
+    assert "execute_tool issue_refund" in second

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
-import agentflow.sandbox as sandboxes
 from agentflow import (
     END,
     START,
@@ -33,7 +32,7 @@ from agentflow import (
     tracing,
 )
 from agentflow.hitl import arguments_digest
-from tests.helpers import three_tiers
+from tests.helpers import single_node_graph, three_tiers
 from tests.sandbox import sandboxed_tools
 
 
@@ -72,13 +71,6 @@ def telemetry() -> Iterator[Telemetry]:
     meters.shutdown()
 
 
-@pytest.fixture
-async def fresh_sandboxes() -> AsyncIterator[None]:
-    await sandboxes.close_shared()
-    yield
-    await sandboxes.close_shared()
-
-
 def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
     """The spans whose parent is `parent`, in start order."""
     assert parent.context is not None
@@ -103,6 +95,17 @@ def issue_refund(order_id: int, amount: float) -> str:
         amount: USD to refund.
     """
     return f"refunded {amount} on {order_id}"
+
+
+async def ask_once(router: Any) -> dict[str, Any]:
+    """Run a one-node graph (`test`: node `step`, kind respond) that asks the model once."""
+
+    async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("hello")
+        return {}
+
+    graph = single_node_graph(router, body)
+    return await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
 
 
 def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> AgentGraph[Any]:
@@ -299,15 +302,7 @@ async def test_metrics_follow_the_conventions(telemetry: Telemetry) -> None:
 async def test_unpriced_calls_say_so_and_add_no_cost(telemetry: Telemetry) -> None:
     router = three_tiers(ScriptedModel(["ok"]), ScriptedModel([]), ScriptedModel([]))
     router.tiers["tools"].price = None
-    graph: AgentGraph[Any] = AgentGraph("unpriced", router=router)
-
-    @graph.node(kind="respond")
-    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        await ctx.llm("hello")
-        return {}
-
-    graph.edge(START, "answer").edge("answer", END)
-    await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    await ask_once(router)
     [run] = roots(telemetry.spans())
     [node] = children(telemetry.spans(), run)
     [chat] = children(telemetry.spans(), node)
@@ -319,21 +314,15 @@ async def test_unpriced_calls_say_so_and_add_no_cost(telemetry: Telemetry) -> No
 
 
 async def test_a_failing_run_is_an_error_on_the_run_node_and_call(telemetry: Telemetry) -> None:
-    broken = ScriptedModel([ModelError("down", status=502)])
-    router = three_tiers(broken, ScriptedModel([]), ScriptedModel([]))
-    graph: AgentGraph[Any] = AgentGraph("broken", router=router)
-
-    @graph.node(kind="plan")  # planning is scripted empty, so its fallback gets a ModelError
-    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        await ctx.llm("hello")
-        return {}
-
-    graph.edge(START, "answer").edge("answer", END)
+    broken = ScriptedModel([ModelError("down", status=502)], cycle=True)
+    router = three_tiers(broken, broken, ScriptedModel([]))
     with pytest.raises(ModelError):
-        await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+        await ask_once(router)  # tools, then its fallback planning, fail with a 502
     [run] = roots(telemetry.spans())
     [node] = children(telemetry.spans(), run)
-    for span in (run, node):
+    calls = children(telemetry.spans(), node)
+    assert len(calls) == 2
+    for span in (run, node, *calls):
         assert span.status.status_code == StatusCode.ERROR
         assert span.attributes is not None and span.attributes["error.type"] == "502"
 
@@ -416,13 +405,6 @@ def test_an_unknown_capture_mode_is_a_config_error(monkeypatch: pytest.MonkeyPat
 async def test_without_an_sdk_nothing_is_recorded_and_runs_work() -> None:
     tracing.use_providers()  # the global (no-op) providers
     router = three_tiers(ScriptedModel(["ok"]), ScriptedModel([]), ScriptedModel([]))
-    graph: AgentGraph[Any] = AgentGraph("plain", router=router)
-
-    @graph.node(kind="respond")
-    async def answer(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        return {"messages": [UserMessage(content=await ctx.llm("hello"))]}
-
-    graph.edge(START, "answer").edge("answer", END)
-    state = await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
-    assert state["messages"][-1].content == "ok"
+    state = await ask_once(router)
+    assert state["steps"][0].tier == "tools"
     assert tracing.instruments().tracer.start_span("probe").is_recording() is False
