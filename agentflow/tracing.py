@@ -27,13 +27,11 @@ then only after the PII detector has redacted it. Tool secrets are never recorde
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -48,9 +46,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from agentflow._recorded import (
+    DEFAULT_REDACTOR,
+    chat_content,
+    json_text,
+    redact,
+    redactor,
+    secret_names,
+)
 from agentflow.costs import StepRecord, cost_usd
 from agentflow.exceptions import ConfigError, ModelError
-from agentflow.messages import AssistantMessage, Message, SystemMessage, ToolResultMessage
 from agentflow.models.base import JsonSchema, Model, ModelRequest, ModelResponse
 from agentflow.pii import PiiDetector
 
@@ -213,9 +218,6 @@ class _Instruments:
 
 
 _instruments: _Instruments | None = None
-_redactor: ContextVar[PiiDetector | None] = ContextVar("agentflow_redactor", default=None)
-"""Set inside a traced node: the PII detector for content recorded there."""
-_DEFAULT_REDACTOR = PiiDetector()
 
 
 def instruments() -> _Instruments:
@@ -333,7 +335,7 @@ def _fail(span: Span, exc: BaseException) -> None:
     if isinstance(exc, GraphBubbleUp | GeneratorExit):
         return  # an interrupt, a hand-over to a parent graph, a consumer that stopped early
     span.set_attribute(ERROR_TYPE, _error_type(exc))
-    span.set_status(Status(StatusCode.ERROR, _redact(str(exc))[:1000]))
+    span.set_status(Status(StatusCode.ERROR, redact(str(exc))[:1000]))
 
 
 def _error_type(exc: BaseException) -> str:
@@ -407,7 +409,7 @@ class _NodeSpan:
         self.span = span
         self.tokens = (
             otel_context.attach(trace.set_span_in_context(span)),
-            _redactor.set(self.redactor or _DEFAULT_REDACTOR),
+            redactor.set(self.redactor or DEFAULT_REDACTOR),
         )
         return span
 
@@ -420,7 +422,7 @@ class _NodeSpan:
         if self.tokens is None:
             return
         span = self.span
-        _redactor.reset(self.tokens[1])
+        redactor.reset(self.tokens[1])
         otel_context.detach(self.tokens[0])
         if isinstance(exc, GraphInterrupt):
             _interrupted(span, self.name, exc)
@@ -489,7 +491,7 @@ def _describe_model(model: Model) -> dict[str, Any]:
 
 def instrument(model: Model, *, tier: Tier, attempt: int, reason: str) -> Model:
     """The model wrapped in an `InstrumentedModel` inside a traced node; as is elsewhere."""
-    if _redactor.get() is None:
+    if redactor.get() is None:
         return model
     return InstrumentedModel(model, tier=tier, attempt=attempt, reason=reason)
 
@@ -514,7 +516,7 @@ class InstrumentedModel(Model):
         self.reason = reason
 
     async def request(self, req: ModelRequest) -> ModelResponse:
-        if _redactor.get() is None:  # not inside a traced node
+        if redactor.get() is None:  # not inside a traced node
             return await self.model.request(req)
         ins = instruments()
         span = ins.tracer.start_span(f"chat {self.name}", kind=SpanKind.CLIENT)
@@ -589,62 +591,11 @@ class InstrumentedModel(Model):
         await self.model.aclose()
 
 
-_secret_names: set[str] = set()
-"""Variables tools declared as secrets; their values are cut from anything recorded."""
-
-
-def _redact(text: str) -> str:
-    """Text as it may be recorded: personal data redacted, tool secrets removed."""
-    for name in _secret_names:
-        value = os.environ.get(name)
-        if value and value in text:
-            text = text.replace(value, "[SECRET]")
-    return (_redactor.get() or _DEFAULT_REDACTOR).redact(text)[0]
-
-
-def _parts(message: Message) -> list[dict[str, Any]]:
-    if isinstance(message, ToolResultMessage):
-        return [
-            {"type": "tool_call_response", "id": message.tool_call_id, "response": message.content}
-        ]
-    parts: list[dict[str, Any]] = []
-    if isinstance(message, AssistantMessage):
-        if message.reasoning:
-            parts.append({"type": "reasoning", "content": message.reasoning})
-        if message.content:
-            parts.append({"type": "text", "content": message.content})
-        parts.extend(
-            {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
-            for c in message.tool_calls
-        )
-        return parts
-    return [{"type": "text", "content": message.content}]
-
-
-def _json(value: Any) -> str:
-    """JSON text of captured content, redacted as a whole (strings nested in arguments too)."""
-    return _redact(json.dumps(value, ensure_ascii=False, default=str))
-
-
 def _capture(ins: _Instruments, span: Span, req: ModelRequest, response: ModelResponse) -> None:
-    system = [m for m in req.messages if isinstance(m, SystemMessage)]
-    history = [m for m in req.messages if not isinstance(m, SystemMessage)]
-    content = {
-        INPUT_MESSAGES: _json([{"role": m.role, "parts": _parts(m)} for m in history]),
-        OUTPUT_MESSAGES: _json(
-            [
-                {
-                    "role": "assistant",
-                    "parts": _parts(response.message),
-                    "finish_reason": response.finish_reason,
-                }
-            ]
-        ),
-    }
-    if system:
-        content[SYSTEM_INSTRUCTIONS] = _json(
-            [{"type": "text", "content": m.content} for m in system]
-        )
+    inputs, outputs, system = chat_content(req.messages, response)
+    content = {INPUT_MESSAGES: inputs, OUTPUT_MESSAGES: outputs}
+    if system is not None:
+        content[SYSTEM_INSTRUCTIONS] = system
     if ins.spans:
         span.set_attributes(content)
     if ins.events:
@@ -664,7 +615,7 @@ def tool_span(tool: Tool[Any], call: ToolCall) -> Iterator[Any]:
     if not ins.active:
         yield _ignore
         return
-    _secret_names.update(tool.secrets)
+    secret_names.update(tool.secrets)
     span = ins.tracer.start_span(f"execute_tool {tool.name}", kind=SpanKind.INTERNAL)
     if span.is_recording():
         span.set_attributes(
@@ -678,7 +629,7 @@ def tool_span(tool: Tool[Any], call: ToolCall) -> Iterator[Any]:
             }
         )
         if ins.spans:
-            span.set_attribute(TOOL_ARGUMENTS, _json(call.arguments))
+            span.set_attribute(TOOL_ARGUMENTS, json_text(call.arguments))
     token = otel_context.attach(trace.set_span_in_context(span))
 
     def outcome(result: ToolOutcome) -> None:
@@ -686,9 +637,9 @@ def tool_span(tool: Tool[Any], call: ToolCall) -> Iterator[Any]:
             return
         if result.retryable_error:
             span.set_attribute(ERROR_TYPE, "tool_retry")
-            span.set_status(Status(StatusCode.ERROR, _redact(result.message.content)[:1000]))
+            span.set_status(Status(StatusCode.ERROR, redact(result.message.content)[:1000]))
         if ins.spans:
-            span.set_attribute(TOOL_RESULT, _redact(result.message.content))
+            span.set_attribute(TOOL_RESULT, redact(result.message.content))
 
     try:
         yield outcome

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -408,3 +410,41 @@ async def test_without_an_sdk_nothing_is_recorded_and_runs_work() -> None:
     state = await ask_once(router)
     assert state["steps"][0].tier == "tools"
     assert tracing.instruments().tracer.start_span("probe").is_recording() is False
+
+
+async def test_a_resume_after_a_restart_links_to_the_paused_run(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    """The link comes from the checkpoint file, not from memory: a fresh saver and graph."""
+    db = str(tmp_path / "threads.sqlite")
+    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
+
+    def build() -> AgentGraph[Any]:
+        model = ScriptedModel([refund, "done"])
+        graph: AgentGraph[Any] = AgentGraph("refunds", router=three_tiers(model, model, model))
+        graph.agent("work", tools=[issue_refund], max_steps=2)
+        graph.edge(START, "work").edge("work", END)
+        return graph
+
+    config: Any = {"configurable": {"thread_id": "t-restart"}}
+    async with AsyncSqliteSaver.from_conn_string(db) as saver:
+        await (
+            build()
+            .compile(checkpointer=saver)
+            .ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
+        )
+    [paused] = roots(telemetry.spans())
+    telemetry.exporter.clear()
+    digest = arguments_digest("issue_refund", refund.arguments)
+    async with AsyncSqliteSaver.from_conn_string(db) as saver:  # "after the restart"
+        graph = build().compile(checkpointer=saver)
+        await graph.ainvoke(Command(resume={"r1": {"action": "approve", "digest": digest}}), config)
+    [resumed] = roots(telemetry.spans())
+    assert paused.context is not None
+    [link] = resumed.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        paused.context.trace_id,
+        paused.context.span_id,
+    )
+    assert resumed.attributes is not None
+    assert resumed.attributes["gen_ai.conversation.id"] == "t-restart"
