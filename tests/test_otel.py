@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -29,11 +28,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from agentflow import ConfigError, ModelError, ScriptedModel, ToolCall, UserMessage
-from agentflow.hitl import arguments_digest
+from agentflow import ConfigError, ScriptedModel, UserMessage
 from agentflow.otel import configure
 from tests.helpers import three_tiers
-from tests.test_tracing import Triage, ask_once, support_graph
+from tests.test_tracing import APPROVE_REFUND, ask_once, scripted_support
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,27 +245,11 @@ def test_bad_otel_variables_are_config_errors(
 async def test_the_console_tree_shows_routes_pauses_and_resumes() -> None:
     out = io.StringIO()
     telemetry = configure("console", metrics_to="none", set_global=False, out=out)
-    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
-    tools_model = ScriptedModel(
-        [
-            "not json",
-            Triage(intent="refund"),
-            "plan",
-            ToolCall(id="a1", name="add", arguments={"a": 2, "b": 3}),
-            refund,
-            "ok",
-        ],
-        name="glm-test",
-    )
-    planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
-    compiled = support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+    compiled = scripted_support()
     config: Any = {"configurable": {"thread_id": "t9"}}
     try:
         await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
-        digest = arguments_digest("issue_refund", refund.arguments)
-        await compiled.ainvoke(
-            Command(resume={"r1": {"action": "approve", "digest": digest}}), config
-        )
+        await compiled.ainvoke(Command(resume=APPROVE_REFUND), config)
     finally:
         telemetry.shutdown()
     first, second = out.getvalue().split("invoke_agent support")[1:]

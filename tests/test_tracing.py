@@ -84,6 +84,20 @@ def roots(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
     return [s for s in spans if s.parent is None]
 
 
+def assert_resumes(resumed: ReadableSpan, paused: ReadableSpan, *, thread: str) -> None:
+    """`resumed` is a new trace of the same conversation, linked to the `paused` run."""
+    assert resumed.context is not None and paused.context is not None
+    assert resumed.context.trace_id != paused.context.trace_id
+    [link] = resumed.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        paused.context.trace_id,
+        paused.context.span_id,
+    )
+    assert resumed.attributes is not None
+    assert resumed.attributes["gen_ai.conversation.id"] == thread
+    assert resumed.attributes["agentflow.resumed"] is True
+
+
 class Triage(BaseModel):
     intent: str
 
@@ -130,24 +144,36 @@ def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> 
     return graph
 
 
-@pytest.mark.usefixtures("fresh_sandboxes")
-async def test_a_paused_and_resumed_run_is_two_linked_traces_with_every_step(
-    telemetry: Telemetry,
-) -> None:
-    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
+REFUND = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
+APPROVE_REFUND = {
+    "r1": {"action": "approve", "digest": arguments_digest("issue_refund", REFUND.arguments)}
+}
+
+
+def scripted_support() -> Any:
+    """The support graph, compiled with a checkpointer, its models scripted for one run:
+    an invalid triage then a valid one, planning failing over to tools, a sandboxed `add`,
+    then a refund that waits for approval (`APPROVE_REFUND` resumes it)."""
     tools_model = ScriptedModel(
         [
             "not json",  # triage, attempt 1: invalid
             Triage(intent="refund"),  # triage, attempt 2
             "look the order up, then refund",  # plan, after planning failed over to tools
             ToolCall(id="a1", name="add", arguments={"a": 2, "b": 3}),
-            refund,
+            REFUND,
             "refunded, anything else?",
         ],
         name="glm-test",
     )
     planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
-    compiled = support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+    return support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+
+
+@pytest.mark.usefixtures("fresh_sandboxes")
+async def test_a_paused_and_resumed_run_is_two_linked_traces_with_every_step(
+    telemetry: Telemetry,
+) -> None:
+    compiled = scripted_support()
     config: Any = {"configurable": {"thread_id": "t1"}}
 
     paused = await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
@@ -237,22 +263,11 @@ async def test_a_paused_and_resumed_run_is_two_linked_traces_with_every_step(
 
     # The resume: a new trace, linked to the paused one, same conversation.
     telemetry.exporter.clear()
-    digest = arguments_digest("issue_refund", refund.arguments)
-    decision = {"r1": {"action": "approve", "digest": digest}}
-    done = await compiled.ainvoke(Command(resume=decision), config)
+    done = await compiled.ainvoke(Command(resume=APPROVE_REFUND), config)
     assert done["messages"][-1].content == "refunded, anything else?"
     second = telemetry.spans()
     [resumed] = roots(second)
-    assert resumed.context is not None and run.context is not None
-    assert resumed.context.trace_id != run.context.trace_id
-    [link] = resumed.links
-    assert (link.context.trace_id, link.context.span_id) == (
-        run.context.trace_id,
-        run.context.span_id,
-    )
-    assert resumed.attributes is not None
-    assert resumed.attributes["gen_ai.conversation.id"] == "t1"
-    assert resumed.attributes["agentflow.resumed"] is True
+    assert_resumes(resumed, run, thread="t1")
     gate_again, answer = children(second, resumed)
     assert (gate_again.name, answer.name) == ("resolve.tools", "resolve")
     [refunded] = children(second, gate_again)
@@ -417,10 +432,9 @@ async def test_a_resume_after_a_restart_links_to_the_paused_run(
 ) -> None:
     """The link comes from the checkpoint file, not from memory: a fresh saver and graph."""
     db = str(tmp_path / "threads.sqlite")
-    refund = ToolCall(id="r1", name="issue_refund", arguments={"order_id": 7, "amount": 5.0})
 
     def build() -> AgentGraph[Any]:
-        model = ScriptedModel([refund, "done"])
+        model = ScriptedModel([REFUND, "done"])
         graph: AgentGraph[Any] = AgentGraph("refunds", router=three_tiers(model, model, model))
         graph.agent("work", tools=[issue_refund], max_steps=2)
         graph.edge(START, "work").edge("work", END)
@@ -435,16 +449,8 @@ async def test_a_resume_after_a_restart_links_to_the_paused_run(
         )
     [paused] = roots(telemetry.spans())
     telemetry.exporter.clear()
-    digest = arguments_digest("issue_refund", refund.arguments)
     async with AsyncSqliteSaver.from_conn_string(db) as saver:  # "after the restart"
         graph = build().compile(checkpointer=saver)
-        await graph.ainvoke(Command(resume={"r1": {"action": "approve", "digest": digest}}), config)
+        await graph.ainvoke(Command(resume=APPROVE_REFUND), config)
     [resumed] = roots(telemetry.spans())
-    assert paused.context is not None
-    [link] = resumed.links
-    assert (link.context.trace_id, link.context.span_id) == (
-        paused.context.trace_id,
-        paused.context.span_id,
-    )
-    assert resumed.attributes is not None
-    assert resumed.attributes["gen_ai.conversation.id"] == "t-restart"
+    assert_resumes(resumed, paused, thread="t-restart")
