@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
 	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker,otlp]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker,otlp,postgres]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,7 +19,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sandbox/ensure-docker.sh
-	$(BIN)/pytest --cov=agentflow --cov-report=term --cov-fail-under=90
+	tests/ensure-postgres.sh >/dev/null
+	AGENTFLOW_TEST_POSTGRES_URL=$$(tests/ensure-postgres.sh | tail -1) $(BIN)/pytest --cov=agentflow --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,12 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agentflow.exceptions import StepLimitExceeded, ToolError
-from agentflow.hitl import ApprovalDecision, ProposedCall, arguments_digest, ask_approval
+from agentflow.hitl import (
+    TIMED_OUT,
+    ApprovalDecision,
+    ProposedCall,
+    arguments_digest,
+    ask_approval,
+)
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -35,7 +41,10 @@ from agentflow.messages import (
 )
 from agentflow.models.base import ModelRequest, ModelSettings
 from agentflow.step import StepContext, describe_error
-from agentflow.tools import RunContext, Tool
+from agentflow.tools import RunContext, Tool, ToolOutcome
+
+if TYPE_CHECKING:
+    from agentflow.journal import ToolJournal
 
 __all__ = ["AgentLoop", "pending_calls"]
 
@@ -163,6 +172,8 @@ class AgentLoop:
             return _error(
                 call, f"There is no tool {call.name!r}. Available: {', '.join(self.tools)}."
             )
+        if decision is not None and decision.action == "timeout":
+            return _error(call, TIMED_OUT)
         if decision is not None and decision.action == "reject":
             comment = f": {decision.comment}" if decision.comment else "."
             return _error(call, f"A human reviewer rejected this call{comment}")
@@ -175,14 +186,43 @@ class AgentLoop:
             node=self.tools_node,
             tool_call_id=call.id,
         )
+        if tool.side_effects and ctx.journal is not None:
+            return await self._run_once(tool, call, run_ctx, ctx.journal)
         outcome = await tool.run(call, run_ctx)
+        self._check_retries(tool, outcome, history)
+        return outcome.message
+
+    async def _run_once(
+        self, tool: Tool[Any], call: ToolCall, run_ctx: RunContext[Any], journal: ToolJournal
+    ) -> ToolResultMessage:
+        """Run a side-effecting call at most once per idempotency key, journaled.
+
+        A call the journal has as done is not run again: its recorded result is replayed.
+        One it has as started but not done (the process died during it) runs again with
+        the same idempotency key, which the tool passes on so the effect happens once.
+        """
+        key = run_ctx.idempotency_key or f"{run_ctx.run_id}:{call.id}"
+        entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
+        if entry.state == "done":
+            return ToolResultMessage(
+                tool_call_id=call.id,
+                name=call.name,
+                content=entry.content or "",
+                is_error=entry.is_error,
+            )
+        outcome = await tool.run(call, run_ctx)
+        await journal.finish(key, outcome.message.content, outcome.message.is_error)
+        return outcome.message
+
+    def _check_retries(
+        self, tool: Tool[Any], outcome: ToolOutcome, history: Sequence[Message]
+    ) -> None:
         if outcome.retryable_error and _failures_in_a_row(history, tool.name) >= tool.retries:
             raise ToolError(
                 f"the model called {tool.name!r} wrongly {tool.retries + 1} times in a row; "
                 f"last error: {outcome.message.content}",
                 tool=tool.name,
             )
-        return outcome.message
 
 
 def route_after_model(

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -38,6 +39,8 @@ app = typer.Typer(
 )
 sandbox_app = typer.Typer(help="Build the sandbox image; remove leftover sandbox containers.")
 app.add_typer(sandbox_app, name="sandbox")
+demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this directory).")
+app.add_typer(demo_app, name="demo")
 out = Console()
 err = Console(stderr=True)
 
@@ -72,15 +75,14 @@ def user_errors(command: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def load_graph(ref: str) -> AgentGraph[Any]:
-    """Import `path/to/file.py[:attr]` and return its AgentGraph (attr defaults to `graph`)."""
-    path_text, sep, attr = ref.rpartition(":")
-    if not sep or not attr.isidentifier():
-        path_text, attr = ref, "graph"
-    path = Path(path_text)
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import a Python file by path, with the current directory and its folder importable.
+
+    Raises:
+        ConfigError: The file is missing, or importing it failed.
+    """
     if not path.is_file():
         raise ConfigError("no such file", file=str(path))
-    module_name = f"agentflow_graph_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ConfigError("not a Python file", file=str(path))
@@ -95,6 +97,16 @@ def load_graph(ref: str) -> AgentGraph[Any]:
         raise
     except Exception as exc:
         raise ConfigError(f"import failed: {type(exc).__name__}: {exc}", file=str(path)) from exc
+    return module
+
+
+def load_graph(ref: str) -> AgentGraph[Any]:
+    """Import `path/to/file.py[:attr]` and return its AgentGraph (attr defaults to `graph`)."""
+    path_text, sep, attr = ref.rpartition(":")
+    if not sep or not attr.isidentifier():
+        path_text, attr = ref, "graph"
+    path = Path(path_text)
+    module = import_file(path, f"agentflow_graph_{path.stem}")
     graph = getattr(module, attr, None)
     if not isinstance(graph, AgentGraph):
         found = [k for k, v in vars(module).items() if isinstance(v, AgentGraph)]
@@ -300,6 +312,36 @@ def sandbox_gc(
     finally:
         client.close()
     out.print(f"removed {len(removed)} sandbox container(s)")
+
+
+DEMO_SEED_FILE = Path("tools") / "seed.py"
+
+
+@demo_app.command("seed")
+@user_errors
+def demo_seed(
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///PATH, a file path or postgresql://... "
+            "(default: $AGENTFLOW_DATABASE_URL, else .agentflow/support.sqlite).",
+        ),
+    ] = None,
+    customers: Annotated[int, typer.Option(min=2, help="How many customers to create.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 7,
+) -> None:
+    """Recreate the support demo's tables and fill them with customers, orders, shipments."""
+    module = import_file(DEMO_SEED_FILE, "agentflow_demo_seed")
+    fill = getattr(module, "seed", None)
+    if not callable(fill):
+        raise ConfigError("has no seed() function", file=str(DEMO_SEED_FILE))
+    try:
+        summary = fill(database, customers=customers, seed=seed)
+    except AgentflowError:
+        raise
+    except Exception as exc:  # the user's seed code: one line, never a traceback
+        fail(f"{DEMO_SEED_FILE}: seeding failed: {type(exc).__name__}: {exc}")
+    out.print(str(summary), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -15,7 +15,15 @@ AgentflowError
 │   └── SandboxUnavailable   no sandbox to run in (no Docker daemon, no image)
 ├── BudgetExceeded           a call would take a run past its USD or token budget
 ├── PolicyViolation          a routing rule or the PII boundary refused a call
-└── StepLimitExceeded        an agent loop used up its `max_steps`
+├── StepLimitExceeded        an agent loop used up its `max_steps`
+├── StoreError               the database under the review queue or tool journal failed (url kept)
+├── ReviewQueueError         a review-queue action does not fit the item's state (item id kept)
+│   ├── ReviewItemNotFound   no item has that id
+│   ├── AlreadyClaimed       another reviewer holds the item
+│   ├── NotClaimed           releasing an item that nobody holds
+│   └── ReviewItemClosed     the item is already resolved or expired
+└── ToolJournalError         a tool journal entry is missing or does not match (key kept)
+    └── JournalDigestMismatch the same tool-call key came back with other arguments
 ```
 
 Errors carry data and never log. Callers translate third-party exceptions into these
@@ -28,20 +36,28 @@ from typing import Any, Literal
 
 __all__ = [
     "AgentflowError",
+    "AlreadyClaimed",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
+    "JournalDigestMismatch",
     "ModelError",
+    "NotClaimed",
     "OutputValidationError",
     "PolicyViolation",
+    "ReviewItemClosed",
+    "ReviewItemNotFound",
+    "ReviewQueueError",
     "SandboxError",
     "SandboxResourceError",
     "SandboxTimeout",
     "SandboxUnavailable",
     "StepLimitExceeded",
+    "StoreError",
     "StreamInterrupted",
     "ToolCallParseError",
     "ToolError",
+    "ToolJournalError",
 ]
 
 
@@ -183,3 +199,92 @@ class StepLimitExceeded(AgentflowError):
         self.node = node
         self.max_steps = max_steps
         super().__init__(message)
+
+
+class StoreError(AgentflowError):
+    """The database under the review queue or the tool journal failed or cannot be reached."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = url
+        """The store's URL, password removed."""
+        super().__init__(message)
+
+
+class ReviewQueueError(AgentflowError):
+    """A review-queue action does not fit the item as it stands."""
+
+    def __init__(self, message: str, *, item_id: str, status: str | None = None) -> None:
+        self.item_id = item_id
+        self.status = status
+        """The item's status when the action was refused (None: there is no such item)."""
+        super().__init__(message)
+
+
+class ReviewItemNotFound(ReviewQueueError):
+    """No review item has that id."""
+
+    def __init__(self, *, item_id: str) -> None:
+        super().__init__(f"no review item {item_id!r}", item_id=item_id)
+
+
+class AlreadyClaimed(ReviewQueueError):
+    """Another reviewer holds the item, so this one may not claim, release or resolve it."""
+
+    def __init__(self, *, item_id: str, assignee: str, by: str, action: str) -> None:
+        self.assignee = assignee
+        """Who holds the item."""
+        self.by = by
+        """Who tried to act on it."""
+        super().__init__(
+            f"cannot {action} review item {item_id!r} as {by!r}: it is claimed by {assignee!r}",
+            item_id=item_id,
+            status="claimed",
+        )
+
+
+class NotClaimed(ReviewQueueError):
+    """Releasing an item that nobody holds."""
+
+    def __init__(self, *, item_id: str, by: str) -> None:
+        self.by = by
+        super().__init__(
+            f"cannot release review item {item_id!r} as {by!r}: it is not claimed",
+            item_id=item_id,
+            status="pending",
+        )
+
+
+class ReviewItemClosed(ReviewQueueError):
+    """The item is already resolved or expired; nothing more can happen to it."""
+
+    def __init__(self, *, item_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} review item {item_id!r}: it is already {status}",
+            item_id=item_id,
+            status=status,
+        )
+
+
+class ToolJournalError(AgentflowError):
+    """A tool journal entry is missing, or a call's result does not match the one recorded."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        self.key = key
+        """The tool call's idempotency key."""
+        super().__init__(message)
+
+
+class JournalDigestMismatch(ToolJournalError):
+    """The same tool-call key came back with other arguments than the journal recorded."""
+
+    def __init__(self, *, key: str, tool: str, recorded: str, given: str) -> None:
+        self.tool = tool
+        self.recorded = recorded
+        """The arguments digest the journal holds."""
+        self.given = given
+        """The arguments digest of this call."""
+        super().__init__(
+            f"tool call {key!r} ({tool!r}) was journaled with arguments digest {recorded!r} "
+            f"but came back with {given!r}: same call id, different arguments",
+            key=key,
+        )

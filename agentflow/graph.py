@@ -26,7 +26,7 @@ import typing
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Generic, Required, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -44,6 +44,9 @@ from agentflow.routing import Router
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
 from agentflow.tracing import instrument_graph, node_span
+
+if TYPE_CHECKING:
+    from agentflow.journal import ToolJournal
 
 __all__ = ["END", "START", "AgentGraph", "AgentState", "run_usage"]
 
@@ -231,6 +234,7 @@ class AgentGraph(Generic[DepsT]):
         router: Router | None = None,
         checkpointer: Checkpointer = None,
         config_file: str | Path | None = None,
+        journal: ToolJournal | None = None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         """Check every node's kind against the routing policy and build the LangGraph graph.
 
@@ -238,6 +242,9 @@ class AgentGraph(Generic[DepsT]):
             router: Overrides the graph's router.
             checkpointer: Any LangGraph checkpointer (in-memory, SQLite, PostgreSQL).
             config_file: Path of the agentflow.toml to load when there is no router.
+            journal: Journals side-effecting tool calls so a resumed run never repeats
+                one (`agentflow.journal.open_journal(url)`); keep it next to the
+                checkpointer's data.
 
         Raises:
             ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
@@ -252,7 +259,7 @@ class AgentGraph(Generic[DepsT]):
         )
         prefixes = PrefixTracker()
         for node in self._nodes.values():
-            builder.add_node(node.name, self._runner(node, router, prefixes))
+            builder.add_node(node.name, self._runner(node, router, prefixes, journal))
         self._add_edges(builder)
         try:
             compiled = builder.compile(checkpointer=checkpointer, name=self.name)
@@ -300,7 +307,11 @@ class AgentGraph(Generic[DepsT]):
             )
 
     def _runner(
-        self, node: _Node, router: Router, prefixes: PrefixTracker
+        self,
+        node: _Node,
+        router: Router,
+        prefixes: PrefixTracker,
+        journal: ToolJournal | None,
     ) -> Callable[..., Awaitable[Any]]:
         async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
             run_id = _run_id(runtime)
@@ -319,6 +330,7 @@ class AgentGraph(Generic[DepsT]):
                 router=router,
                 spent=spent,
                 prefixes=prefixes,
+                journal=journal,
             )
             with node_span(node.name, node.kind, config, ctx.records, router.pii):
                 result = node.function(state, ctx) if node.takes_context else node.function(state)

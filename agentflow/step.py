@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import ValidationError
 
@@ -33,6 +33,9 @@ from agentflow.models.base import (
 )
 from agentflow.routing import RouteDecision, Router, Tier
 from agentflow.tracing import instrument
+
+if TYPE_CHECKING:
+    from agentflow.journal import ToolJournal
 
 __all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
@@ -141,6 +144,8 @@ class StepContext(Generic[DepsT]):
     """One record per model call this node made."""
     prefixes: PrefixTracker = field(default_factory=PrefixTracker)
     """The graph's memory of each run's last prompt, for `StepRecord.prefix_chars`."""
+    journal: ToolJournal | None = None
+    """Where side-effecting tool calls are journaled for exactly-once (None: not at all)."""
 
     @overload
     async def llm(

@@ -54,3 +54,51 @@ async def fresh_sandboxes() -> AsyncIterator[None]:
     await sandboxes.close_shared()
     yield
     await sandboxes.close_shared()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server for tests: `$AGENTFLOW_TEST_POSTGRES_URL`, or one started for us.
+
+    `make test` starts it and sets the variable; a bare `pytest` run starts (or finds) the
+    throwaway cluster of `tests/ensure-postgres.sh`. Failing to get one fails the test:
+    PostgreSQL is a real part here, not an optional one.
+    """
+    import subprocess
+    from pathlib import Path
+
+    if url := os.environ.get("AGENTFLOW_TEST_POSTGRES_URL"):
+        return url
+    script = Path(__file__).parent / "ensure-postgres.sh"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"{script} failed (exit {done.returncode}): {done.stderr.strip()}")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        pytest.fail(f"{script} printed no URL; stderr: {done.stderr.strip()}")
+    return lines[-1]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty store URL on each backend: a SQLite file, or a PostgreSQL schema.
+
+    Each PostgreSQL test gets a schema of its own (through the `search_path` option), so
+    tests that take "the next pending item" never see another test's rows.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
+        return
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    base = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

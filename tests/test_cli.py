@@ -86,3 +86,44 @@ def test_console_script_entry_point() -> None:
     )
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: nowhere.py: no such file"
+
+
+def test_demo_seed_fills_the_database_it_is_given(tmp_path: Path) -> None:
+    from tools.db import SupportDB
+    from tools.seed import ADA_ORDER
+
+    url = f"sqlite:///{tmp_path}/x.sqlite"
+    result = runner.invoke(app, ["demo", "seed", "--database", url, "--customers", "12"])
+    assert result.exit_code == 0, result.output
+    counts = SupportDB(url).counts()
+    assert result.output.strip() == (
+        f"seeded 12 customers, {counts['orders']} orders ({counts['order_items']} items, "
+        f"{counts['shipments']} shipments) into {url}"
+    )
+    assert counts["customers"] == 12
+    order = SupportDB(url).find_order(ADA_ORDER)
+    assert order is not None and order.customer_name == "Ada Lovelace"
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ("mysql://db/shop", "--database: unsupported database URL 'mysql://db/shop'"),
+        ("postgresql://me:hunter2@127.0.0.1:1/x", "postgresql://me:***@127.0.0.1:1/x: cannot"),
+    ],
+)
+def test_demo_seed_with_a_bad_url_is_one_line(database: str, message: str) -> None:
+    result = runner.invoke(app, ["demo", "seed", "--database", database])
+    assert result.exit_code == 1
+    assert message in result.output and "hunter2" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_demo_seed_outside_a_project_with_tools_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo", "seed"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: tools/seed.py: no such file"
+    assert not (tmp_path / ".agentflow").exists()

@@ -1,0 +1,280 @@
+"""The customer-support agent: triage -> (plan) -> resolve with tools -> respond, with
+escalation to a person when it should.
+
+```text
+            +--> escalate (hand off to a person) ------------------------------+
+            |                                                                   |
+START -> triage --> legal (frontier drafts) -> review (a person approves) -----+--> END
+            |                                                                   |
+            +--> [plan] --> resolve (tools; refunds over the limit need a person) --> respond
+```
+
+Routes, in order (each with its reason in the run's steps):
+- a person already holds the conversation -> escalate (they answer);
+- the customer asks for a person, the triage is unsure, or the sentiment has stayed
+  negative for `NEGATIVE_TURNS` turns -> escalate;
+- a legal or compliance topic -> legal: the frontier tier drafts, a person approves,
+  edits or rejects the draft (rejected: the conversation is handed off);
+- a request triage calls multi-step -> plan (planning tier), then resolve;
+- otherwise -> resolve: the tools tier calls the company's tools. `issue_refund` above
+  the approval limit is high-stakes (the frontier tier re-decides it) and waits for a
+  person's approval; every side effect is journaled, so a resume never repeats it.
+
+Hard triggers (asking for a person, legal words) are also matched by rules, so they do
+not depend on a small model's judgement; the model's triage adds intent, urgency,
+sentiment and confidence.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agentflow import (
+    END,
+    START,
+    AgentGraph,
+    AgentState,
+    AssistantMessage,
+    RunContext,
+    StepContext,
+    ToolCall,
+    UserMessage,
+)
+from agentflow.hitl import ProposedCall, arguments_digest, ask_approval, hand_off
+from tools.support import SUPPORT_TOOLS, SupportContext, create_ticket
+
+NEGATIVE_TURNS = 2
+"""Negative turns in a row after which a person takes over."""
+MIN_CONFIDENCE = 0.35
+"""Below this triage confidence, a person takes over."""
+
+_HUMAN = re.compile(
+    r"\b(human|real person|a person|someone real|agent|representative|manager|supervisor)\b",
+    re.IGNORECASE,
+)
+_LEGAL = re.compile(
+    r"\b(lawyer|attorney|legal|lawsuit|sue|court|gdpr|data protection|chargeback|"
+    r"compliance|regulator|consumer rights)\b",
+    re.IGNORECASE,
+)
+
+Intent = Literal[
+    "order_status",
+    "shipping",
+    "refund",
+    "address_change",
+    "product_question",
+    "legal",
+    "human",
+    "other",
+]
+
+
+class Triage(BaseModel):
+    """What the customer wants, how urgent, how they feel."""
+
+    intent: Intent
+    urgency: Literal["low", "normal", "high"] = "normal"
+    sentiment: Literal["positive", "neutral", "negative"] = "neutral"
+    pii_present: bool = False
+    multi_step: bool = False
+    """The request needs several tool calls that depend on each other."""
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class SupportState(AgentState, total=False):
+    triage: Triage
+    plan: str
+    negative_turns: int
+    """Customer turns in a row triaged as negative."""
+    human_active: bool
+    """A person holds the conversation: the customer's messages go to them."""
+    escalation: str
+    """Why the conversation was handed to a person."""
+    customer_email: str
+    """Who the customer is, when the channel knows (tickets are opened for them)."""
+    draft: str
+    """The frontier tier's draft of a legal or compliance answer, awaiting review."""
+
+
+TRIAGE_PROMPT = (
+    "Classify the customer's last message for a support team. intent: order_status, "
+    "shipping, refund, address_change, product_question, legal, human (they ask for a "
+    "person) or other. pii_present: the message contains an email, phone, card or IBAN. "
+    "multi_step: it needs several dependent look-ups or actions. confidence: how sure "
+    "you are, 0 to 1."
+)
+RESOLVE_PROMPT = (
+    "You are a customer-support agent for an online shop. Use the tools to look orders "
+    "up, track shipments, change addresses, refund and search the help centre. Never "
+    "invent order data. When done, answer in two or three sentences."
+)
+RESPOND_PROMPT = "Write the reply to the customer: short, friendly, concrete. No greeting line."
+LEGAL_PROMPT = (
+    "Draft a careful answer to a customer's legal or compliance question for the shop's "
+    "support team. State what the shop's policy says, promise nothing beyond it, and "
+    "say that a colleague will confirm."
+)
+
+
+def last_customer_text(state: SupportState) -> str:
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, UserMessage):
+            return message.content
+    return ""
+
+
+graph: AgentGraph[SupportContext] = AgentGraph(
+    "support", state=SupportState, context=SupportContext
+)
+
+
+@graph.node(kind="classify")
+async def triage(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
+    """Classify the last message; rules settle the hard triggers."""
+    text = last_customer_text(state)
+    result = await ctx.llm(text, output=Triage, system=TRIAGE_PROMPT)
+    if _LEGAL.search(text):
+        result = result.model_copy(update={"intent": "legal"})
+    if _HUMAN.search(text):
+        result = result.model_copy(update={"intent": "human"})
+    negative = state.get("negative_turns", 0) + 1 if result.sentiment == "negative" else 0
+    return {"triage": result, "negative_turns": negative, "escalation": ""}
+
+
+UNTRIAGED = Triage(intent="other", confidence=0.0)
+"""What a state without a triage counts as: unsure, so a person looks at it."""
+
+
+def route(state: SupportState) -> str:
+    """Where the conversation goes after triage."""
+    found = state.get("triage", UNTRIAGED)
+    if state.get("human_active"):
+        return "escalate"
+    if found.intent == "human" or found.confidence < MIN_CONFIDENCE:
+        return "escalate"
+    if state.get("negative_turns", 0) >= NEGATIVE_TURNS:
+        return "escalate"
+    if found.intent == "legal":
+        return "legal"
+    return "plan" if found.multi_step else "resolve"
+
+
+def escalation_reason(state: SupportState) -> str:
+    found = state.get("triage", UNTRIAGED)
+    if state.get("human_active"):
+        return "a person holds this conversation"
+    if found.intent == "human":
+        return "the customer asked for a person"
+    if found.confidence < MIN_CONFIDENCE:
+        return f"triage is unsure (confidence {found.confidence:.2f})"
+    return f"the customer has been unhappy for {state.get('negative_turns', 0)} turns"
+
+
+@graph.node(kind="plan")
+async def plan(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
+    """Have the planning tier write the steps for a multi-step request."""
+    steps = await ctx.llm(
+        last_customer_text(state),
+        system="List, in at most four numbered lines, the tool steps to resolve this.",
+    )
+    return {"plan": steps}
+
+
+graph.agent("resolve", tools=SUPPORT_TOOLS, system=RESOLVE_PROMPT, max_steps=6)
+
+
+@graph.node(kind="respond")
+async def respond(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
+    """Turn the agent's findings into the reply."""
+    findings = state["messages"][-1].content
+    reply = await ctx.llm(
+        f"Customer: {last_customer_text(state)}\nFindings: {findings}", system=RESPOND_PROMPT
+    )
+    return {"messages": [AssistantMessage(content=reply)]}
+
+
+@graph.node(kind="respond", high_stakes=True)
+async def legal(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
+    """The frontier tier drafts the answer (a node of its own, so the draft is
+    checkpointed before the review interrupts and a resume never drafts again)."""
+    return {"draft": await ctx.llm(last_customer_text(state), system=LEGAL_PROMPT)}
+
+
+@graph.node
+def review(state: SupportState) -> dict[str, Any]:
+    """A person approves, edits or rejects the draft before it is sent."""
+    draft = state.get("draft", "")
+    arguments = {"text": draft}
+    proposal = ProposedCall(
+        id="legal-reply",
+        name="send_reply",
+        arguments=arguments,
+        digest=arguments_digest("send_reply", arguments),
+    )
+    decision = ask_approval("review", [proposal], _check_reply)["legal-reply"]
+    if decision.action in ("reject", "timeout"):
+        why = decision.comment or "the draft legal answer was not approved"
+        return {"escalation": why, "human_active": True}
+    text = decision.arguments["text"] if decision.action == "edit" else draft
+    return {"messages": [AssistantMessage(content=text)]}
+
+
+def _check_reply(call: ProposedCall, arguments: dict[str, Any]) -> str | None:
+    text = arguments.get("text")
+    return None if isinstance(text, str) and text.strip() else "text: a non-empty reply"
+
+
+@graph.node
+async def escalate(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
+    """Hand the conversation to a person; relay what they say."""
+    reason = state.get("escalation") or escalation_reason(state)
+    found = state.get("triage")
+    priority = 2 if found is not None and found.urgency == "high" else 1
+    turn = hand_off("escalate", reason=reason, summary=last_customer_text(state), priority=priority)
+    if turn.action == "timeout":
+        return await _apologise_with_ticket(state, ctx, reason)
+    update: dict[str, Any] = {"human_active": turn.action == "reply", "escalation": reason}
+    if turn.message:
+        update["messages"] = [AssistantMessage(content=turn.message)]
+    return update
+
+
+async def _apologise_with_ticket(
+    state: SupportState, ctx: StepContext[SupportContext], reason: str
+) -> dict[str, Any]:
+    """Nobody took the conversation in time: open a ticket and tell the customer."""
+    call = ToolCall(
+        id=f"timeout-ticket-{len(state.get('messages', []))}",
+        name=create_ticket.name,
+        arguments={
+            "subject": f"Escalation timed out: {reason}",
+            "body": last_customer_text(state),
+            "customer_email": state.get("customer_email") or "unknown@example.com",
+            "priority": "high",
+        },
+    )
+    run_ctx = RunContext(
+        deps=ctx.deps,
+        run_id=ctx.run_id,
+        thread_id=ctx.thread_id,
+        node="escalate",
+        tool_call_id=call.id,
+    )
+    outcome = await create_ticket.run(call, run_ctx)
+    reply = (
+        "I'm sorry, no colleague could take your conversation just now. "
+        f"I've opened a ticket for you ({outcome.message.content}); we'll get back to you."
+    )
+    return {"messages": [AssistantMessage(content=reply)], "human_active": False}
+
+
+graph.edge(START, "triage")
+graph.branch("triage", route, ["escalate", "legal", "plan", "resolve"])
+graph.edge("plan", "resolve").edge("resolve", "respond").edge("respond", END)
+graph.edge("legal", "review")
+graph.branch("review", lambda s: "escalate" if s.get("human_active") else END, ["escalate", END])
+graph.edge("escalate", END)

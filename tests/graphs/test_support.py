@@ -1,0 +1,239 @@
+"""The support graph's routes, escalations and approvals, on a real seeded database.
+
+Models are scripted (the graph logic is under test, not a model's judgement); tools,
+database, checkpointer and journal are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from agentflow import Model, ScriptedModel, ToolCall, ToolResultMessage, UserMessage
+from agentflow.hitl import TIMED_OUT, arguments_digest
+from graphs.support import Triage, graph
+from tests.helpers import three_tiers
+from tools.db import SupportDB
+from tools.seed import ADA_ORDER, LARGE_ORDER, seed
+from tools.support import SupportContext
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> SupportContext:
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    seed(url, customers=20)
+    return SupportContext(db=SupportDB(url))
+
+
+class Conversation:
+    """One support thread on scripted tiers, with a checkpointer."""
+
+    def __init__(
+        self,
+        shop: SupportContext,
+        tools: list[Any],
+        planning: list[Any] | None = None,
+        frontier: list[Any] | None = None,
+        *,
+        journal: Any = None,
+    ) -> None:
+        self.models: dict[str, Model] = {
+            "tools": ScriptedModel(tools, name="glm-test"),
+            "planning": ScriptedModel(planning or [], name="kimi-test"),
+            "frontier": ScriptedModel(frontier or [], name="claude-test"),
+        }
+        router = three_tiers(self.models["tools"], self.models["planning"], self.models["frontier"])
+        self.app = graph.compile(router=router, checkpointer=InMemorySaver(), journal=journal)
+        self.shop = shop
+        self.config: Any = {"configurable": {"thread_id": "thread-1"}}
+
+    async def say(self, text: str) -> dict[str, Any]:
+        update = {"messages": [UserMessage(content=text)], "customer_email": "ada@example.com"}
+        return await self.app.ainvoke(update, self.config, context=self.shop)
+
+    async def resume(self, value: Any) -> dict[str, Any]:
+        return await self.app.ainvoke(Command(resume=value), self.config, context=self.shop)
+
+
+def triage(intent: str, **fields: Any) -> Triage:
+    return Triage.model_validate({"intent": intent, "confidence": 0.9, **fields})
+
+
+def routes(state: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s.node, s.tier) for s in state["steps"]]
+
+
+async def test_an_order_question_is_resolved_by_tools_on_the_cheap_tier(
+    shop: SupportContext,
+) -> None:
+    chat = Conversation(
+        shop,
+        [
+            triage("order_status"),
+            ToolCall(id="c1", name="lookup_order", arguments={"order_id": ADA_ORDER}),
+            "Order 1042 has shipped.",
+            "Your order 1042 has shipped and arrives on 6 March.",
+        ],
+    )
+    state = await chat.say("Where is my order 1042?")
+    [result] = [m for m in state["messages"] if isinstance(m, ToolResultMessage)]
+    assert '"status":"shipped"' in result.content
+    assert state["messages"][-1].content == "Your order 1042 has shipped and arrives on 6 March."
+    assert routes(state) == [
+        ("triage", "tools"),
+        ("resolve", "tools"),
+        ("resolve", "tools"),
+        ("respond", "tools"),
+    ]
+    assert "__interrupt__" not in state
+
+
+async def test_a_multi_step_request_is_planned_on_the_planning_tier_first(
+    shop: SupportContext,
+) -> None:
+    chat = Conversation(
+        shop,
+        [triage("shipping", multi_step=True), "Nothing to do.", "Done."],
+        planning=["1. look the order up\n2. track it"],
+    )
+    state = await chat.say("Check order 1042 and tell me where the parcel is")
+    assert state["plan"].startswith("1. look the order up")
+    assert routes(state)[:2] == [("triage", "tools"), ("plan", "planning")]
+
+
+REFUND = ToolCall(
+    id="r1",
+    name="issue_refund",
+    arguments={"order_id": LARGE_ORDER, "amount_usd": 600.0, "reason": "arrived broken"},
+)
+
+
+def refund_chat(shop: SupportContext, *after: str) -> Conversation:
+    """A refund of 600 USD, over the approval limit; `after` is what the tools tier says
+    once the refund call has a result (its summary, then the reply)."""
+    return Conversation(
+        shop,
+        [triage("refund"), REFUND, *after],
+        frontier=[REFUND],  # the high-stakes tier re-decides the refund
+    )
+
+
+async def test_a_large_refund_waits_for_approval_and_happens_once(shop: SupportContext) -> None:
+    refund = REFUND
+    chat = refund_chat(shop, "Refunded 600 USD.", "We refunded 600 USD.")
+    paused = await chat.say("My laptop arrived broken, refund 600 USD please")
+    [interrupt] = paused["__interrupt__"]
+    assert interrupt.value["type"] == "approval"
+    [proposed] = interrupt.value["calls"]
+    assert proposed["name"] == "issue_refund" and proposed["arguments"]["amount_usd"] == 600.0
+    assert ("resolve", "frontier") in routes(paused)
+    assert shop.db.counts()["refunds"] == 0, "nothing is refunded before a person approves"
+
+    digest = arguments_digest("issue_refund", refund.arguments)
+    done = await chat.resume({"r1": {"action": "approve", "digest": digest}})
+    assert done["messages"][-1].content == "We refunded 600 USD."
+    assert shop.db.counts()["refunds"] == 1
+
+
+async def test_asking_for_a_person_hands_off_until_they_hand_back(shop: SupportContext) -> None:
+    chat = Conversation(
+        shop,
+        [
+            triage("other"),  # the rule, not the model, catches "a human"
+            triage("other"),  # the next message goes to the person holding the thread
+            triage("order_status"),  # handed back: the agent answers again
+            ToolCall(id="c1", name="lookup_order", arguments={"order_id": ADA_ORDER}),
+            "Shipped.",
+            "Your order has shipped.",
+        ],
+    )
+    paused = await chat.say("I want to talk to a human")
+    [interrupt] = paused["__interrupt__"]
+    assert interrupt.value["type"] == "handoff"
+    assert interrupt.value["reason"] == "the customer asked for a person"
+
+    held = await chat.resume({"action": "reply", "message": "Hi, Sam here.", "by": "sam"})
+    assert held["messages"][-1].content == "Hi, Sam here." and held["human_active"] is True
+
+    again = await chat.say("Thanks Sam, where is it?")
+    assert again["__interrupt__"][0].value["reason"] == "a person holds this conversation"
+    back = await chat.resume({"action": "hand_back", "message": "Handing you back.", "by": "sam"})
+    assert back["human_active"] is False
+
+    answered = await chat.say("And order 1042?")
+    assert answered["messages"][-1].content == "Your order has shipped."
+    assert "__interrupt__" not in answered
+
+
+@pytest.mark.parametrize(
+    ("found", "turns", "reason"),
+    [
+        (triage("other", confidence=0.1), 1, "triage is unsure (confidence 0.10)"),
+        (triage("shipping", sentiment="negative"), 2, "unhappy for 2 turns"),
+    ],
+)
+async def test_low_confidence_and_lasting_anger_go_to_a_person(
+    shop: SupportContext, found: Triage, turns: int, reason: str
+) -> None:
+    first_turn = [triage("shipping", sentiment="negative"), "Looking.", "It is on its way."]
+    script = [*first_turn, found] if turns == 2 else [found]
+    chat = Conversation(shop, script)
+    if turns == 2:
+        await chat.say("This is taking forever")
+    paused = await chat.say("Still nothing, this is useless")
+    assert reason in paused["__interrupt__"][0].value["reason"]
+
+
+async def test_a_legal_question_is_drafted_by_the_frontier_and_approved_by_a_person(
+    shop: SupportContext,
+) -> None:
+    draft = "Under our policy you can ask us to delete your data; a colleague will confirm."
+    chat = Conversation(shop, [triage("other")], frontier=[draft])
+    paused = await chat.say("Under GDPR I want all my data deleted")
+    [interrupt] = paused["__interrupt__"]
+    [proposed] = interrupt.value["calls"]
+    assert proposed["name"] == "send_reply" and proposed["arguments"] == {"text": draft}
+    assert routes(paused)[-1] == ("legal", "frontier")
+
+    edited = {"text": draft + " You will hear from us within 30 days."}
+    decision = {"action": "edit", "digest": proposed["digest"], "arguments": edited}
+    done = await chat.resume({"legal-reply": decision})
+    assert done["messages"][-1].content == edited["text"]
+
+
+async def test_a_rejected_legal_draft_hands_the_conversation_to_a_person(
+    shop: SupportContext,
+) -> None:
+    chat = Conversation(shop, [triage("legal")], frontier=["A draft."])
+    paused = await chat.say("My lawyer will contact you")
+    digest = paused["__interrupt__"][0].value["calls"][0]["digest"]
+    reject = {"action": "reject", "digest": digest, "comment": "legal team answers this one"}
+    handed = await chat.resume({"legal-reply": reject})
+    assert handed["__interrupt__"][0].value["type"] == "handoff"
+    assert handed["__interrupt__"][0].value["reason"] == "legal team answers this one"
+
+
+async def test_a_handoff_nobody_takes_opens_a_ticket_and_apologises(shop: SupportContext) -> None:
+    chat = Conversation(shop, [triage("human")])
+    await chat.say("Get me a person")
+    before = shop.db.counts()["tickets"]
+    done = await chat.resume({"action": "timeout"})
+    assert "opened a ticket" in done["messages"][-1].content
+    assert shop.db.counts()["tickets"] == before + 1
+    ticket = shop.db.dump()["tickets"][-1]
+    assert ticket["subject"] == "Escalation timed out: the customer asked for a person"
+    assert ticket["customer_email"] == "ada@example.com"
+
+
+async def test_an_approval_timeout_is_not_a_refund(shop: SupportContext) -> None:
+    chat = refund_chat(shop, "No refund yet.", "A colleague will follow up.")
+    await chat.say("refund 600 please")
+    done = await chat.resume({"action": "timeout"})
+    assert shop.db.counts()["refunds"] == 0
+    assert any(
+        isinstance(m, ToolResultMessage) and m.content == TIMED_OUT for m in done["messages"]
+    )

@@ -1,0 +1,100 @@
+"""Side-effecting tool calls are journaled: a run resumed after a failure never repeats one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentflow import (
+    END,
+    START,
+    AgentGraph,
+    RunContext,
+    ScriptedModel,
+    ToolCall,
+    ToolError,
+    ToolResultMessage,
+    UserMessage,
+    tool,
+)
+from agentflow.journal import open_journal
+from tests.helpers import three_tiers
+
+
+@dataclass
+class Till:
+    """A side effect that is not idempotent by itself: every call pays out again."""
+
+    payouts: list[str] = field(default_factory=list)
+    fail_next_receipt: bool = True
+
+
+@tool(side_effects=True)
+def pay_out(ctx: RunContext[Till], amount: int) -> str:
+    """Pay money out.
+
+    Args:
+        amount: USD.
+    """
+    ctx.deps.payouts.append(f"{amount} USD")
+    return f"paid {amount}"
+
+
+@tool(side_effects=True)
+def print_receipt(ctx: RunContext[Till]) -> str:
+    """Print a receipt."""
+    if ctx.deps.fail_next_receipt:
+        ctx.deps.fail_next_receipt = False
+        raise RuntimeError("printer on fire")  # the process "dies" after the payout
+    return "printed"
+
+
+def till_graph(journal: Any) -> Any:
+    model = ScriptedModel(
+        [
+            [
+                ToolCall(id="p1", name="pay_out", arguments={"amount": 50}),
+                ToolCall(id="r1", name="print_receipt"),
+            ],
+            "done",
+        ]
+    )
+    graph: AgentGraph[Till] = AgentGraph(
+        "till", context=Till, router=three_tiers(model, model, model)
+    )
+    graph.agent("work", tools=[pay_out, print_receipt], max_steps=2)
+    graph.edge(START, "work").edge("work", END)
+    return graph.compile(checkpointer=InMemorySaver(), journal=journal)
+
+
+async def test_a_resumed_run_replays_a_finished_side_effect_instead_of_repeating_it(
+    store_url: str,
+) -> None:
+    journal = open_journal(store_url)
+    till = Till()
+    app = till_graph(journal)
+    config: Any = {"configurable": {"thread_id": "till"}}
+    with pytest.raises(ToolError, match="printer on fire"):
+        await app.ainvoke({"messages": [UserMessage(content="pay 50")]}, config, context=till)
+    assert till.payouts == ["50 USD"]
+
+    state = await app.ainvoke(None, config, context=till)  # resume from the last checkpoint
+    assert till.payouts == ["50 USD"], "the payout was not made twice"
+    results = [m for m in state["messages"] if isinstance(m, ToolResultMessage)]
+    assert [r.content for r in results] == ["paid 50", "printed"]
+    entry = await journal.get(f"{config['configurable']['thread_id']}:p1")
+    assert entry is not None and entry.state == "done" and entry.content == "paid 50"
+    await journal.aclose()
+
+
+async def test_without_a_journal_the_same_resume_pays_twice() -> None:
+    till = Till()
+    app = till_graph(None)
+    config: Any = {"configurable": {"thread_id": "no-journal"}}
+    with pytest.raises(ToolError):
+        await app.ainvoke({"messages": [UserMessage(content="pay 50")]}, config, context=till)
+    await app.ainvoke(None, config, context=till)
+    assert till.payouts == ["50 USD", "50 USD"], "what the journal is there to prevent"
