@@ -44,6 +44,7 @@ from agentflow import (
     UserMessage,
 )
 from agentflow.hitl import ProposedCall, arguments_digest, ask_approval, hand_off
+from tools.db import SupportDB
 from tools.support import SUPPORT_TOOLS, SupportContext, create_ticket
 
 NEGATIVE_TURNS = 2
@@ -125,6 +126,12 @@ def last_customer_text(state: SupportState) -> str:
         if isinstance(message, UserMessage):
             return message.content
     return ""
+
+
+def make_context() -> SupportContext:
+    """The graph's context for `agentflow serve`: the shop's database, from
+    `AGENTFLOW_DATABASE_URL` (default `.agentflow/support.sqlite`)."""
+    return SupportContext(db=SupportDB())
 
 
 graph: AgentGraph[SupportContext] = AgentGraph(

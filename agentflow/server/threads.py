@@ -1,0 +1,280 @@
+"""Conversations over a compiled graph: threads, turns, escalations and their resumption.
+
+`ThreadService` is what the HTTP server, the `agentflow inbox` commands and the demo
+share. Everything lives in one database (a SQLite file, or PostgreSQL for several
+replicas): LangGraph's checkpoints, the review queue, the tool journal and the thread
+directory (who owns which thread).
+
+```python
+async with ThreadService(graph, database_url="sqlite:///.agentflow/support.sqlite",
+                         context=SupportContext(db=SupportDB())) as service:
+    thread = await service.create_thread(owner="client-1")
+    turn = await service.post(thread, "Where is my order 1042?")
+    for item in turn.pending:                       # escalations this turn raised
+        await service.resolve(item.id, {...}, by="sam")
+```
+
+A run that ends in an interrupt (an approval, a handoff) puts one review item per
+interrupt in the queue, keyed by the interrupt's id, with an SLA deadline. Resolving the
+item resumes the thread with the decision; `expire()` resumes every overdue one with a
+timeout decision, which the graph handles (the support graph apologises and opens a
+ticket).
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from langgraph.types import Command
+
+from agentflow._stores import (
+    PostgresDatabase,
+    SqliteDatabase,
+    import_psycopg,
+    parse_store_url,
+    write_transaction,
+)
+from agentflow.costs import StepRecord
+from agentflow.exceptions import ConfigError
+from agentflow.graph import AgentGraph
+from agentflow.journal import open_journal
+from agentflow.messages import AssistantMessage, Message, UserMessage
+from agentflow.queue import ReviewItem, open_queue
+from agentflow.routing import Router
+
+__all__ = ["ThreadService", "ThreadView", "Turn"]
+
+DEFAULT_SLA = timedelta(minutes=30)
+_THREADS = "agentflow_threads"
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_THREADS} (thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+    "customer_email TEXT, created_at TEXT NOT NULL)"
+)
+
+
+@dataclass(kw_only=True)
+class Turn:
+    """What one run of a thread produced."""
+
+    thread_id: str
+    messages: list[Message] = field(default_factory=list)
+    """The messages this run added (the customer's included)."""
+    steps: list[StepRecord] = field(default_factory=list)
+    """This run's model calls: node, tier, reason, tokens, cost."""
+    pending: list[ReviewItem] = field(default_factory=list)
+    """The escalations waiting for a person after this run."""
+
+    @property
+    def reply(self) -> str | None:
+        """The last thing said to the customer in this run, if anything was."""
+        for message in reversed(self.messages):
+            if isinstance(message, AssistantMessage) and message.content and not message.tool_calls:
+                return message.content
+        return None
+
+
+@dataclass(kw_only=True)
+class ThreadView:
+    """A thread as a reviewer or its owner sees it."""
+
+    thread_id: str
+    owner: str
+    customer_email: str | None
+    messages: list[Message]
+    steps: list[StepRecord]
+    pending: list[ReviewItem]
+
+
+class ThreadService:
+    """Run a graph's conversations against one database.
+
+    Args:
+        graph: The agent graph (compiled here with the database's checkpointer and journal).
+        database_url: `sqlite:///PATH`, a path, or `postgresql://...`.
+        context: What the graph's nodes and tools get as their context (`ctx.deps`).
+        router: Overrides the graph's router (tests pass scripted tiers).
+        sla: How long an escalation may wait before it expires.
+    """
+
+    def __init__(
+        self,
+        graph: AgentGraph[Any],
+        *,
+        database_url: str,
+        context: Any = None,
+        router: Router | None = None,
+        sla: timedelta = DEFAULT_SLA,
+    ) -> None:
+        self.graph = graph
+        self.database_url = database_url
+        self.context = context
+        self.router = router
+        self.sla = sla
+        self._location = parse_store_url(database_url, what="thread database")
+        self._stack = AsyncExitStack()
+        self._app: Any = None
+        self.queue = open_queue(database_url)
+        self.journal = open_journal(database_url)
+        self._directory: SqliteDatabase | PostgresDatabase = (
+            PostgresDatabase(database_url, schema=_SCHEMA, what="thread directory")
+            if self._location.backend == "postgres"
+            else SqliteDatabase(self._location.target, schema=_SCHEMA, what="thread directory")
+        )
+
+    async def __aenter__(self) -> ThreadService:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the checkpointer and compile the graph with it."""
+        if self._app is not None:
+            return
+        checkpointer = await self._stack.enter_async_context(self._checkpointer())
+        if self._location.backend == "postgres":
+            await checkpointer.setup()
+        self._app = self.graph.compile(
+            router=self.router, checkpointer=checkpointer, journal=self.journal
+        )
+
+    def _checkpointer(self) -> Any:
+        if self._location.backend == "postgres":
+            import_psycopg()
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+            return AsyncPostgresSaver.from_conn_string(self._location.target)
+        try:
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        except ImportError as exc:
+            raise ConfigError(
+                'the SQLite checkpointer is not installed: pip install "agentflow[server]"'
+            ) from exc
+        return AsyncSqliteSaver.from_conn_string(self._location.target)
+
+    async def aclose(self) -> None:
+        """Close the checkpointer, the queue, the journal and the directory."""
+        await self._stack.aclose()
+        self._app = None
+        await self.queue.aclose()
+        await self.journal.aclose()
+        if isinstance(self._directory, PostgresDatabase):
+            await self._directory.aclose()
+
+    # -- threads ------------------------------------------------------------------
+
+    async def create_thread(self, owner: str, *, customer_email: str | None = None) -> str:
+        """Open a new thread owned by `owner`; return its id."""
+        thread_id = uuid.uuid4().hex
+        row = (thread_id, owner, customer_email, datetime.now(UTC).isoformat())
+        insert = f"INSERT INTO {_THREADS} VALUES "
+        if isinstance(self._directory, PostgresDatabase):
+            async with self._directory.transaction() as cursor:
+                await cursor.execute(insert + "(%s, %s, %s, %s)", row)
+        else:
+
+            def write(conn: Any) -> None:
+                with write_transaction(conn):
+                    conn.execute(insert + "(?, ?, ?, ?)", row)
+
+            await self._directory.run(write)
+        return thread_id
+
+    async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
+        """The thread's owner and customer email, or None if there is no such thread."""
+        select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = "
+        if isinstance(self._directory, PostgresDatabase):
+            async with self._directory.transaction() as cursor:
+                await cursor.execute(select + "%s", (thread_id,))
+                row = await cursor.fetchone()
+        else:
+            row = await self._directory.run(
+                lambda conn: conn.execute(select + "?", (thread_id,)).fetchone()
+            )
+        return None if row is None else (row[0], row[1])
+
+    # -- turns --------------------------------------------------------------------
+
+    def _config(self, thread_id: str) -> Any:
+        return {"configurable": {"thread_id": thread_id}, "run_id": uuid.uuid4()}
+
+    async def post(self, thread_id: str, text: str) -> Turn:
+        """Add the customer's message to the thread and run the graph until it answers
+        or pauses for a person."""
+        found = await self.owner(thread_id)
+        update: dict[str, Any] = {"messages": [UserMessage(content=text)]}
+        if found is not None and found[1]:
+            update["customer_email"] = found[1]
+        return await self._run(thread_id, update)
+
+    async def resolve(
+        self, item_id: str, decision: dict[str, Any], *, by: str, force: bool = False
+    ) -> Turn:
+        """Record a person's decision on an escalation and resume its thread with it."""
+        item = await self.queue.resolve(item_id, decision, by, force=force)
+        return await self._run(item.thread_id, Command(resume={item.id: decision}))
+
+    async def expire(self, now: datetime | None = None) -> list[Turn]:
+        """Resume every escalation past its SLA with a timeout decision."""
+        turns = []
+        for item in await self.queue.expire_due(now or datetime.now(UTC)):
+            resume = Command(resume={item.id: {"action": "timeout"}})
+            turns.append(await self._run(item.thread_id, resume))
+        return turns
+
+    async def _run(self, thread_id: str, update: Any) -> Turn:
+        await self.open()
+        config = self._config(thread_id)
+        before = await self._app.aget_state(config)
+        seen = len(before.values.get("messages", [])) if before.values else 0
+        state = await self._app.ainvoke(update, config, context=self.context)
+        run_id = str(config["run_id"])
+        turn = Turn(
+            thread_id=thread_id,
+            messages=list(state.get("messages", []))[seen:],
+            steps=[s for s in state.get("steps", []) if s.run_id == run_id],
+        )
+        for interrupt in state.get("__interrupt__", ()):
+            turn.pending.append(await self._enqueue(thread_id, interrupt))
+        return turn
+
+    async def _enqueue(self, thread_id: str, interrupt: Any) -> ReviewItem:
+        value = interrupt.value if isinstance(interrupt.value, dict) else {"value": interrupt.value}
+        kind = "handoff" if value.get("type") == "handoff" else "approval"
+        now = datetime.now(UTC)
+        item = ReviewItem(
+            id=interrupt.id,
+            thread_id=thread_id,
+            kind=kind,
+            payload=value,
+            priority=int(value.get("priority", 1 if kind == "approval" else 0)),
+            created_at=now,
+            sla_deadline=now + self.sla,
+        )
+        return await self.queue.put(item)
+
+    async def view(self, thread_id: str) -> ThreadView | None:
+        """The thread's transcript, every step with its tier and cost, and what waits."""
+        found = await self.owner(thread_id)
+        if found is None:
+            return None
+        await self.open()
+        state = await self._app.aget_state(self._config(thread_id))
+        values = state.values or {}
+        return ThreadView(
+            thread_id=thread_id,
+            owner=found[0],
+            customer_email=found[1],
+            messages=list(values.get("messages", [])),
+            steps=list(values.get("steps", [])),
+            pending=[
+                i
+                for i in await self.queue.list(thread_id=thread_id)
+                if i.status in ("pending", "claimed")
+            ],
+        )
