@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agentflow.exceptions import StepLimitExceeded, ToolError
+from agentflow.exceptions import ConfigError, StepLimitExceeded, ToolError
 from agentflow.hitl import (
     TIMED_OUT,
     ApprovalDecision,
@@ -39,7 +39,7 @@ from agentflow.messages import (
     ToolResultMessage,
     UserMessage,
 )
-from agentflow.models.base import ModelRequest, ModelSettings
+from agentflow.models.base import ModelRequest, ModelSettings, ToolChoice
 from agentflow.step import StepContext, describe_error
 from agentflow.tools import RunContext, Tool, ToolOutcome
 
@@ -88,6 +88,9 @@ class AgentLoop:
     """How many rounds of tool calls one turn may take before `StepLimitExceeded`."""
     system: str | None
     settings: ModelSettings
+    tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto"
+    """Each request's tool choice, or a function of the state and the round returning it
+    (see `AgentGraph.agent`)."""
 
     @property
     def tools_node(self) -> str:
@@ -103,10 +106,19 @@ class AgentLoop:
                 node=self.name,
                 max_steps=self.max_steps,
             )
+        choice = self.tool_choice(state, rounds) if callable(self.tool_choice) else self.tool_choice
+        if choice not in ("auto", "required", "none") and choice not in self.tools:
+            raise ConfigError(
+                f"tool_choice chose {choice!r}, which is not one of its tools",
+                key=f"agent {self.name!r}",
+            )
         if self.system is not None:
             history.insert(0, SystemMessage(content=self.system))
         req = ModelRequest(
-            messages=history, tools=[t.spec for t in self.tools.values()], settings=self.settings
+            messages=history,
+            tools=[t.spec for t in self.tools.values()],
+            tool_choice=choice,
+            settings=self.settings,
         )
         response, _ = await ctx.request(req)
         flagged = [c.name for c in response.message.tool_calls if self._high_stakes(c)]

@@ -102,6 +102,11 @@ def import_file(path: Path, module_name: str) -> ModuleType:
 
 def load_graph(ref: str) -> AgentGraph[Any]:
     """Import `path/to/file.py[:attr]` and return its AgentGraph (attr defaults to `graph`)."""
+    return load_graph_module(ref)[0]
+
+
+def load_graph_module(ref: str) -> tuple[AgentGraph[Any], ModuleType]:
+    """Import `path/to/file.py[:attr]`; return its AgentGraph and the module it is in."""
     path_text, sep, attr = ref.rpartition(":")
     if not sep or not attr.isidentifier():
         path_text, attr = ref, "graph"
@@ -112,7 +117,26 @@ def load_graph(ref: str) -> AgentGraph[Any]:
         found = [k for k, v in vars(module).items() if isinstance(v, AgentGraph)]
         hint = f" (AgentGraphs in it: {', '.join(found)})" if found else ""
         raise ConfigError(f"no AgentGraph named {attr!r}{hint}", file=str(path), key=attr)
-    return graph
+    return graph, module
+
+
+def graph_context(module: ModuleType) -> Any:
+    """What the graph module's `make_context()` returns, or None when it defines none.
+
+    Raises:
+        ConfigError: `make_context()` failed (one line, naming the module's file).
+    """
+    make_context = getattr(module, "make_context", None)
+    if not callable(make_context):
+        return None
+    try:
+        return make_context()
+    except AgentflowError:
+        raise
+    except Exception as exc:  # the user's code: one line, never a traceback
+        raise ConfigError(
+            f"make_context() failed: {type(exc).__name__}: {exc}", file=module.__file__
+        ) from exc
 
 
 def _cost(value: float | None) -> str:
@@ -214,6 +238,67 @@ def _price(price: Any) -> str:
     if hasattr(price, "gpu_hour_usd"):
         return f"${price.gpu_hour_usd}/GPU-h @ {price.tokens_per_s:g} tok/s"
     return f"${price.input} in / ${price.output} out per 1M"
+
+
+DEFAULT_DATABASE_URL = "sqlite:///.agentflow/support.sqlite"
+
+
+@app.command()
+@user_errors
+def serve(
+    graph: Annotated[str, typer.Argument(help="GRAPH_FILE[:attr], e.g. graphs/support.py")],
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="Where threads, checkpoints and the review queue live: sqlite:///PATH or "
+            f"postgresql://... (default: $AGENTFLOW_DATABASE_URL, else {DEFAULT_DATABASE_URL}).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    config: ConfigOption = None,
+) -> None:
+    """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics.
+
+    Callers authenticate with bearer tokens from $AGENTFLOW_TOKENS
+    (ROLE:SUBJECT:TOKEN,...; roles client, reviewer, admin). The graph module's
+    make_context(), if it has one, gives the graph its context.
+    """
+    from agentflow.server.auth import TokenTable
+    from agentflow.server.threads import ThreadService
+
+    tokens = TokenTable.from_env()
+    loaded, module = load_graph_module(graph)
+    # A graph that carries its router (tests, examples) needs no agentflow.toml.
+    router = None if loaded.router is not None else Router.from_config(load_config(config))
+    url = database or os.environ.get("AGENTFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL
+    service = ThreadService(loaded, database_url=url, context=graph_context(module), router=router)
+    asyncio.run(_serve(service, tokens, host=host, port=port))
+
+
+async def _serve(service: Any, tokens: Any, *, host: str, port: int) -> None:
+    """Open the service first, so a database that cannot be opened is one line, not a
+    traceback from inside the server's start-up; then serve until stopped."""
+    import uvicorn
+
+    from agentflow._stores import redact_url
+    from agentflow.server.app import create_app
+
+    try:
+        await service.open()
+    except AgentflowError:
+        raise
+    except Exception as exc:  # psycopg, sqlite3, OS errors: one line, the URL redacted
+        await service.aclose()
+        raise ConfigError(
+            f"cannot open: {type(exc).__name__}: {exc}", key=redact_url(service.database_url)
+        ) from exc
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service, tokens), host=host, port=port, log_level="warning")
+    )
+    out.print(f"serving {service.graph.name!r} on http://{host}:{port}", highlight=False)
+    out.file.flush()
+    await server.serve()  # the app's lifespan closes the service at shutdown
 
 
 @app.command("serve-model")

@@ -21,7 +21,8 @@ AgentflowError
 │   ├── ReviewItemNotFound   no item has that id
 │   ├── AlreadyClaimed       another reviewer holds the item
 │   ├── NotClaimed           releasing an item that nobody holds
-│   └── ReviewItemClosed     the item is already resolved or expired
+│   ├── ReviewItemClosed     the item is already resolved or expired
+│   └── EscalationPending    the thread waits for a person; it takes no new message yet
 └── ToolJournalError         a tool journal entry is missing or does not match (key kept)
     └── JournalDigestMismatch the same tool-call key came back with other arguments
 ```
@@ -40,6 +41,7 @@ __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
+    "EscalationPending",
     "JournalDigestMismatch",
     "ModelError",
     "NotClaimed",
@@ -260,6 +262,19 @@ class ReviewItemClosed(ReviewQueueError):
     def __init__(self, *, item_id: str, status: str, action: str) -> None:
         super().__init__(
             f"cannot {action} review item {item_id!r}: it is already {status}",
+            item_id=item_id,
+            status=status,
+        )
+
+
+class EscalationPending(ReviewQueueError):
+    """The thread waits for a person on an escalation; it takes no new message until then."""
+
+    def __init__(self, *, thread_id: str, item_id: str, status: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(
+            f"thread {thread_id!r} waits for a person on escalation {item_id!r} ({status}); "
+            "post again once it is resolved",
             item_id=item_id,
             status=status,
         )

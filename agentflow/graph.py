@@ -39,7 +39,7 @@ from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord, UsageTotals
 from agentflow.exceptions import ConfigError
 from agentflow.messages import Message
-from agentflow.models.base import ModelSettings
+from agentflow.models.base import ModelSettings, ToolChoice
 from agentflow.routing import Router
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
@@ -174,10 +174,19 @@ class AgentGraph(Generic[DepsT]):
         system: str | None = None,
         high_stakes: HighStakes = False,
         settings: ModelSettings | None = None,
+        tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto",
     ) -> AgentGraph[DepsT]:
         """Add a tool-calling agent: it calls tools until it gives a final answer.
 
         Edges from `name` leave the loop once the model answers without tool calls.
+
+        Args:
+            tool_choice: What each request may do: `"auto"`, `"required"` (call some
+                tool), `"none"` (answer in text) or a tool's name (call that one), all
+                grammar-enforced on SGLang and the local engine; or a function of the state
+                and the turn's round (0 for its first request, 1 after the first tool
+                results, ...) returning one. Playing a known intent's tools in order this
+                way is cheaper and surer than hoping a small model picks them.
         """
         self._check_new(name)
         if max_steps < 1:
@@ -191,6 +200,7 @@ class AgentGraph(Generic[DepsT]):
             max_steps=max_steps,
             system=system,
             settings=settings or ModelSettings(),
+            tool_choice=tool_choice,
         )
         self._agents[name] = loop
         self._nodes[name] = _Node(

@@ -154,6 +154,7 @@ def _select_sql(pick: _Pick) -> str:
     return f"{_SELECT} WHERE {pick.where} ORDER BY {_ORDER}{limit}"
 
 
+_COUNT = f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status"
 _UPDATE = f"UPDATE {TABLE} SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 
 
@@ -232,6 +233,11 @@ class ReviewQueue(ABC):
         where = " AND ".join(f"{column} = ?" for column, _ in clauses) or "TRUE"
         pick = _Pick(where=where, params=tuple(v for _, v in clauses), limit=limit)
         return await self._select(pick)
+
+    async def counts(self) -> dict[ReviewStatus, int]:
+        """Return how many items are in each status (every status present, zeros too)."""
+        found = await self._count_by_status()
+        return {status: found.get(status, 0) for status in get_args(ReviewStatus)}
 
     async def claim(self, item_id: str, assignee: str) -> ReviewItem:
         """Claim a pending item for `assignee` (claiming one's own claim again is fine).
@@ -312,6 +318,10 @@ class ReviewQueue(ABC):
     @abstractmethod
     async def _select(self, pick: _Pick) -> _Items:
         """Return the picked items in queue order."""
+
+    @abstractmethod
+    async def _count_by_status(self) -> dict[str, int]:
+        """Return the number of items per status that has any."""
 
     @abstractmethod
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
@@ -411,6 +421,12 @@ class SqliteReviewQueue(ReviewQueue):
 
         return await self._db.run(work)
 
+    async def _count_by_status(self) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute(_COUNT).fetchall())
+
+        return await self._db.run(work)
+
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
         def work(conn: sqlite3.Connection) -> _Items:
             changed: _Items = []
@@ -480,6 +496,12 @@ class PostgresReviewQueue(ReviewQueue):
             await cursor.execute(_select_sql(pick), pick.params)
             rows = await cursor.fetchall()
         return [_from_row(row, text=False) for row in rows]
+
+    async def _count_by_status(self) -> dict[str, int]:
+        async with self._db.transaction() as cursor:
+            await cursor.execute(_COUNT)
+            rows = await cursor.fetchall()
+        return dict(rows)
 
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
         lock = " FOR UPDATE SKIP LOCKED" if pick.skip_locked else " FOR UPDATE"

@@ -191,7 +191,29 @@ async def plan(state: SupportState, ctx: StepContext[SupportContext]) -> dict[st
     return {"plan": steps}
 
 
-graph.agent("resolve", tools=SUPPORT_TOOLS, system=RESOLVE_PROMPT, max_steps=6)
+PLAYS: dict[str, tuple[str, ...]] = {
+    "order_status": ("lookup_order",),
+    "shipping": ("track_shipment",),
+    "refund": ("lookup_order", "issue_refund"),
+    "address_change": ("update_shipping_address",),
+    "product_question": ("search_kb",),
+}
+"""The tools a turn plays, in order, by intent; then the model answers. Each call is
+grammar-enforced, so even a small model calls the right tool (it fills in the
+arguments); intents without a play leave the model free."""
+
+
+def tool_choice(state: SupportState, round: int) -> str:
+    """The tool for this round of the turn's play, then `none` (answer); `auto` off-play."""
+    play = PLAYS.get(state.get("triage", UNTRIAGED).intent)
+    if play is None:
+        return "auto"
+    return play[round] if round < len(play) else "none"
+
+
+graph.agent(
+    "resolve", tools=SUPPORT_TOOLS, system=RESOLVE_PROMPT, max_steps=6, tool_choice=tool_choice
+)
 
 
 @graph.node(kind="respond")

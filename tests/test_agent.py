@@ -14,6 +14,7 @@ from agentflow import (
     START,
     AgentGraph,
     AssistantMessage,
+    ConfigError,
     RunContext,
     ScriptedModel,
     StepLimitExceeded,
@@ -271,3 +272,20 @@ def test_prefix_tracker_counts_whole_equal_segments_per_run() -> None:
     assert tracker.observe("b", ["sys"]) == (3, None), "runs are tracked apart"
     tracker.observe("c", ["x"])
     assert tracker.observe("a", ["sys"]) == (3, None), "the oldest run was forgotten"
+
+
+async def test_tool_choice_can_play_a_turn_round_by_round() -> None:
+    model = ScriptedModel([call("lookup_order", order_id=1042), "It has shipped."])
+    plays = ["lookup_order", "none"]
+    graph = agent_graph(model, tool_choice=lambda state, round: plays[round])
+    await graph.compile().ainvoke(ask(), context=Shop())
+    assert [r.tool_choice for r in model.requests] == ["lookup_order", "none"]
+    required = ScriptedModel([call("lookup_order", order_id=1042), "ok"])
+    await agent_graph(required, tool_choice="required").compile().ainvoke(ask(), context=Shop())
+    assert required.requests[0].tool_choice == "required"
+
+
+async def test_a_tool_choice_naming_no_tool_of_the_agent_is_a_config_error() -> None:
+    graph = agent_graph(ScriptedModel(["hi"]), tool_choice="launch_rocket")
+    with pytest.raises(ConfigError, match="tool_choice chose 'launch_rocket'"):
+        await graph.compile().ainvoke(ask(), context=Shop())

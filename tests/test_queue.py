@@ -340,3 +340,12 @@ def test_items_need_aware_times_and_known_kinds() -> None:
     assert ReviewItem(
         id="a", thread_id="t", kind="approval", payload={}, sla_deadline=local
     ).sla_deadline == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+async def test_counts_gives_every_status_zeros_included(queue: ReviewQueue) -> None:
+    assert await queue.counts() == {"pending": 0, "claimed": 0, "resolved": 0, "expired": 0}
+    for name in ("a", "b", "c", "d"):
+        await queue.put(item(name))
+    await queue.claim("a", "ana")
+    await queue.resolve("b", {"action": "approve"}, "ana")
+    assert await queue.counts() == {"pending": 2, "claimed": 1, "resolved": 1, "expired": 0}

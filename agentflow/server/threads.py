@@ -36,10 +36,11 @@ from agentflow._stores import (
     SqliteDatabase,
     import_psycopg,
     parse_store_url,
+    redact_url,
     write_transaction,
 )
 from agentflow.costs import StepRecord
-from agentflow.exceptions import ConfigError
+from agentflow.exceptions import AgentflowError, ConfigError, EscalationPending, StoreError
 from agentflow.graph import AgentGraph
 from agentflow.journal import open_journal
 from agentflow.messages import AssistantMessage, Message, UserMessage
@@ -136,9 +137,15 @@ class ThreadService:
         """Open the checkpointer and compile the graph with it."""
         if self._app is not None:
             return
-        checkpointer = await self._stack.enter_async_context(self._checkpointer())
-        if self._location.backend == "postgres":
-            await checkpointer.setup()
+        try:
+            checkpointer = await self._stack.enter_async_context(self._checkpointer())
+            if self._location.backend == "postgres":
+                await checkpointer.setup()
+        except AgentflowError:
+            raise
+        except Exception as exc:  # sqlite3, aiosqlite and psycopg errors: one choke point
+            where = redact_url(self.database_url)
+            raise StoreError(f"cannot open the checkpoints at {where!r}: {exc}", url=where) from exc
         self._app = self.graph.compile(
             router=self.router, checkpointer=checkpointer, journal=self.journal
         )
@@ -205,7 +212,16 @@ class ThreadService:
 
     async def post(self, thread_id: str, text: str) -> Turn:
         """Add the customer's message to the thread and run the graph until it answers
-        or pauses for a person."""
+        or pauses for a person.
+
+        Raises:
+            EscalationPending: The thread waits for a person on an escalation.
+        """
+        for item in await self.queue.list(thread_id=thread_id):
+            if item.status in ("pending", "claimed"):
+                # A new run would leave the paused one behind: its item could never
+                # resume anything, and the transcript would keep a call without a result.
+                raise EscalationPending(thread_id=thread_id, item_id=item.id, status=item.status)
         found = await self.owner(thread_id)
         update: dict[str, Any] = {"messages": [UserMessage(content=text)]}
         if found is not None and found[1]:

@@ -90,6 +90,10 @@ async def test_an_order_question_is_resolved_by_tools_on_the_cheap_tier(
         ("respond", "tools"),
     ]
     assert "__interrupt__" not in state
+    tools_tier = chat.models["tools"]
+    assert isinstance(tools_tier, ScriptedModel)
+    plays = [r.tool_choice for r in tools_tier.requests if r.tools]
+    assert plays == ["lookup_order", "none"], "the intent's play: its tool, then an answer"
 
 
 async def test_a_multi_step_request_is_planned_on_the_planning_tier_first(

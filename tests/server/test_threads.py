@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentflow import ScriptedModel, ToolCall
+from agentflow.exceptions import EscalationPending, StoreError
 from agentflow.hitl import arguments_digest
 from agentflow.server.threads import ThreadService
 from graphs.support import Triage, graph
@@ -98,3 +99,25 @@ async def test_a_thread_nobody_created_has_no_owner_or_view(
     async with service(store_url, shop, [], []) as chat:
         assert await chat.owner("nope") is None
         assert await chat.view("nope") is None
+
+
+async def test_a_thread_waiting_for_a_person_takes_no_new_message(
+    store_url: str, shop: SupportContext
+) -> None:
+    async with service(store_url, shop, [triage("human")], []) as chat:
+        thread = await chat.create_thread("client-3")
+        [item] = (await chat.post(thread, "a human please")).pending
+        with pytest.raises(EscalationPending) as refused:
+            await chat.post(thread, "hello? anyone?")
+        assert (refused.value.thread_id, refused.value.item_id) == (thread, item.id)
+
+
+async def test_a_database_that_cannot_be_opened_is_a_store_error(
+    tmp_path: Path, shop: SupportContext
+) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where a folder should be")
+    chat = service(f"sqlite:///{blocked / 'threads.sqlite'}", shop, [], [])
+    with pytest.raises(StoreError, match="cannot open the checkpoints"):
+        await chat.open()
+    await chat.aclose()

@@ -1,0 +1,342 @@
+"""The HTTP server over a `ThreadService`: threads, escalations, health and metrics.
+
+```python
+app = create_app(ThreadService(graph, database_url=url, context=ctx), TokenTable.from_env())
+uvicorn.run(app)                                 # or: agentflow serve graphs/support.py
+```
+
+| method and path                 | who                     | what                               |
+|---------------------------------|-------------------------|------------------------------------|
+| POST /threads                   | client, admin           | open a thread owned by the caller  |
+| POST /threads/{id}/messages     | its owner, admin        | the customer's message -> the turn |
+|                                 |                         | (409 while an escalation waits)    |
+| GET /threads/{id}               | owner, reviewer, admin  | transcript, steps, pending items   |
+| GET /escalations[?status=]      | reviewer, admin         | review items, most urgent first    |
+| GET /escalations/{id}           | reviewer, admin         | one item                           |
+| POST /escalations/next          | reviewer, admin         | claim the most urgent (204: none)  |
+| POST /escalations/{id}/claim    | reviewer, admin         | claim it                           |
+| POST /escalations/{id}/release  | reviewer, admin         | give it back                       |
+| POST /escalations/{id}/resolve  | reviewer, admin         | decide -> the resumed turn         |
+| GET /healthz, GET /metrics      | anyone (no token)       | readiness; Prometheus text         |
+
+`/metrics` takes no token, as Prometheus scrapes expect: it shows only aggregates (counts,
+tokens, cost by tier), never a thread or a customer. A proxy in front of a public
+listener should not pass `/metrics` through.
+
+A client sees only its own threads: another's thread is a 404, like a missing one, so
+ids do not leak. Every error is `{"error": {"type", "message"}}`, mapped in one place
+(`agentflow.server.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from agentflow.queue import ReviewStatus
+from agentflow.server.auth import Principal, TokenTable
+from agentflow.server.errors import ERROR_RESPONSES, install_error_handlers
+from agentflow.server.metrics import CONTENT_TYPE, ServerMetrics
+from agentflow.server.schemas import (
+    CreateThread,
+    EscalationOut,
+    PostMessage,
+    ResolveEscalation,
+    ThreadCreated,
+    ThreadOut,
+    TurnOut,
+    escalation_out,
+    thread_out,
+    turn_out,
+)
+from agentflow.server.threads import ThreadService, Turn
+
+__all__ = ["create_app"]
+
+_SSE = "text/event-stream"
+_TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": f"The turn, as JSON; or, with `Accept: {_SSE}`, as server-sent events: "
+        "one `step` per model call, one `message` per new message, one `escalation` per "
+        "pending item, then `done` ({thread_id, reply}).",
+        "content": {_SSE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+def create_app(service: ThreadService, tokens: TokenTable) -> FastAPI:
+    """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.open()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await service.aclose()
+
+    app = FastAPI(
+        title="agentflow",
+        summary="Conversations over an agent graph, with human review of escalations.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    metrics = ServerMetrics()
+    app.state.ready = False
+    app.state.service = service
+    app.state.tokens = tokens
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    for router in (threads, escalations, operations):
+        app.include_router(router)
+    return app
+
+
+# -- dependencies: what each route gets from the app and the caller's token -----------
+
+_bearer = HTTPBearer(auto_error=False, description="A token from AGENTFLOW_TOKENS.")
+
+
+def _service(request: Request) -> ThreadService:
+    return request.app.state.service
+
+
+def _metrics(request: Request) -> ServerMetrics:
+    return request.app.state.metrics
+
+
+async def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise _unauthorized("missing bearer token: send Authorization: Bearer TOKEN")
+    tokens: TokenTable = request.app.state.tokens
+    found = tokens.lookup(credentials.credentials)
+    if found is None:
+        raise _unauthorized("unknown token")
+    return found
+
+
+async def _reviewer(who: Annotated[Principal, Depends(_caller)]) -> Principal:
+    if not who.can_review:
+        raise HTTPException(403, f"escalations are for reviewers; the caller is a {who.role}")
+    return who
+
+
+Service = Annotated[ThreadService, Depends(_service)]
+Metrics = Annotated[ServerMetrics, Depends(_metrics)]
+Caller = Annotated[Principal, Depends(_caller)]
+Reviewer = Annotated[Principal, Depends(_reviewer)]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _no_thread(thread_id: str) -> HTTPException:
+    return HTTPException(404, f"no thread {thread_id!r}")
+
+
+async def _readable_thread(service: ThreadService, who: Principal, thread_id: str) -> None:
+    """Raise 404 unless the thread exists and `who` may see it (clients: their own only)."""
+    found = await service.owner(thread_id)
+    if found is None or (who.role == "client" and found[0] != who.subject):
+        raise _no_thread(thread_id)
+
+
+def _sse(event: str, data: BaseModel | dict[str, Any]) -> str:
+    body = (
+        data.model_dump_json()
+        if isinstance(data, BaseModel)
+        else json.dumps(data, separators=(",", ":"))
+    )
+    return f"event: {event}\ndata: {body}\n\n"
+
+
+def _turn_response(request: Request, turn: Turn) -> TurnOut | StreamingResponse:
+    """The turn as JSON, or as server-sent events when the client accepts them."""
+    out = turn_out(turn)
+    if _SSE not in request.headers.get("accept", ""):
+        return out
+
+    # The turn has already run to its end (or its pause) when the first event goes out:
+    # simple, and a failing turn still answers with its JSON error and status. Events
+    # per node as the graph runs would need LangGraph's stream in ThreadService.
+    async def events() -> AsyncIterator[str]:
+        for step in out.steps:
+            yield _sse("step", step)
+        for message in out.messages:
+            yield _sse("message", message)
+        for item in out.pending:
+            yield _sse("escalation", item)
+        yield _sse("done", {"thread_id": out.thread_id, "reply": out.reply})
+
+    return StreamingResponse(events(), media_type=_SSE, headers={"Cache-Control": "no-cache"})
+
+
+# -- threads ------------------------------------------------------------------------
+
+threads = APIRouter(tags=["threads"])
+
+
+@threads.post("/threads", status_code=201)
+async def create_thread(body: CreateThread, who: Caller, service: Service) -> ThreadCreated:
+    """Open a thread owned by the caller."""
+    if not who.can_talk:
+        raise HTTPException(403, f"a {who.role} cannot open threads as a customer")
+    thread_id = await service.create_thread(who.subject, customer_email=body.customer_email)
+    return ThreadCreated(thread_id=thread_id)
+
+
+@threads.post("/threads/{thread_id}/messages", response_model=TurnOut, responses=_TURN_RESPONSES)
+async def post_message(
+    thread_id: str,
+    body: PostMessage,
+    who: Caller,
+    service: Service,
+    metrics: Metrics,
+    request: Request,
+) -> TurnOut | StreamingResponse:
+    """Send the customer's message; run the graph until it answers or pauses for a person."""
+    if not who.can_talk:
+        raise HTTPException(403, f"a {who.role} cannot post messages as the customer")
+    await _readable_thread(service, who, thread_id)
+    turn = await service.post(thread_id, body.text)
+    metrics.record_turn(turn.steps, source="message")
+    return _turn_response(request, turn)
+
+
+@threads.get("/threads/{thread_id}")
+async def get_thread(thread_id: str, who: Caller, service: Service) -> ThreadOut:
+    """The transcript, every step with its tier, reason and cost, and what waits."""
+    await _readable_thread(service, who, thread_id)
+    view = await service.view(thread_id)
+    if view is None:
+        raise _no_thread(thread_id)
+    return thread_out(view)
+
+
+# -- escalations --------------------------------------------------------------------
+
+escalations = APIRouter(prefix="/escalations", tags=["escalations"])
+
+
+@escalations.get("")
+async def list_escalations(
+    who: Reviewer,
+    service: Service,
+    status: ReviewStatus | None = None,
+    thread_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EscalationOut]:
+    """Review items, most urgent first (priority, then the nearest SLA deadline)."""
+    items = await service.queue.list(status=status, thread_id=thread_id, limit=limit)
+    return [escalation_out(i) for i in items]
+
+
+@escalations.post(
+    "/next", response_model=EscalationOut, responses={204: {"description": "Nothing is pending."}}
+)
+async def claim_next(who: Reviewer, service: Service) -> EscalationOut | Response:
+    """Claim the most urgent pending item for the caller."""
+    item = await service.queue.claim_next(who.subject)
+    return Response(status_code=204) if item is None else escalation_out(item)
+
+
+@escalations.get("/{item_id}")
+async def get_escalation(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
+    """One review item, in any status."""
+    item = await service.queue.get(item_id)
+    if item is None:
+        raise HTTPException(404, f"no review item {item_id!r}")
+    return escalation_out(item)
+
+
+@escalations.post("/{item_id}/claim")
+async def claim(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
+    """Claim the item for the caller (claiming one's own claim again is fine)."""
+    return escalation_out(await service.queue.claim(item_id, who.subject))
+
+
+@escalations.post("/{item_id}/release")
+async def release(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
+    """Give the caller's claimed item back to the pending pile."""
+    return escalation_out(await service.queue.release(item_id, who.subject))
+
+
+@escalations.post("/{item_id}/resolve", response_model=TurnOut, responses=_TURN_RESPONSES)
+async def resolve(
+    item_id: str,
+    body: ResolveEscalation,
+    who: Reviewer,
+    service: Service,
+    metrics: Metrics,
+    request: Request,
+) -> TurnOut | StreamingResponse:
+    """Decide on the item and resume its thread with the decision."""
+    if body.force and who.role != "admin":
+        raise HTTPException(403, "only an admin may resolve an item someone else has claimed")
+    turn = await service.resolve(item_id, body.decision, by=who.subject, force=body.force)
+    metrics.record_turn(turn.steps, source="resolve")
+    return _turn_response(request, turn)
+
+
+# -- operations ---------------------------------------------------------------------
+
+operations = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+@operations.get("/healthz", responses={503: {"description": "Starting or stopping."}})
+async def healthz(request: Request) -> Health:
+    """Ready once the service (database, checkpointer) is open; no token needed."""
+    if not request.app.state.ready:
+        raise HTTPException(503, "not ready")
+    return Health(status="ok")
+
+
+@operations.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(service: Service, request: Request) -> PlainTextResponse:
+    """Metrics in the Prometheus text format; no token needed (aggregates only)."""
+    text = _metrics(request).render(await service.queue.counts())
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+
+class RequestMetrics:
+    """ASGI middleware counting every HTTP request by method, route template and status."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before it answers
+
+        async def send_and_note(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.record_request(method=scope["method"], route=route, status=status)

@@ -1,0 +1,423 @@
+"""The HTTP server end to end: `agentflow serve` as a real process on 127.0.0.1, driven
+over HTTP, with the support graph on deterministic models (tests/server/scripted_support.py)
+and a seeded shop database."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from agentflow.cli import app as cli
+from tests.server.live_server import GRAPH, LiveServer
+from tools.db import SupportDB
+from tools.seed import LARGE_ORDER, seed
+
+WHERE = "where is my order 1042?"
+REFUND = "I want a refund for order 1043, it arrived broken"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the tests that only read or add threads of their own."""
+    folder = tmp_path_factory.mktemp("shared")
+    shop = f"sqlite:///{folder / 'shop.sqlite'}"
+    seed(shop, customers=20)
+    server = LiveServer(
+        database_url=f"sqlite:///{folder / 'state.sqlite'}", shop_url=shop, log=folder / "log"
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def shop_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    seed(url, customers=20)
+    return url
+
+
+@pytest.fixture
+def serve(store_url: str, shop_url: str, tmp_path: Path) -> Iterator[Callable[[], LiveServer]]:
+    """Start servers on the test's databases (each call: a new process); stop them after."""
+    started: list[LiveServer] = []
+
+    def start() -> LiveServer:
+        server = LiveServer(database_url=store_url, shop_url=shop_url, log=tmp_path / "log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None
+
+
+def new_thread(server: LiveServer, who: str = "ada") -> str:
+    with server.client(who) as client:
+        body = ok(client.post("/threads", json={"customer_email": "ada@example.com"}), 201)
+    return body["thread_id"]
+
+
+def refunds(shop_url: str) -> list[dict[str, Any]]:
+    return [r for r in SupportDB(shop_url).dump()["refunds"] if r["order_id"] == LARGE_ORDER]
+
+
+def approve(item: dict[str, Any]) -> dict[str, Any]:
+    """The decision approving every call the approval item proposes."""
+    calls = item["payload"]["calls"]
+    return {c["id"]: {"action": "approve", "digest": c["digest"]} for c in calls}
+
+
+def test_a_message_gets_a_reply_with_its_steps(shared: LiveServer) -> None:
+    thread = new_thread(shared)
+    with shared.client("ada") as ada:
+        turn = ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
+        view = ok(ada.get(f"/threads/{thread}"))
+    assert turn["thread_id"] == thread
+    assert turn["reply"].startswith("All done: lookup_order said:") and "shipped" in turn["reply"]
+    assert [m["role"] for m in turn["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "assistant",
+    ]
+    assert turn["messages"][1]["tool_calls"][0]["name"] == "lookup_order"
+    assert [(s["node"], s["tier"]) for s in turn["steps"]] == [
+        ("triage", "tools"),
+        ("resolve", "tools"),
+        ("resolve", "tools"),
+        ("respond", "tools"),
+    ]
+    assert all(s["reason"] and s["cost_usd"] > 0 and s["input_tokens"] > 0 for s in turn["steps"])
+    assert turn["pending"] == []
+    assert (view["owner"], view["customer_email"]) == ("ada", "ada@example.com")
+    assert view["messages"] == turn["messages"] and view["steps"] == turn["steps"]
+    assert view["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in turn["steps"]))
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, Any]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> None:
+    thread = new_thread(shared)
+    sse = {"Accept": "text/event-stream"}
+    with shared.client("ada") as ada:
+        answered = sse_events(
+            ada.post(f"/threads/{thread}/messages", json={"text": WHERE}, headers=sse)
+        )
+        escalated = sse_events(
+            ada.post(f"/threads/{thread}/messages", json={"text": "a human, please"}, headers=sse)
+        )
+        view = ok(ada.get(f"/threads/{thread}"))
+
+    names = [name for name, _ in answered]
+    assert names == ["step"] * 4 + ["message"] * 5 + ["done"]
+    assert [data["node"] for name, data in answered if name == "step"] == [
+        "triage",
+        "resolve",
+        "resolve",
+        "respond",
+    ]
+    assert next(data["role"] for name, data in answered if name == "message") == "user"
+    done = answered[-1][1]
+    assert done["thread_id"] == thread and done["reply"].startswith("All done")
+    assert done["reply"] == view["messages"][4]["content"]
+
+    assert [name for name, _ in escalated] == ["step", "message", "escalation", "done"]
+    item = escalated[2][1]
+    assert (item["kind"], item["status"], item["thread_id"]) == ("handoff", "pending", thread)
+    assert item["payload"]["reason"] == "the customer asked for a person"
+    assert escalated[-1][1]["reply"] is None
+    assert [p["id"] for p in view["pending"]] == [item["id"]]
+
+
+def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
+    serve: Callable[[], LiveServer], shop_url: str
+) -> None:
+    server = serve()
+    thread = new_thread(server)
+    with server.client("ada") as ada, server.client("sam") as sam, server.client("rita") as rita:
+        turn = ok(ada.post(f"/threads/{thread}/messages", json={"text": REFUND}))
+        [item] = turn["pending"]
+        assert turn["reply"] is None and item["kind"] == "approval"
+        assert item["payload"]["calls"][0]["name"] == "issue_refund"
+        assert turn["steps"][-1]["tier"] == "frontier"
+        assert refunds(shop_url) == []
+        # A new message would leave the paused run behind: refused until a person decides.
+        busy = ada.post(f"/threads/{thread}/messages", json={"text": WHERE})
+        assert busy.status_code == 409 and item["id"] in busy.json()["error"]["message"]
+
+        assert [i["id"] for i in ok(sam.get("/escalations", params={"status": "pending"}))] == [
+            item["id"]
+        ]
+        claimed = ok(sam.post(f"/escalations/{item['id']}/claim"))
+        assert (claimed["status"], claimed["assignee"]) == ("claimed", "sam")
+        taken = rita.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)})
+        assert taken.status_code == 409 and taken.json()["error"]["type"] == "already_claimed"
+        assert ok(rita.post("/escalations/next"), 204) is None  # nothing else is pending
+
+        # A malformed decision is not acted on: the graph asks again, as a new item.
+        retry = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": {"x": 1}}))
+        [item] = retry["pending"]
+        assert "malformed approval decisions" in item["payload"]["error"]
+        assert refunds(shop_url) == []
+        assert ok(sam.post("/escalations/next"))["id"] == item["id"]
+        theirs = rita.post(f"/escalations/{item['id']}/release")
+        assert theirs.status_code == 409 and theirs.json()["error"]["type"] == "already_claimed"
+        assert ok(sam.post(f"/escalations/{item['id']}/release"))["status"] == "pending"
+        ok(sam.post(f"/escalations/{item['id']}/claim"))
+
+        done = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)}))
+        assert done["reply"].startswith("All done: issue_refund said:")
+        assert done["pending"] == []
+        again = sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)})
+        assert again.status_code == 409 and again.json()["error"]["type"] == "review_item_closed"
+
+        resolved = ok(sam.get(f"/escalations/{item['id']}"))
+        assert (resolved["status"], resolved["resolved_by"]) == ("resolved", "sam")
+        view = ok(ada.get(f"/threads/{thread}"))
+        assert view["pending"] == [] and view["messages"][-1]["content"] == done["reply"]
+        # The thread goes on after the refund.
+        later = ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
+        assert later["reply"].startswith("All done: lookup_order said:")
+    [row] = refunds(shop_url)
+    assert row["amount_cents"] == 60_000
+
+
+def test_a_killed_server_loses_neither_the_thread_nor_the_escalation(
+    serve: Callable[[], LiveServer], shop_url: str
+) -> None:
+    first = serve()
+    thread = new_thread(first)
+    with first.client("ada") as ada:
+        ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
+        [item] = ok(ada.post(f"/threads/{thread}/messages", json={"text": REFUND}))["pending"]
+        before = ok(ada.get(f"/threads/{thread}"))
+    first.kill()
+    assert refunds(shop_url) == []
+
+    second = serve()
+    with second.client("ada") as ada, second.client("sam") as sam:
+        assert ok(ada.get(f"/threads/{thread}")) == before
+        [waiting] = ok(sam.get("/escalations", params={"status": "pending"}))
+        assert waiting["id"] == item["id"]
+        done = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)}))
+        assert done["reply"].startswith("All done: issue_refund said:")
+        after = ok(ada.get(f"/threads/{thread}"))
+    assert after["messages"][: len(before["messages"])] == before["messages"]
+    assert after["pending"] == []
+    assert len(refunds(shop_url)) == 1
+
+
+def test_who_may_do_what(shared: LiveServer) -> None:
+    thread = new_thread(shared, "ada")
+    message = {"text": WHERE}
+    with shared.client() as anonymous:
+        missing = anonymous.get(f"/threads/{thread}")
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json()["error"]["type"] == "unauthorized"
+        assert anonymous.get("/escalations").status_code == 401
+        bad = anonymous.get("/escalations", headers={"Authorization": "Bearer not-a-token"})
+        assert bad.status_code == 401
+    with shared.client("grace") as grace:
+        for response in (
+            grace.get(f"/threads/{thread}"),
+            grace.post(f"/threads/{thread}/messages", json=message),
+        ):
+            assert response.status_code == 404, response.text
+            assert response.json()["error"] == {
+                "type": "not_found",
+                "message": f"no thread {thread!r}",
+            }
+        # The same answer as for a thread that does not exist: ids do not leak.
+        assert grace.get("/threads/no-such-thread").json()["error"] == {
+            "type": "not_found",
+            "message": "no thread 'no-such-thread'",
+        }
+        for response in (
+            grace.get("/escalations"),
+            grace.post("/escalations/next"),
+            grace.post("/escalations/anything/resolve", json={"decision": {}}),
+        ):
+            assert response.status_code == 403, response.text
+            assert response.json()["error"]["type"] == "forbidden"
+    with shared.client("sam") as sam:
+        assert ok(sam.get(f"/threads/{thread}"))["owner"] == "ada"
+        assert sam.post(f"/threads/{thread}/messages", json=message).status_code == 403
+        assert sam.post("/threads", json={}).status_code == 403
+        forced = sam.post("/escalations/x/resolve", json={"decision": {}, "force": True})
+        assert forced.status_code == 403
+    with shared.client("ops") as ops:
+        assert ok(ops.get(f"/threads/{thread}"))["owner"] == "ada"
+        assert ok(ops.post(f"/threads/{thread}/messages", json=message))["reply"]
+        ok(ops.get("/escalations"))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "kind", "says"),
+    [
+        ("POST", "/threads", b"{not json", 422, "validation_error", "body"),
+        ("POST", "/threads", b'{"owner": "me"}', 422, "validation_error", "body.owner"),
+        (
+            "POST",
+            "/threads/T/messages",
+            b"{}",
+            422,
+            "validation_error",
+            "body.text: Field required",
+        ),
+        ("POST", "/threads/T/messages", b'{"text": ""}', 422, "validation_error", "body.text"),
+        ("GET", "/escalations?status=lost", None, 422, "validation_error", "query.status"),
+        ("GET", "/escalations?limit=0", None, 422, "validation_error", "query.limit"),
+        ("GET", "/escalations/nope", None, 404, "not_found", "no review item 'nope'"),
+        ("POST", "/escalations/nope/claim", None, 404, "review_item_not_found", "'nope'"),
+        (
+            "POST",
+            "/escalations/nope/resolve",
+            b'{"decision": {}}',
+            404,
+            "review_item_not_found",
+            "nope",
+        ),
+        (
+            "POST",
+            "/escalations/nope/resolve",
+            b'{"decision": 3}',
+            422,
+            "validation_error",
+            "decision",
+        ),
+        ("GET", "/nowhere", None, 404, "not_found", "Not Found"),
+        ("DELETE", "/threads", None, 405, "method_not_allowed", "Method Not Allowed"),
+    ],
+)
+def test_bad_input_is_a_json_error_and_the_server_keeps_serving(
+    shared: LiveServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    status: int,
+    kind: str,
+    says: str,
+) -> None:
+    thread = new_thread(shared)
+    headers = {"Content-Type": "application/json"}
+    with shared.client("ops") as ops:
+        response = ops.request(
+            method, path.replace("/T/", f"/{thread}/"), content=body, headers=headers
+        )
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["type"] == kind and says in error["message"], error
+        assert ok(ops.get("/healthz")) == {"status": "ok"}
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sample's value, 0 when the series is not there yet."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_turns_model_calls_cost_escalations_and_requests(shared: LiveServer) -> None:
+    with shared.client() as anonymous:  # Prometheus scrapes without a token
+        before = anonymous.get("/metrics").text
+        thread = new_thread(shared)
+        with shared.client("ada") as ada:
+            ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
+            ok(ada.post(f"/threads/{thread}/messages", json={"text": "get me a human"}))
+        response = anonymous.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = response.text
+    assert "# TYPE agentflow_turns_total counter" in after
+    assert "# TYPE agentflow_escalations gauge" in after
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("agentflow_turns_total", source="message") == 2
+    assert grew("agentflow_model_calls_total", tier="tools") == 5  # 4 + the second triage
+    assert grew("agentflow_model_cost_usd_total", tier="tools") > 0
+    assert grew("agentflow_model_tokens_total", tier="tools", direction="input") > 0
+    assert grew("agentflow_escalations", status="pending") == 1
+    route = {"method": "POST", "route": "/threads/{thread_id}/messages", "status": "200"}
+    assert grew("agentflow_http_requests_total", **route) == 2
+    assert grew("agentflow_http_requests_total", method="POST", route="/threads", status="201") == 1
+
+
+def test_openapi_lists_every_endpoint(shared: LiveServer) -> None:
+    with shared.client() as anonymous:
+        spec = ok(anonymous.get("/openapi.json"))
+    assert {path: sorted(ops) for path, ops in spec["paths"].items()} == {
+        "/threads": ["post"],
+        "/threads/{thread_id}/messages": ["post"],
+        "/threads/{thread_id}": ["get"],
+        "/escalations": ["get"],
+        "/escalations/next": ["post"],
+        "/escalations/{item_id}": ["get"],
+        "/escalations/{item_id}/claim": ["post"],
+        "/escalations/{item_id}/release": ["post"],
+        "/escalations/{item_id}/resolve": ["post"],
+        "/healthz": ["get"],
+        "/metrics": ["get"],
+    }
+    turn = spec["paths"]["/threads/{thread_id}/messages"]["post"]["responses"]["200"]["content"]
+    assert set(turn) == {"application/json", "text/event-stream"}
+    assert {"TurnOut", "StepOut", "EscalationOut", "ErrorBody"} <= set(
+        spec["components"]["schemas"]
+    )
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("tokens", "args", "message"),
+    [
+        ("", [GRAPH], "AGENTFLOW_TOKENS: not set"),
+        (
+            "client:ada",
+            [GRAPH],
+            "AGENTFLOW_TOKENS: entry 1 ('client:***'): expected ROLE:SUBJECT:TOKEN",
+        ),
+        ("boss:ada:t1", [GRAPH], "AGENTFLOW_TOKENS: entry 1 ('boss:ada:***'): role must be one of"),
+        ("client:a:t1", ["nowhere.py"], "nowhere.py: no such file"),
+        ("client:a:t1", [GRAPH, "--database", "mysql://x"], "unknown scheme 'mysql'"),
+    ],
+)
+def test_serve_errors_are_one_line(tokens: str, args: list[str], message: str) -> None:
+    env = {"AGENTFLOW_TOKENS": tokens, "SCRIPTED_SHOP_URL": "sqlite:///unused.sqlite"}
+    result = runner.invoke(cli, ["serve", *args], env=env)
+    assert result.exit_code == 1
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_serve_reports_a_failing_make_context_in_one_line() -> None:
+    env = {"AGENTFLOW_TOKENS": "client:a:t1", "SCRIPTED_SHOP_URL": None}
+    result = runner.invoke(cli, ["serve", GRAPH], env=env)
+    assert result.exit_code == 1
+    assert f"{GRAPH}: make_context() failed: KeyError: 'SCRIPTED_SHOP_URL'" in result.output
