@@ -11,23 +11,28 @@ import os
 import shlex
 import sys
 import uuid
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from agentflow._console import fail, out, steps_table, totals_table, user_errors
 from agentflow.config import load_config
-from agentflow.costs import StepRecord, UsageTotals
+from agentflow.costs import RunUsage, StepRecord
 from agentflow.exceptions import AgentflowError, ConfigError
 from agentflow.graph import AgentGraph, run_usage
 from agentflow.messages import AssistantMessage, UserMessage
 from agentflow.routing import Router
+from agentflow.server.inbox_cli import (
+    DEFAULT_DATABASE_URL,
+    DatabaseOption,
+    database_url,
+    inbox_app,
+    print_turn,
+)
+from agentflow.server.threads import ThreadService
 from agentflow.serving.launch import INSTALL_HINT, sglang_installed, tier_launch_command
 
 app = typer.Typer(
@@ -41,10 +46,7 @@ sandbox_app = typer.Typer(help="Build the sandbox image; remove leftover sandbox
 app.add_typer(sandbox_app, name="sandbox")
 demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this directory).")
 app.add_typer(demo_app, name="demo")
-out = Console()
-err = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
+app.add_typer(inbox_app, name="inbox")
 
 ConfigOption = Annotated[
     Path | None,
@@ -54,25 +56,6 @@ ConfigOption = Annotated[
         help="agentflow.toml to use (default: $AGENTFLOW_CONFIG, ./agentflow.toml).",
     ),
 ]
-
-
-def fail(message: object) -> NoReturn:
-    """Print `error: MESSAGE` as one line on stderr and exit with status 1."""
-    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def user_errors(command: F) -> F:
-    """Turn agentflow's errors into one line on stderr and exit status 1."""
-
-    @wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except AgentflowError as exc:
-            fail(exc)
-
-    return run  # type: ignore[return-value]
 
 
 def import_file(path: Path, module_name: str) -> ModuleType:
@@ -139,29 +122,6 @@ def graph_context(module: ModuleType) -> Any:
         ) from exc
 
 
-def _cost(value: float | None) -> str:
-    return "unpriced" if value is None else f"${value:.6f}"
-
-
-def steps_table(steps: list[StepRecord]) -> Table:
-    table = Table(title="steps", title_justify="left")
-    for column in ("node", "tier", "model", "reason", "tokens in/out", "cost"):
-        table.add_column(column, overflow="fold")
-    for s in steps:
-        tokens = f"{s.usage.input_tokens}/{s.usage.output_tokens}"
-        table.add_row(s.node, s.tier, s.model, s.reason, tokens, _cost(s.cost_usd))
-    return table
-
-
-def totals_table(by_tier: dict[str, UsageTotals], total: UsageTotals) -> Table:
-    table = Table(title="usage", title_justify="left")
-    for column in ("tier", "calls", "tokens in/out", "cost"):
-        table.add_column(column)
-    for name, t in [*by_tier.items(), ("total", total)]:
-        table.add_row(name, str(t.calls), f"{t.input_tokens}/{t.output_tokens}", t.cost_label())
-    return table
-
-
 async def _run(graph: AgentGraph[Any], message: str, config: Path | None) -> None:
     router = graph.router or Router.from_config(load_config(config))
     compiled = graph.compile(router=router)
@@ -191,22 +151,49 @@ def run(
             "or none. Default: $OTEL_TRACES_EXPORTER, else none.",
         ),
     ] = None,
+    thread: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the conversation in a thread of this name in --database: later runs "
+            "continue it, and escalations wait in the review queue (agentflow inbox).",
+        ),
+    ] = None,
+    database: DatabaseOption = None,
+    customer_email: Annotated[
+        str | None, typer.Option(help="Who the customer is (a new --thread only).")
+    ] = None,
 ) -> None:
     """Run a graph on one message; print each step's node, tier, reason, tokens and cost."""
     chosen = (trace or os.environ.get("OTEL_TRACES_EXPORTER") or "none").strip().lower()
     if chosen not in ("console", "otlp", "none"):
         fail(f"--trace must be console, otlp or none, not {chosen!r}")
-    loaded = load_graph(graph)
+    if thread is not None:
+        url = database_url(database)
+        work = _run_thread(thread_service(graph, url, config), thread, message, customer_email)
+    else:
+        work = _run(load_graph(graph), message, config)
     if chosen == "none":
-        asyncio.run(_run(loaded, message, config))
+        asyncio.run(work)
         return
     from agentflow.otel import configure
 
     telemetry = configure(chosen)  # type: ignore[arg-type]
     try:
-        asyncio.run(_run(loaded, message, config))
+        asyncio.run(work)
     finally:
         telemetry.shutdown()
+
+
+async def _run_thread(
+    service: ThreadService, thread: str, message: str, customer_email: str | None
+) -> None:
+    async with service:
+        if await service.owner(thread) is None:
+            await service.create_thread("cli", customer_email=customer_email, thread_id=thread)
+        turn = await service.post(thread, message)
+    print_turn(turn, "reply")
+    usage = RunUsage.from_steps(turn.steps)
+    out.print(totals_table(usage.by_tier, usage.total))
 
 
 @app.command()
@@ -240,9 +227,6 @@ def _price(price: Any) -> str:
     return f"${price.input} in / ${price.output} out per 1M"
 
 
-DEFAULT_DATABASE_URL = "sqlite:///.agentflow/support.sqlite"
-
-
 @app.command()
 @user_errors
 def serve(
@@ -265,15 +249,22 @@ def serve(
     make_context(), if it has one, gives the graph its context.
     """
     from agentflow.server.auth import TokenTable
-    from agentflow.server.threads import ThreadService
 
     tokens = TokenTable.from_env()
+    service = thread_service(graph, database_url(database), config)
+    asyncio.run(_serve(service, tokens, host=host, port=port))
+
+
+def thread_service(graph: str, database_url: str, config: Path | str | None) -> ThreadService:
+    """The conversations of `GRAPH_FILE[:attr]` in a database, with the module's
+    `make_context()` as the graph's context (what `serve`, `run --thread` and `inbox`
+    resume with)."""
     loaded, module = load_graph_module(graph)
     # A graph that carries its router (tests, examples) needs no agentflow.toml.
     router = None if loaded.router is not None else Router.from_config(load_config(config))
-    url = database or os.environ.get("AGENTFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL
-    service = ThreadService(loaded, database_url=url, context=graph_context(module), router=router)
-    asyncio.run(_serve(service, tokens, host=host, port=port))
+    return ThreadService(
+        loaded, database_url=database_url, context=graph_context(module), router=router
+    )
 
 
 async def _serve(service: Any, tokens: Any, *, host: str, port: int) -> None:

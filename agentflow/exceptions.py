@@ -22,6 +22,7 @@ AgentflowError
 │   ├── AlreadyClaimed       another reviewer holds the item
 │   ├── NotClaimed           releasing an item that nobody holds
 │   ├── ReviewItemClosed     the item is already resolved or expired
+│   ├── DecisionNotStorable  a decision the thread's checkpoint cannot hold; item unchanged
 │   └── EscalationPending    the thread waits for a person; it takes no new message yet
 └── ToolJournalError         a tool journal entry is missing or does not match (key kept)
     └── JournalDigestMismatch the same tool-call key came back with other arguments
@@ -41,6 +42,7 @@ __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
+    "DecisionNotStorable",
     "EscalationPending",
     "JournalDigestMismatch",
     "ModelError",
@@ -264,6 +266,18 @@ class ReviewItemClosed(ReviewQueueError):
             f"cannot {action} review item {item_id!r}: it is already {status}",
             item_id=item_id,
             status=status,
+        )
+
+
+class DecisionNotStorable(ReviewQueueError):
+    """A decision cannot be saved with the thread's checkpoint (e.g. an integer wider than
+    64 bits, a lone surrogate, nesting too deep), so the item was left as it was."""
+
+    def __init__(self, *, item_id: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the decision for review item {item_id!r} cannot be stored: {reason}",
+            item_id=item_id,
         )
 
 

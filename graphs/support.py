@@ -20,9 +20,9 @@ Routes, in order (each with its reason in the run's steps):
   the approval limit is high-stakes (the frontier tier re-decides it) and waits for a
   person's approval; every side effect is journaled, so a resume never repeats it.
 
-Hard triggers (asking for a person, legal words) are also matched by rules, so they do
-not depend on a small model's judgement; the model's triage adds intent, urgency,
-sentiment and confidence.
+Hard triggers (asking for a person, legal words, a refund) are also matched by rules, so
+they do not depend on a small model's judgement; the model's triage adds intent,
+urgency, sentiment and confidence.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ from agentflow import (
     AgentGraph,
     AgentState,
     AssistantMessage,
+    Message,
     RunContext,
     StepContext,
     ToolCall,
+    ToolResultMessage,
     UserMessage,
 )
 from agentflow.hitl import ProposedCall, arguments_digest, ask_approval, hand_off
@@ -56,6 +58,7 @@ _HUMAN = re.compile(
     r"\b(human|real person|a person|someone real|agent|representative|manager|supervisor)\b",
     re.IGNORECASE,
 )
+_REFUND = re.compile(r"\b(refund|money back|reimburse)", re.IGNORECASE)
 _LEGAL = re.compile(
     r"\b(lawyer|attorney|legal|lawsuit|sue|court|gdpr|data protection|chargeback|"
     r"compliance|regulator|consumer rights)\b",
@@ -121,6 +124,15 @@ LEGAL_PROMPT = (
 )
 
 
+def this_turn(state: SupportState) -> list[Message]:
+    """The messages after the customer's last one."""
+    messages = state.get("messages", [])
+    for index in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[index], UserMessage):
+            return messages[index + 1 :]
+    return list(messages)
+
+
 def last_customer_text(state: SupportState) -> str:
     for message in reversed(state.get("messages", [])):
         if isinstance(message, UserMessage):
@@ -144,6 +156,8 @@ async def triage(state: SupportState, ctx: StepContext[SupportContext]) -> dict[
     """Classify the last message; rules settle the hard triggers."""
     text = last_customer_text(state)
     result = await ctx.llm(text, output=Triage, system=TRIAGE_PROMPT)
+    if _REFUND.search(text):
+        result = result.model_copy(update={"intent": "refund"})
     if _LEGAL.search(text):
         result = result.model_copy(update={"intent": "legal"})
     if _HUMAN.search(text):
@@ -218,8 +232,12 @@ graph.agent(
 
 @graph.node(kind="respond")
 async def respond(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
-    """Turn the agent's findings into the reply."""
-    findings = state["messages"][-1].content
+    """Turn the agent's findings (its answer, then this turn's tool results) into the reply."""
+    results = [m.content for m in this_turn(state) if isinstance(m, ToolResultMessage)]
+    answer = state["messages"][-1].content
+    if "<tool_call>" in answer:  # a small model sometimes writes a call instead of an answer
+        answer = ""
+    findings = "\n".join([answer, *results]).strip()
     reply = await ctx.llm(
         f"Customer: {last_customer_text(state)}\nFindings: {findings}", system=RESPOND_PROMPT
     )

@@ -102,3 +102,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     yield f"{base}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """A Chromium binary for the browser tests: `$AGENTFLOW_TEST_CHROMIUM`, or one installed.
+
+    `make test` runs `tests/ensure-chromium.sh` and sets the variable; a bare `pytest` run
+    runs the script here. Playwright launches it through `executable_path` (no browser
+    download). Failing to get one fails the test: the browser is a real part here.
+    """
+    import subprocess
+    from pathlib import Path
+
+    if path := os.environ.get("AGENTFLOW_TEST_CHROMIUM"):
+        return path
+    script = Path(__file__).parent / "ensure-chromium.sh"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"{script} failed (exit {done.returncode}): {done.stderr.strip()}")
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        pytest.fail(f"{script} printed no path; stderr: {done.stderr.strip()}")
+    return lines[-1]

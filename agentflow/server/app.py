@@ -18,6 +18,8 @@ uvicorn.run(app)                                 # or: agentflow serve graphs/su
 | POST /escalations/{id}/release  | reviewer, admin         | give it back                       |
 | POST /escalations/{id}/resolve  | reviewer, admin         | decide -> the resumed turn         |
 | GET /healthz, GET /metrics      | anyone (no token)       | readiness; Prometheus text         |
+| GET /inbox, GET /static/...     | anyone (no token)       | the reviewer inbox page (it asks   |
+|                                 |                         | for a token, then calls the API)   |
 
 `/metrics` takes no token, as Prometheus scrapes expect: it shows only aggregates (counts,
 tokens, cost by tier), never a thread or a customer. A proxy in front of a public
@@ -33,11 +35,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from agentflow.queue import ReviewStatus
@@ -61,12 +65,37 @@ from agentflow.server.threads import ThreadService, Turn
 __all__ = ["create_app"]
 
 _SSE = "text/event-stream"
+_STATIC = Path(__file__).parent / "static"
+# The page loads only its own script and style and talks only to this origin; whatever a
+# customer wrote is rendered as text by inbox.js, and this policy backs that up.
+_INBOX_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+}
 _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": f"The turn, as JSON; or, with `Accept: {_SSE}`, as server-sent events: "
         "one `step` per model call, one `message` per new message, one `escalation` per "
         "pending item, then `done` ({thread_id, reply}).",
-        "content": {_SSE: {"schema": {"type": "string"}}},
+        # OpenAPI 3.1: under text/event-stream the schema describes one event.
+        "content": {
+            _SSE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {
+                            "type": "string",
+                            "enum": ["step", "message", "escalation", "done"],
+                        },
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -99,6 +128,7 @@ def create_app(service: ThreadService, tokens: TokenTable) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
     for router in (threads, escalations, operations):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
     return app
 
 
@@ -307,6 +337,12 @@ async def healthz(request: Request) -> Health:
     if not request.app.state.ready:
         raise HTTPException(503, "not ready")
     return Health(status="ok")
+
+
+@operations.get("/inbox", include_in_schema=False)
+async def inbox() -> FileResponse:
+    """The reviewer inbox page (static; it asks for a token and calls the JSON API)."""
+    return FileResponse(_STATIC / "inbox.html", media_type="text/html", headers=_INBOX_HEADERS)
 
 
 @operations.get("/metrics", response_class=PlainTextResponse)

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from agentflow.exceptions import (
     AgentflowError,
     CircuitOpen,
+    DecisionNotStorable,
     ModelError,
     PolicyViolation,
     ReviewItemNotFound,
@@ -40,6 +41,7 @@ __all__ = ["ERROR_RESPONSES", "install_error_handlers", "status_of"]
 
 _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (ReviewItemNotFound, 404),
+    (DecisionNotStorable, 422),
     (ReviewQueueError, 409),
     (PolicyViolation, 422),
     (CircuitOpen, 503),
@@ -61,6 +63,7 @@ _HTTP_TYPES = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
+        (400, "The body is not JSON (e.g. not UTF-8)."),
         (401, "Missing or unknown bearer token."),
         (403, "The caller's role may not do this."),
         (404, "No such thread or review item (or not the caller's)."),

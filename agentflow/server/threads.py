@@ -40,7 +40,13 @@ from agentflow._stores import (
     write_transaction,
 )
 from agentflow.costs import StepRecord
-from agentflow.exceptions import AgentflowError, ConfigError, EscalationPending, StoreError
+from agentflow.exceptions import (
+    AgentflowError,
+    ConfigError,
+    DecisionNotStorable,
+    EscalationPending,
+    StoreError,
+)
 from agentflow.graph import AgentGraph
 from agentflow.journal import open_journal
 from agentflow.messages import AssistantMessage, Message, UserMessage
@@ -175,9 +181,11 @@ class ThreadService:
 
     # -- threads ------------------------------------------------------------------
 
-    async def create_thread(self, owner: str, *, customer_email: str | None = None) -> str:
-        """Open a new thread owned by `owner`; return its id."""
-        thread_id = uuid.uuid4().hex
+    async def create_thread(
+        self, owner: str, *, customer_email: str | None = None, thread_id: str | None = None
+    ) -> str:
+        """Open a new thread owned by `owner` (with `thread_id`, else a new id); return its id."""
+        thread_id = thread_id or uuid.uuid4().hex
         row = (thread_id, owner, customer_email, datetime.now(UTC).isoformat())
         insert = f"INSERT INTO {_THREADS} VALUES "
         if isinstance(self._directory, PostgresDatabase):
@@ -231,7 +239,16 @@ class ThreadService:
     async def resolve(
         self, item_id: str, decision: dict[str, Any], *, by: str, force: bool = False
     ) -> Turn:
-        """Record a person's decision on an escalation and resume its thread with it."""
+        """Record a person's decision on an escalation and resume its thread with it.
+
+        Raises:
+            DecisionNotStorable: The checkpoint cannot hold the decision; the item stays.
+        """
+        await self.open()
+        try:  # before the item is closed: a resume that cannot be saved would lose it
+            self._app.checkpointer.serde.dumps_typed(decision)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise DecisionNotStorable(item_id=item_id, reason=str(exc)) from exc
         item = await self.queue.resolve(item_id, decision, by, force=force)
         return await self._run(item.thread_id, Command(resume={item.id: decision}))
 

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,3 +110,19 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+@contextmanager
+def seeded_server(folder: Path) -> Iterator[LiveServer]:
+    """A started server over a freshly seeded shop and an empty state database in `folder`."""
+    from tools.seed import seed
+
+    shop = f"sqlite:///{folder / 'shop.sqlite'}"
+    seed(shop, customers=20)
+    live = LiveServer(
+        database_url=f"sqlite:///{folder / 'state.sqlite'}", shop_url=shop, log=folder / "log"
+    )
+    try:
+        yield live.start()
+    finally:
+        live.stop()

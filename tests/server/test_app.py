@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentflow.cli import app as cli
-from tests.server.live_server import GRAPH, LiveServer
+from tests.server.live_server import GRAPH, LiveServer, seeded_server
 from tools.db import SupportDB
 from tools.seed import LARGE_ORDER, seed
 
@@ -26,16 +26,8 @@ REFUND = "I want a refund for order 1043, it arrived broken"
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for the tests that only read or add threads of their own."""
-    folder = tmp_path_factory.mktemp("shared")
-    shop = f"sqlite:///{folder / 'shop.sqlite'}"
-    seed(shop, customers=20)
-    server = LiveServer(
-        database_url=f"sqlite:///{folder / 'state.sqlite'}", shop_url=shop, log=folder / "log"
-    )
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with seeded_server(tmp_path_factory.mktemp("shared")) as live:
+        yield live
 
 
 @pytest.fixture
