@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -241,6 +242,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     config: ConfigOption = None,
+    escalation_sla: Annotated[
+        float, typer.Option(min=1, help="Seconds an escalation may wait before it expires.")
+    ] = 1800.0,
+    expire_every: Annotated[
+        float, typer.Option(min=0, help="Seconds between checks for expired escalations (0: off).")
+    ] = 30.0,
 ) -> None:
     """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics.
 
@@ -252,7 +259,8 @@ def serve(
 
     tokens = TokenTable.from_env()
     service = thread_service(graph, database_url(database), config)
-    asyncio.run(_serve(service, tokens, host=host, port=port))
+    service.sla = timedelta(seconds=escalation_sla)
+    asyncio.run(_serve(service, tokens, host=host, port=port, expire_every_s=expire_every))
 
 
 def thread_service(graph: str, database_url: str, config: Path | str | None) -> ThreadService:
@@ -267,7 +275,7 @@ def thread_service(graph: str, database_url: str, config: Path | str | None) -> 
     )
 
 
-async def _serve(service: Any, tokens: Any, *, host: str, port: int) -> None:
+async def _serve(service: Any, tokens: Any, *, host: str, port: int, expire_every_s: float) -> None:
     """Open the service first, so a database that cannot be opened is one line, not a
     traceback from inside the server's start-up; then serve until stopped."""
     import uvicorn
@@ -285,7 +293,12 @@ async def _serve(service: Any, tokens: Any, *, host: str, port: int) -> None:
             f"cannot open: {type(exc).__name__}: {exc}", key=redact_url(service.database_url)
         ) from exc
     server = uvicorn.Server(
-        uvicorn.Config(create_app(service, tokens), host=host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(service, tokens, expire_every_s=expire_every_s),
+            host=host,
+            port=port,
+            log_level="warning",
+        )
     )
     out.print(f"serving {service.graph.name!r} on http://{host}:{port}", highlight=False)
     out.file.flush()

@@ -32,7 +32,10 @@ ids do not leak. Every error is `{"error": {"type", "message"}}`, mapped in one 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +47,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from agentflow.exceptions import AgentflowError
 from agentflow.queue import ReviewStatus
 from agentflow.server.auth import Principal, TokenTable
 from agentflow.server.errors import ERROR_RESPONSES, install_error_handlers
@@ -65,6 +69,7 @@ from agentflow.server.threads import ThreadService, Turn
 __all__ = ["create_app"]
 
 _SSE = "text/event-stream"
+_log = logging.getLogger("agentflow.server")
 _STATIC = Path(__file__).parent / "static"
 # The page loads only its own script and style and talks only to this origin; whatever a
 # customer wrote is rendered as text by inbox.js, and this policy backs that up.
@@ -100,16 +105,32 @@ _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(service: ThreadService, tokens: TokenTable) -> FastAPI:
-    """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown."""
+def create_app(
+    service: ThreadService, tokens: TokenTable, *, expire_every_s: float = 30.0
+) -> FastAPI:
+    """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown.
+
+    Args:
+        expire_every_s: How often escalations past their SLA are expired, each resuming
+            its thread with a timeout decision (0: never).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.open()
         app.state.ready = True
+        stop = asyncio.Event()
+        expiry = (
+            asyncio.create_task(_expire_overdue(service, metrics, stop, expire_every_s))
+            if expire_every_s > 0
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if expiry is not None:
+                await expiry
             app.state.ready = False
             await service.aclose()
 
@@ -130,6 +151,22 @@ def create_app(service: ThreadService, tokens: TokenTable) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
     return app
+
+
+async def _expire_overdue(
+    service: ThreadService, metrics: ServerMetrics, stop: asyncio.Event, every_s: float
+) -> None:
+    """Every `every_s` seconds until `stop`, resume the threads of overdue escalations."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)  # a timer, not a sync point
+        if stop.is_set():
+            return
+        try:
+            for turn in await service.expire():
+                metrics.record_turn(turn.steps, source="expiry")
+        except AgentflowError as exc:  # one bad thread must not stop the expiry of others
+            _log.warning("expiring overdue escalations failed: %s", exc)
 
 
 # -- dependencies: what each route gets from the app and the caller's token -----------

@@ -50,6 +50,8 @@ class LiveServer:
     shop_url: str
     log: Path
     port: int = field(default_factory=free_port)
+    extra: tuple[str, ...] = ()
+    """More `agentflow serve` options."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +62,7 @@ class LiveServer:
         """Start the process and wait until `/healthz` says ok."""
         exe = Path(sys.executable).parent / "agentflow"
         command = [str(exe), "serve", GRAPH, "--database", self.database_url]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), *self.extra]
         env = {**os.environ, "AGENTFLOW_TOKENS": TOKENS_ENV, "SCRIPTED_SHOP_URL": self.shop_url}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,31 @@ def test_serve_reports_a_failing_make_context_in_one_line() -> None:
     result = runner.invoke(cli, ["serve", GRAPH], env=env)
     assert result.exit_code == 1
     assert f"{GRAPH}: make_context() failed: KeyError: 'SCRIPTED_SHOP_URL'" in result.output
+
+
+def test_an_escalation_nobody_takes_expires_and_the_thread_goes_on(
+    shop_url: str, tmp_path: Path
+) -> None:
+    server = LiveServer(
+        database_url=f"sqlite:///{tmp_path / 'state.sqlite'}",
+        shop_url=shop_url,
+        log=tmp_path / "log",
+        extra=("--escalation-sla", "1", "--expire-every", "0.2"),
+    ).start()
+    try:
+        thread = new_thread(server)
+        with server.client("ada") as ada:
+            turn = ok(ada.post(f"/threads/{thread}/messages", json={"text": "a human please"}))
+            [item] = turn["pending"]
+            deadline = time.monotonic() + 30
+            while True:  # the server's own timer expires the item; poll for the outcome
+                view = ok(ada.get(f"/threads/{thread}"))
+                if not view["pending"]:
+                    break
+                assert time.monotonic() < deadline, "the escalation never expired"
+                time.sleep(0.1)
+        assert "opened a ticket" in view["messages"][-1]["content"]
+        with server.client("sam") as sam:
+            assert ok(sam.get(f"/escalations/{item['id']}"))["status"] == "expired"
+    finally:
+        server.stop()
