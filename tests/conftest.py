@@ -64,19 +64,7 @@ def postgres_url() -> str:
     throwaway cluster of `tests/ensure-postgres.sh`. Failing to get one fails the test:
     PostgreSQL is a real part here, not an optional one.
     """
-    import subprocess
-    from pathlib import Path
-
-    if url := os.environ.get("AGENTFLOW_TEST_POSTGRES_URL"):
-        return url
-    script = Path(__file__).parent / "ensure-postgres.sh"
-    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        pytest.fail(f"{script} failed (exit {done.returncode}): {done.stderr.strip()}")
-    lines = done.stdout.strip().splitlines()
-    if not lines:
-        pytest.fail(f"{script} printed no URL; stderr: {done.stderr.strip()}")
-    return lines[-1]
+    return _ensured("AGENTFLOW_TEST_POSTGRES_URL", "ensure-postgres.sh", timeout_s=300)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -112,16 +100,21 @@ def chromium_path() -> str:
     runs the script here. Playwright launches it through `executable_path` (no browser
     download). Failing to get one fails the test: the browser is a real part here.
     """
+    return _ensured("AGENTFLOW_TEST_CHROMIUM", "ensure-chromium.sh", timeout_s=900)
+
+
+def _ensured(variable: str, script_name: str, *, timeout_s: float) -> str:
+    """`$variable` if set, else the last line `tests/SCRIPT` prints; a failure fails the test."""
     import subprocess
     from pathlib import Path
 
-    if path := os.environ.get("AGENTFLOW_TEST_CHROMIUM"):
-        return path
-    script = Path(__file__).parent / "ensure-chromium.sh"
-    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
+    if value := os.environ.get(variable):
+        return value
+    script = Path(__file__).parent / script_name
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         pytest.fail(f"{script} failed (exit {done.returncode}): {done.stderr.strip()}")
     lines = done.stdout.strip().splitlines()
     if not lines:
-        pytest.fail(f"{script} printed no path; stderr: {done.stderr.strip()}")
+        pytest.fail(f"{script} printed nothing; stderr: {done.stderr.strip()}")
     return lines[-1]
