@@ -27,6 +27,7 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from langgraph.types import Command
@@ -168,7 +169,14 @@ class ThreadService:
             raise ConfigError(
                 'the SQLite checkpointer is not installed: pip install "agentflow[server]"'
             ) from exc
-        return AsyncSqliteSaver.from_conn_string(self._location.target)
+        path = Path(self._location.target)
+        try:  # here, not in aiosqlite's thread: its failures outlive the caller's loop
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the checkpoints at {str(path)!r}: {exc}", url=str(path)
+            ) from exc
+        return AsyncSqliteSaver.from_conn_string(str(path))
 
     async def aclose(self) -> None:
         """Close the checkpointer, the queue, the journal and the directory."""
