@@ -253,14 +253,24 @@ def serve(
 
     Callers authenticate with bearer tokens from $AGENTFLOW_TOKENS
     (ROLE:SUBJECT:TOKEN,...; roles client, reviewer, admin). The graph module's
-    make_context(), if it has one, gives the graph its context.
+    make_context(), if it has one, gives the graph its context. With
+    $OTEL_TRACES_EXPORTER set to otlp or console, every run is traced.
     """
     from agentflow.server.auth import TokenTable
 
     tokens = TokenTable.from_env()
     service = thread_service(graph, database_url(database), config)
     service.sla = timedelta(seconds=escalation_sla)
-    asyncio.run(_serve(service, tokens, host=host, port=port, expire_every_s=expire_every))
+    telemetry = None
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() in ("otlp", "console"):
+        from agentflow.otel import configure
+
+        telemetry = configure()  # traces and metrics where the OTEL_* variables say
+    try:
+        asyncio.run(_serve(service, tokens, host=host, port=port, expire_every_s=expire_every))
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
 
 
 def thread_service(graph: str, database_url: str, config: Path | str | None) -> ThreadService:
