@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,14 +31,11 @@ from typing import Any
 import httpx
 
 from bench.support_graph import MODEL_DELAY_S
-from tests.server.live_server import free_port
-from tools.seed import seed
+from tests.server.live_server import seeded_server
 
-ROOT = Path(__file__).resolve().parents[1]
 GRAPH = "bench/support_graph.py"
 TOKEN = "tok-bench"
 QUESTIONS = ("where is my order 1042?", "and when will order 1042 arrive?")
-START_TIMEOUT_S = 60.0
 TARGET_P99_MS = 50.0
 
 
@@ -56,56 +50,12 @@ class Samples:
     errors: list[str] = field(default_factory=list)
 
 
-class Server:
-    """`agentflow serve bench/support_graph.py` as a process, over fresh databases."""
-
-    def __init__(self, folder: Path) -> None:
-        shop = f"sqlite:///{folder / 'shop.sqlite'}"
-        seed(shop, customers=20)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / "server.log"
-        exe = Path(sys.executable).parent / "agentflow"
-        command = [str(exe), "serve", GRAPH, "--database", f"sqlite:///{folder / 'state.sqlite'}"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {
-            **os.environ,
-            "AGENTFLOW_TOKENS": f"client:bench:{TOKEN}",
-            "SCRIPTED_SHOP_URL": shop,
-            "LANGGRAPH_STRICT_MSGPACK": "true",
-        }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    async def wait_ready(self, client: httpx.AsyncClient) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log.read_text()}")
-            try:
-                if (await client.get(f"{self.url}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no /healthz within {START_TIMEOUT_S}s")
-            await asyncio.sleep(0.05)  # poll interval; the loop checks the condition
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc/PID/status")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/PID/status")
 
 
 async def conversation(client: httpx.AsyncClient, turns: int, samples: Samples) -> None:
@@ -139,29 +89,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-support-") as folder:
-        server = Server(Path(folder))
-        limits = httpx.Limits(
-            max_connections=conversations, max_keepalive_connections=conversations
-        )
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        try:
-            async with httpx.AsyncClient(
-                base_url=server.url, headers=headers, limits=limits, timeout=300
-            ) as client:
-                await server.wait_ready(client)
-                await asyncio.gather(
-                    *(conversation(client, turns, Samples()) for _ in range(warmup))
-                )
-                samples = Samples()
-                start = time.perf_counter()
-                await asyncio.gather(
-                    *(conversation(client, turns, samples) for _ in range(conversations))
-                )
-                wall_s = time.perf_counter() - start
-            rss_mb = server.peak_rss_mb()
-        finally:
-            server.stop()
+    limits = httpx.Limits(max_connections=conversations, max_keepalive_connections=conversations)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-support-") as folder,
+        seeded_server(
+            Path(folder),
+            graph=GRAPH,
+            tokens=f"client:bench:{TOKEN}",
+            env={"LANGGRAPH_STRICT_MSGPACK": "true"},
+        ) as server,
+    ):
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=headers, limits=limits, timeout=300
+        ) as client:
+            await asyncio.gather(*(conversation(client, turns, Samples()) for _ in range(warmup)))
+            samples = Samples()
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(conversation(client, turns, samples) for _ in range(conversations))
+            )
+            wall_s = time.perf_counter() - start
+        assert server.process is not None
+        rss_mb = peak_rss_mb(server.process.pid)
     turn_ms = samples.turn_ms or [float("nan")]
     return {
         "p50_ms": round(statistics.median(turn_ms), 1),

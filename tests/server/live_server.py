@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,14 +45,20 @@ def free_port() -> int:
 
 @dataclass(kw_only=True)
 class LiveServer:
-    """One `agentflow serve` process over the scripted support graph."""
+    """One `agentflow serve` process over a scripted support graph."""
 
     database_url: str
     shop_url: str
     log: Path
     port: int = field(default_factory=free_port)
+    graph: str = GRAPH
+    """The graph file to serve (the tests' scripted support graph by default)."""
+    tokens: str = TOKENS_ENV
+    """`AGENTFLOW_TOKENS` for the process."""
     extra: tuple[str, ...] = ()
     """More `agentflow serve` options."""
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment for the process."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,9 +68,14 @@ class LiveServer:
     def start(self) -> LiveServer:
         """Start the process and wait until `/healthz` says ok."""
         exe = Path(sys.executable).parent / "agentflow"
-        command = [str(exe), "serve", GRAPH, "--database", self.database_url]
+        command = [str(exe), "serve", self.graph, "--database", self.database_url]
         command += ["--host", "127.0.0.1", "--port", str(self.port), *self.extra]
-        env = {**os.environ, "AGENTFLOW_TOKENS": TOKENS_ENV, "SCRIPTED_SHOP_URL": self.shop_url}
+        env = {
+            **os.environ,
+            "AGENTFLOW_TOKENS": self.tokens,
+            "SCRIPTED_SHOP_URL": self.shop_url,
+            **self.env,
+        }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -115,14 +127,21 @@ class LiveServer:
 
 
 @contextmanager
-def seeded_server(folder: Path) -> Iterator[LiveServer]:
-    """A started server over a freshly seeded shop and an empty state database in `folder`."""
+def seeded_server(folder: Path, **options: Any) -> Iterator[LiveServer]:
+    """A started server over a freshly seeded shop and an empty state database in `folder`.
+
+    Args:
+        options: More `LiveServer` fields (`graph`, `tokens`, `env`, `extra`).
+    """
     from tools.seed import seed
 
     shop = f"sqlite:///{folder / 'shop.sqlite'}"
     seed(shop, customers=20)
     live = LiveServer(
-        database_url=f"sqlite:///{folder / 'state.sqlite'}", shop_url=shop, log=folder / "log"
+        database_url=f"sqlite:///{folder / 'state.sqlite'}",
+        shop_url=shop,
+        log=folder / "log",
+        **options,
     )
     try:
         yield live.start()
