@@ -252,9 +252,8 @@ async def _find(service: ThreadService, item_id: str | None, thread: str | None)
         if item is None:
             raise ReviewItemNotFound(item_id=item_id)
         return item
-    waiting = [
-        i for i in await service.queue.list(thread_id=thread) if i.status in ("pending", "claimed")
-    ]
+    assert thread is not None  # `resolve` takes an id or a thread, never neither
+    waiting = await service.waiting(thread)
     if len(waiting) != 1:
         raise ConfigError(
             f"thread {thread!r} has {len(waiting)} waiting escalations; give the id",

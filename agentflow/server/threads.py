@@ -233,11 +233,10 @@ class ThreadService:
         Raises:
             EscalationPending: The thread waits for a person on an escalation.
         """
-        for item in await self.queue.list(thread_id=thread_id):
-            if item.status in ("pending", "claimed"):
-                # A new run would leave the paused one behind: its item could never
-                # resume anything, and the transcript would keep a call without a result.
-                raise EscalationPending(thread_id=thread_id, item_id=item.id, status=item.status)
+        for item in await self.waiting(thread_id):
+            # A new run would leave the paused one behind: its item could never resume
+            # anything, and the transcript would keep a call without a result.
+            raise EscalationPending(thread_id=thread_id, item_id=item.id, status=item.status)
         found = await self.owner(thread_id)
         update: dict[str, Any] = {"messages": [UserMessage(content=text)]}
         if found is not None and found[1]:
@@ -299,6 +298,11 @@ class ThreadService:
         )
         return await self.queue.put(item)
 
+    async def waiting(self, thread_id: str) -> list[ReviewItem]:
+        """The thread's escalations still waiting for a person (pending or claimed)."""
+        items = await self.queue.list(thread_id=thread_id)
+        return [item for item in items if item.status in ("pending", "claimed")]
+
     async def view(self, thread_id: str) -> ThreadView | None:
         """The thread's transcript, every step with its tier and cost, and what waits."""
         found = await self.owner(thread_id)
@@ -313,9 +317,5 @@ class ThreadService:
             customer_email=found[1],
             messages=list(values.get("messages", [])),
             steps=list(values.get("steps", [])),
-            pending=[
-                i
-                for i in await self.queue.list(thread_id=thread_id)
-                if i.status in ("pending", "claimed")
-            ],
+            pending=await self.waiting(thread_id),
         )
