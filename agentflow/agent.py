@@ -213,7 +213,8 @@ class AgentLoop:
         One it has as started but not done (the process died during it) runs again with
         the same idempotency key, which the tool passes on so the effect happens once.
         """
-        key = run_ctx.idempotency_key or f"{run_ctx.run_id}:{call.id}"
+        key = run_ctx.idempotency_key
+        assert key is not None  # the context carries the call's id, so it has a key
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
             return ToolResultMessage(

@@ -516,8 +516,6 @@ class InstrumentedModel(Model):
         self.reason = reason
 
     async def request(self, req: ModelRequest) -> ModelResponse:
-        if redactor.get() is None:  # not inside a traced node
-            return await self.model.request(req)
         ins = instruments()
         span = ins.tracer.start_span(f"chat {self.name}", kind=SpanKind.CLIENT)
         common = _describe_model(self.model)
