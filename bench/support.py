@@ -10,6 +10,9 @@ calls a turn: triage, resolve, resolve after the tool result, respond).
   the simulated model time (100 ms x the model calls the turn's steps report);
 - `create_p99_ms`: the same for opening a thread (no model call);
 - `turns_per_s`: message turns completed per second of the whole run;
+- `server_cpu_ms_per_turn`, `client_cpu_ms_per_turn`: CPU time (user + system) of the
+  server process and of this load generator over the run, per turn: on a small machine
+  the two share the cores, so the client has to be cheap (aiohttp, not httpx);
 - `errors`: requests answered with a non-2xx status or failing outright;
 - `rss_mb`: the server process's peak resident memory (VmHWM).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.support_graph import MODEL_DELAY_S
 from tests.server.live_server import seeded_server
@@ -50,6 +54,12 @@ class Samples:
     errors: list[str] = field(default_factory=list)
 
 
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     """A process's peak resident memory (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -58,28 +68,29 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc/PID/status")
 
 
-async def conversation(client: httpx.AsyncClient, turns: int, samples: Samples) -> None:
+async def post(client: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> Any:
+    """POST JSON and return the decoded answer; a non-2xx answer raises with its body."""
+    async with client.post(path, json=body) as response:
+        if response.status >= 300:
+            raise RuntimeError(f"POST {path}: {response.status} {(await response.text())[:200]}")
+        return await response.json()
+
+
+async def conversation(client: aiohttp.ClientSession, turns: int, samples: Samples) -> None:
     """Open a thread and post `turns` questions, noting each request's added latency."""
     try:
         start = time.perf_counter()
-        created = await client.post("/threads", json={})
+        thread = (await post(client, "/threads", {}))["thread_id"]
         samples.create_ms.append((time.perf_counter() - start) * 1e3)
-        if created.status_code != 201:
-            samples.errors.append(f"POST /threads: {created.status_code} {created.text[:200]}")
-            return
-        thread = created.json()["thread_id"]
         for number in range(turns):
             text = QUESTIONS[number % len(QUESTIONS)]
             start = time.perf_counter()
-            response = await client.post(f"/threads/{thread}/messages", json={"text": text})
+            answer = await post(client, f"/threads/{thread}/messages", {"text": text})
             elapsed = time.perf_counter() - start
-            if response.status_code != 200:
-                samples.errors.append(f"POST message: {response.status_code} {response.text[:200]}")
-                return
-            calls = len(response.json()["steps"])
+            calls = len(answer["steps"])
             samples.model_calls += calls
             samples.turn_ms.append((elapsed - MODEL_DELAY_S * calls) * 1e3)
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, RuntimeError) as exc:
         samples.errors.append(f"{type(exc).__name__}: {exc}")
 
 
@@ -89,7 +100,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=conversations, max_keepalive_connections=conversations)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with (
         tempfile.TemporaryDirectory(prefix="bench-support-") as folder,
@@ -100,17 +110,23 @@ async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]
             env={"LANGGRAPH_STRICT_MSGPACK": "true"},
         ) as server,
     ):
-        async with httpx.AsyncClient(
-            base_url=server.url, headers=headers, limits=limits, timeout=300
+        # aiohttp, not httpx: at 200 connections httpx's pool spends more CPU per
+        # request than the server does, on the same two cores.
+        connector = aiohttp.TCPConnector(limit=conversations, keepalive_timeout=2)
+        async with aiohttp.ClientSession(
+            server.url, headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(300)
         ) as client:
             await asyncio.gather(*(conversation(client, turns, Samples()) for _ in range(warmup)))
+            assert server.process is not None
             samples = Samples()
+            server_cpu, client_cpu = cpu_s(server.process.pid), time.process_time()
             start = time.perf_counter()
             await asyncio.gather(
                 *(conversation(client, turns, samples) for _ in range(conversations))
             )
             wall_s = time.perf_counter() - start
-        assert server.process is not None
+            server_cpu = cpu_s(server.process.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
         rss_mb = peak_rss_mb(server.process.pid)
     turn_ms = samples.turn_ms or [float("nan")]
     return {
@@ -119,6 +135,8 @@ async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]
         "max_ms": round(max(turn_ms), 1),
         "create_p99_ms": round(percentile(samples.create_ms or [float("nan")], 0.99), 1),
         "turns_per_s": round(len(samples.turn_ms) / wall_s, 1),
+        "server_cpu_ms_per_turn": round(server_cpu * 1e3 / max(1, len(samples.turn_ms)), 2),
+        "client_cpu_ms_per_turn": round(client_cpu * 1e3 / max(1, len(samples.turn_ms)), 2),
         "errors": len(samples.errors),
         "rss_mb": round(rss_mb, 1),
         "conversations": conversations,

@@ -11,7 +11,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypedDict
 
@@ -109,9 +109,18 @@ def output_spec(output: type[Any] | dict[str, Any] | OutputSpec) -> OutputSpec:
         return output
     if isinstance(output, dict):
         return JsonSchema(schema=output, name=str(output.get("title", "output")))
-    adapter = TypeAdapter(output)
+    try:
+        return _type_spec(output)
+    except TypeError:  # an unhashable type expression: build it each time
+        return _type_spec.__wrapped__(output)
+
+
+@cache
+def _type_spec(output: Any) -> JsonSchema:
+    """The spec of a type, built once: pydantic's schema generation costs a
+    millisecond or more, and a node asks for the same type on every call."""
     name = output.__name__ if isinstance(output, type) else "output"
-    return JsonSchema(schema=adapter.json_schema(), name=name, type=output)
+    return JsonSchema(schema=TypeAdapter(output).json_schema(), name=name, type=output)
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -1,0 +1,110 @@
+"""StateSerializer writes LangGraph's bytes, and reads back what it wrote."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import namedtuple
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.types import Command, Interrupt, Send
+from pydantic import BaseModel
+
+from agentflow.costs import StepRecord
+from agentflow.messages import AssistantMessage, ToolCall, ToolResultMessage, Usage, UserMessage
+from agentflow.serde import StateSerializer
+
+
+class Verdict(BaseModel):
+    intent: str
+    score: float
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Box:
+    """A user's dataclass: nested values, a field named like Send's."""
+
+    node: str
+    items: list[Any]
+    when: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Routed:
+    """Has both of Send's attributes: LangGraph encodes it as a Send."""
+
+    node: str
+    arg: Any
+
+
+Pair = namedtuple("Pair", "left right")
+
+CALL = ToolCall(id="call_1", name="lookup_order", arguments={"order_id": 1042})
+RECORD = StepRecord(
+    run_id="r1",
+    node="triage",
+    kind="classify",
+    tier="cheap",
+    model="glm",
+    reason="default tier",
+    usage=Usage(input_tokens=12, output_tokens=3),
+    cost_usd=0.0001,
+)
+STATE = {
+    "messages": [
+        UserMessage(content="where is my order 1042?"),
+        AssistantMessage(tool_calls=[CALL]),
+        ToolResultMessage(tool_call_id="call_1", name="lookup_order", content='{"status": "x"}'),
+        AssistantMessage(content="It ships tomorrow."),
+    ],
+    "steps": [RECORD, RECORD],
+    "triage": Verdict(intent="order_status", score=0.9),
+    "box": Box(
+        node="n", items=[CALL, {"k": (1, 2)}, Colour.RED], when=datetime(2026, 1, 2, tzinfo=UTC)
+    ),
+    "pair": Pair(left=CALL, right=None),
+}
+
+VALUES = [
+    STATE,
+    RECORD,
+    [Interrupt(value={"type": "approval", "call": CALL}, id="i1")],
+    Send("respond", {"messages": [UserMessage(content="hi")]}),
+    Routed(node="x", arg=CALL),
+    Command(resume={"i1": {"action": "approve"}}),
+    {"nested": {"deeper": [[UserMessage(content="é \ud800")]]}},
+    None,
+    b"raw",
+    bytearray(b"raw"),
+    "text",
+    3,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_same_bytes_as_langgraph(value: Any) -> None:
+    assert StateSerializer().dumps_typed(value) == JsonPlusSerializer().dumps_typed(value)
+
+
+def test_round_trip_under_the_allowlist() -> None:
+    """Reads back what LangGraph's own serializer reads back (msgpack has no tuples)."""
+    types = [UserMessage, AssistantMessage, ToolCall, ToolResultMessage, StepRecord, Usage]
+    allowed = [*types, Verdict, Box, Colour, Pair]
+    ours = StateSerializer(allowed_msgpack_modules=allowed)
+    theirs = JsonPlusSerializer(allowed_msgpack_modules=allowed)
+    loaded = ours.loads_typed(ours.dumps_typed(STATE))
+    assert loaded == theirs.loads_typed(theirs.dumps_typed(STATE))
+    assert loaded["messages"] == STATE["messages"]
+    assert type(loaded["steps"][0].usage) is Usage
+
+
+def test_unencodable_value_is_langgraph_error() -> None:
+    with pytest.raises(TypeError):
+        StateSerializer().dumps_typed({"x": object()})
