@@ -254,7 +254,9 @@ class AgentGraph(Generic[DepsT]):
             config_file: Path of the agentflow.toml to load when there is no router.
             journal: Journals side-effecting tool calls so a resumed run never repeats
                 one (`agentflow.journal.open_journal(url)`); keep it next to the
-                checkpointer's data.
+                checkpointer's data. With a journal, runs default to
+                `durability="sync"`: each step's checkpoint is written before the
+                next step starts.
 
         Raises:
             ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
@@ -275,7 +277,10 @@ class AgentGraph(Generic[DepsT]):
             compiled = builder.compile(checkpointer=checkpointer, name=self.name)
         except ValueError as exc:
             raise ConfigError(str(exc), key=f"graph {self.name!r}") from exc
-        return instrument_graph(compiled)
+        # A journal replays a call by its id, so the checkpoint holding the call must be
+        # on disk before the tool runs: "sync", not LangGraph's default "async", which
+        # may still be writing it when a crash comes.
+        return instrument_graph(compiled, durability="sync" if journal is not None else None)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)

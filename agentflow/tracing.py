@@ -266,12 +266,19 @@ class TracedGraph(CompiledStateGraph[Any, Any, Any, Any]):
     """LangGraph's compiled graph, each run of it an `invoke_agent` span.
 
     `ainvoke`, `astream` and `astream_events` all go through `astream`, so that is the
-    one method wrapped.
+    one method wrapped. It also carries the graph's default `durability`.
     """
+
+    def __init__(self, *args: Any, default_durability: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_durability = default_durability
+        """LangGraph's `durability` for a run that names none (None: LangGraph's own)."""
 
     def astream(  # type: ignore[override]
         self, input: Any, config: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
+        if kwargs.get("durability") is None and self.default_durability is not None:
+            kwargs["durability"] = self.default_durability
         if not instruments().active:  # no SDK: LangGraph's own stream, not even wrapped
             return super().astream(input, config, **kwargs)
         return self._traced_stream(input, config, **kwargs)
@@ -325,10 +332,13 @@ class TracedGraph(CompiledStateGraph[Any, Any, Any, Any]):
         return [] if previous is None else [Link(previous, {LINK_KIND: "resumes"})]
 
 
-def instrument_graph(compiled: CompiledStateGraph[Any, Any, Any, Any]) -> TracedGraph:
-    """Return the compiled graph as a `TracedGraph` (the same graph; LangGraph's `copy`)."""
+def instrument_graph(
+    compiled: CompiledStateGraph[Any, Any, Any, Any], *, durability: str | None = None
+) -> TracedGraph:
+    """Return the compiled graph as a `TracedGraph` (the same graph; LangGraph's `copy`)
+    whose runs default to `durability`."""
     attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
-    return TracedGraph(**attrs)
+    return TracedGraph(**attrs, default_durability=durability)
 
 
 def _fail(span: Span, exc: BaseException) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Durability
 
 from agentflow import (
     END,
@@ -98,3 +100,66 @@ async def test_without_a_journal_the_same_resume_pays_twice() -> None:
         await app.ainvoke({"messages": [UserMessage(content="pay 50")]}, config, context=till)
     await app.ainvoke(None, config, context=till)
     assert till.payouts == ["50 USD", "50 USD"], "what the journal is there to prevent"
+
+
+class SlowDiskSaver(InMemorySaver):
+    """Takes 0.2 s to store a checkpoint, as a loaded database might, and notes when
+    each one is stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    async def aput(self, config: Any, checkpoint: Any, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)  # the disk's latency, not a wait for anything
+        stored = await super().aput(config, checkpoint, *args, **kwargs)
+        for message in checkpoint["channel_values"].get("messages", []):
+            for call in getattr(message, "tool_calls", ()):
+                self.events.append(f"stored {call.id}")
+        return stored
+
+
+@dataclass
+class Recorder:
+    saver: SlowDiskSaver
+
+
+@tool(side_effects=True)
+async def refund(ctx: RunContext[Recorder], amount: int) -> str:
+    """Refund money.
+
+    Args:
+        amount: USD.
+    """
+    ctx.deps.saver.events.append(f"ran {ctx.tool_call_id}")
+    return f"refunded {amount}"
+
+
+@pytest.mark.parametrize("durability", [None, "async"])
+async def test_a_journaled_call_is_on_disk_before_its_tool_runs(
+    durability: Durability | None, store_url: str
+) -> None:
+    """The journal replays a call by its id, which only a stored checkpoint keeps: with a
+    journal, runs default to durability="sync". LangGraph's "async" runs the tool while
+    the checkpoint is still being written; a crash then would lose the id."""
+    model = ScriptedModel([[ToolCall(id="c1", name="refund", arguments={"amount": 5})], "ok"])
+    graph: AgentGraph[Recorder] = AgentGraph(
+        "refunds", context=Recorder, router=three_tiers(model, model, model)
+    )
+    graph.agent("work", tools=[refund], max_steps=2)
+    graph.edge(START, "work").edge("work", END)
+    saver, journal = SlowDiskSaver(), open_journal(store_url)
+    app = graph.compile(checkpointer=saver, journal=journal)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await app.ainvoke(
+        {"messages": [UserMessage(content="refund 5")]},
+        config,
+        context=Recorder(saver),
+        durability=durability,
+    )
+    order = [e for e in saver.events if e in ("stored c1", "ran c1")]
+    if durability is None:
+        assert order[:2] == ["stored c1", "ran c1"]
+    else:
+        assert order[:2] == ["ran c1", "stored c1"], "what the sync default is there to prevent"
+    await journal.aclose()

@@ -47,10 +47,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from agentflow.costs import StepRecord
 from agentflow.exceptions import AgentflowError
 from agentflow.queue import ReviewStatus
 from agentflow.server.auth import Principal, TokenTable
-from agentflow.server.errors import ERROR_RESPONSES, install_error_handlers
+from agentflow.server.errors import ERROR_RESPONSES, error_of, install_error_handlers
 from agentflow.server.metrics import CONTENT_TYPE, ServerMetrics
 from agentflow.server.schemas import (
     CreateThread,
@@ -61,10 +62,12 @@ from agentflow.server.schemas import (
     ThreadOut,
     TurnOut,
     escalation_out,
+    message_out,
+    step_out,
     thread_out,
     turn_out,
 )
-from agentflow.server.threads import ThreadService, Turn
+from agentflow.server.threads import Event, ThreadService, Turn
 
 __all__ = ["create_app"]
 
@@ -83,8 +86,9 @@ _INBOX_HEADERS = {
 _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": f"The turn, as JSON; or, with `Accept: {_SSE}`, as server-sent events: "
-        "one `step` per model call, one `message` per new message, one `escalation` per "
-        "pending item, then `done` ({thread_id, reply}).",
+        "each `step` (a model call) and `message` as the graph makes it, one `escalation` "
+        "per pending item, then `done` ({thread_id, reply}); a turn that fails after the "
+        "stream began ends with `error` (the JSON error body).",
         # OpenAPI 3.1: under text/event-stream the schema describes one event.
         "content": {
             _SSE: {
@@ -94,7 +98,7 @@ _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
                     "properties": {
                         "event": {
                             "type": "string",
-                            "enum": ["step", "message", "escalation", "done"],
+                            "enum": ["step", "message", "escalation", "done", "error"],
                         },
                         "data": {"type": "string", "contentMediaType": "application/json"},
                     },
@@ -131,6 +135,7 @@ def create_app(
             stop.set()
             if expiry is not None:
                 await expiry
+            await asyncio.gather(*app.state.runs)  # streamed turns whose client left
             app.state.ready = False
             await service.aclose()
 
@@ -145,6 +150,7 @@ def create_app(
     app.state.service = service
     app.state.tokens = tokens
     app.state.metrics = metrics
+    app.state.runs = set()
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     for router in (threads, escalations, operations):
@@ -231,25 +237,52 @@ def _sse(event: str, data: BaseModel | dict[str, Any]) -> str:
     return f"event: {event}\ndata: {body}\n\n"
 
 
-def _turn_response(request: Request, turn: Turn) -> TurnOut | StreamingResponse:
-    """The turn as JSON, or as server-sent events when the client accepts them."""
-    out = turn_out(turn)
-    if _SSE not in request.headers.get("accept", ""):
-        return out
+def _wants_events(request: Request) -> bool:
+    return _SSE in request.headers.get("accept", "")
 
-    # The turn has already run to its end (or its pause) when the first event goes out:
-    # simple, and a failing turn still answers with its JSON error and status. Events
-    # per node as the graph runs would need LangGraph's stream in ThreadService.
-    async def events() -> AsyncIterator[str]:
-        for step in out.steps:
-            yield _sse("step", step)
-        for message in out.messages:
-            yield _sse("message", message)
-        for item in out.pending:
-            yield _sse("escalation", item)
-        yield _sse("done", {"thread_id": out.thread_id, "reply": out.reply})
 
-    return StreamingResponse(events(), media_type=_SSE, headers={"Cache-Control": "no-cache"})
+def _event_stream(
+    request: Request, events: AsyncIterator[Event], metrics: ServerMetrics, source: str
+) -> StreamingResponse:
+    """The turn as server-sent events, each step and message as the graph makes it.
+
+    The graph runs in a task of its own, so a client that goes away mid-turn does not
+    cut the run short: it ends, is checkpointed and enqueues its escalations as if the
+    client had stayed. A failure after the 200 went out is the stream's `error` event.
+    """
+    queue: asyncio.Queue[Event | Exception | None] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            async for event in events:
+                if isinstance(event, Turn):
+                    metrics.record_turn(event.steps, source=source)
+                queue.put_nowait(event)
+        except Exception as exc:
+            _log.exception("streamed turn failed")
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(None)
+
+    runs: set[asyncio.Task[None]] = request.app.state.runs
+    task = asyncio.create_task(run())
+    runs.add(task)
+    task.add_done_callback(runs.discard)
+
+    async def body() -> AsyncIterator[str]:
+        while (event := await queue.get()) is not None:
+            if isinstance(event, Exception):
+                yield _sse("error", error_of(event)[1])
+            elif isinstance(event, StepRecord):
+                yield _sse("step", step_out(event))
+            elif isinstance(event, Turn):
+                for item in event.pending:
+                    yield _sse("escalation", escalation_out(item))
+                yield _sse("done", {"thread_id": event.thread_id, "reply": event.reply})
+            else:
+                yield _sse("message", message_out(event))
+
+    return StreamingResponse(body(), media_type=_SSE, headers={"Cache-Control": "no-cache"})
 
 
 # -- threads ------------------------------------------------------------------------
@@ -279,9 +312,12 @@ async def post_message(
     if not who.can_talk:
         raise HTTPException(403, f"a {who.role} cannot post messages as the customer")
     await _readable_thread(service, who, thread_id)
+    if _wants_events(request):
+        events = await service.post_streaming(thread_id, body.text)
+        return _event_stream(request, events, metrics, "message")
     turn = await service.post(thread_id, body.text)
     metrics.record_turn(turn.steps, source="message")
-    return _turn_response(request, turn)
+    return turn_out(turn)
 
 
 @threads.get("/threads/{thread_id}")
@@ -354,9 +390,14 @@ async def resolve(
     """Decide on the item and resume its thread with the decision."""
     if body.force and who.role != "admin":
         raise HTTPException(403, "only an admin may resolve an item someone else has claimed")
+    if _wants_events(request):
+        events = await service.resolve_streaming(
+            item_id, body.decision, by=who.subject, force=body.force
+        )
+        return _event_stream(request, events, metrics, "resolve")
     turn = await service.resolve(item_id, body.decision, by=who.subject, force=body.force)
     metrics.record_turn(turn.steps, source="resolve")
-    return _turn_response(request, turn)
+    return turn_out(turn)
 
 
 # -- operations ---------------------------------------------------------------------

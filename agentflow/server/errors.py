@@ -37,7 +37,7 @@ from agentflow.exceptions import (
 )
 from agentflow.server.schemas import ErrorBody, ErrorDetail
 
-__all__ = ["ERROR_RESPONSES", "install_error_handlers", "status_of"]
+__all__ = ["ERROR_RESPONSES", "error_of", "install_error_handlers", "status_of"]
 
 _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (ReviewItemNotFound, 404),
@@ -111,19 +111,23 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, type_, str(exc.detail), exc.headers)
 
 
-async def _on_agentflow(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AgentflowError)
-    return _error(status_of(exc), _snake(type(exc).__name__), str(exc))
+def error_of(exc: Exception) -> tuple[int, ErrorBody]:
+    """The status and body an error answers with (an agentflow error, or anything else)."""
+    if isinstance(exc, AgentflowError):
+        type_, message = _snake(type(exc).__name__), str(exc)
+        return status_of(exc), ErrorBody(error=ErrorDetail(type=type_, message=message))
+    # The details stay in the server's log, not in the answer.
+    return 500, ErrorBody(error=ErrorDetail(type="internal_error", message="internal server error"))
 
 
-async def _on_anything(request: Request, exc: Exception) -> JSONResponse:
-    # The details stay in the server's log (uvicorn prints the traceback), not in the answer.
-    return _error(500, "internal_error", "internal server error")
+async def _on_error(request: Request, exc: Exception) -> JSONResponse:
+    status, body = error_of(exc)
+    return JSONResponse(body.model_dump(), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error with the JSON error body and its status."""
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(AgentflowError, _on_agentflow)
-    app.add_exception_handler(Exception, _on_anything)
+    app.add_exception_handler(AgentflowError, _on_error)
+    app.add_exception_handler(Exception, _on_error)  # uvicorn logs its traceback

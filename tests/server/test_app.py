@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +126,25 @@ def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> No
         )
         view = ok(ada.get(f"/threads/{thread}"))
 
-    names = [name for name, _ in answered]
-    assert names == ["step"] * 4 + ["message"] * 5 + ["done"]
-    assert [data["node"] for name, data in answered if name == "step"] == [
+    # Each step and message in the order the graph made them: a step before its message.
+    made = [data["node"] if name == "step" else data.get("role") for name, data in answered]
+    assert made == [
+        "user",
         "triage",
         "resolve",
+        "assistant",  # the lookup_order call
+        "tool",
         "resolve",
+        "assistant",
         "respond",
+        "assistant",  # the reply
+        None,  # done
     ]
-    assert next(data["role"] for name, data in answered if name == "message") == "user"
     done = answered[-1][1]
     assert done["thread_id"] == thread and done["reply"].startswith("All done")
     assert done["reply"] == view["messages"][4]["content"]
 
-    assert [name for name, _ in escalated] == ["step", "message", "escalation", "done"]
+    assert [name for name, _ in escalated] == ["message", "step", "escalation", "done"]
     item = escalated[2][1]
     assert (item["kind"], item["status"], item["thread_id"]) == ("handoff", "pending", thread)
     assert item["payload"]["reason"] == "the customer asked for a person"
@@ -221,6 +228,49 @@ def test_a_killed_server_loses_neither_the_thread_nor_the_escalation(
     assert after["messages"][: len(before["messages"])] == before["messages"]
     assert after["pending"] == []
     assert len(refunds(shop_url)) == 1
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_two_servers_on_one_postgres_share_one_queue_without_double_claims(
+    serve: Callable[[], LiveServer],
+) -> None:
+    servers = serve(), serve()
+    items = {}
+    for number in range(8):
+        server = servers[number % 2]
+        thread = new_thread(server)
+        with server.client("ada") as ada:
+            [item] = ok(ada.post(f"/threads/{thread}/messages", json={"text": REFUND}))["pending"]
+        items[item["id"]] = item
+    together = threading.Barrier(2)
+
+    def work(server: LiveServer, who: str) -> list[str]:
+        """Claim the next pending item until there is none; resolve each one claimed."""
+        mine = []
+        with server.client(who) as client:
+            together.wait(timeout=60)
+            while (response := client.post("/escalations/next")).status_code == 200:
+                mine.append(response.json()["id"])
+            assert response.status_code == 204, response.text
+            for item_id in mine:
+                decision = {"decision": approve(items[item_id])}
+                ok(client.post(f"/escalations/{item_id}/resolve", json=decision))
+        return mine
+
+    with ThreadPoolExecutor(2) as pool:
+        sam, rita = pool.submit(work, servers[0], "sam"), pool.submit(work, servers[1], "rita")
+        claimed = {"sam": sam.result(), "rita": rita.result()}
+    assert sorted(claimed["sam"] + claimed["rita"]) == sorted(items), "each item claimed once"
+    with servers[1].client("ops") as ops:
+        for who, ids in claimed.items():
+            for item_id in ids:
+                item = ok(ops.get(f"/escalations/{item_id}"))
+                assert (item["status"], item["assignee"], item["resolved_by"]) == (
+                    "resolved",
+                    who,
+                    who,
+                )
+        assert ok(ops.get("/escalations", params={"status": "pending"})) == []
 
 
 def test_who_may_do_what(shared: LiveServer) -> None:

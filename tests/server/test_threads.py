@@ -3,16 +3,21 @@ SQLite and PostgreSQL, across a close and reopen of everything (a restart)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentflow import ScriptedModel, ToolCall
+from agentflow import ScriptedModel, ToolCall, UserMessage
+from agentflow.costs import StepRecord
 from agentflow.exceptions import EscalationPending, StoreError
 from agentflow.hitl import arguments_digest
-from agentflow.server.threads import ThreadService
+from agentflow.models.base import ModelRequest
+from agentflow.models.test import FunctionModel, Reply
+from agentflow.server.threads import ThreadService, Turn
 from graphs.support import Triage, graph
 from tests.helpers import three_tiers
 from tools.db import SupportDB
@@ -121,3 +126,88 @@ async def test_a_database_that_cannot_be_opened_is_a_store_error(
     with pytest.raises(StoreError, match="cannot open the checkpoints"):
         await chat.open()
     await chat.aclose()
+
+
+async def test_a_streamed_turn_yields_each_step_while_the_next_is_still_running(
+    tmp_path: Path, shop: SupportContext
+) -> None:
+    """Events come as the graph makes them: the triage step arrives while the resolve
+    model, held back here, has not answered."""
+    from tests.server.scripted_support import answer
+
+    held = asyncio.Event()
+
+    async def model(request: ModelRequest) -> Reply:
+        if request.output is None:  # every call after triage waits to be let go
+            await held.wait()
+        return answer(request)
+
+    tiers = [FunctionModel(model, name=name) for name in ("glm", "kimi", "claude")]
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    async with ThreadService(
+        graph, database_url=url, context=shop, router=three_tiers(*tiers)
+    ) as svc:
+        thread = await svc.create_thread("client-1")
+        events = await svc.post_streaming(thread, "where is my order 1042?")
+        first, second = [await asyncio.wait_for(anext(events), 30) for _ in range(2)]
+        assert isinstance(first, UserMessage) and first.content == "where is my order 1042?"
+        assert isinstance(second, StepRecord) and second.node == "triage"
+        assert not held.is_set()
+        held.set()
+        rest = [event async for event in events]
+    turn = rest[-1]
+    assert isinstance(turn, Turn) and turn.reply is not None
+    assert turn.reply.startswith("All done: lookup_order said:")
+    assert [s.node for s in turn.steps] == ["triage", "resolve", "resolve", "respond"]
+    streamed = [first, second, *rest[:-1]]
+    assert [e for e in streamed if isinstance(e, StepRecord)] == turn.steps
+    assert [e for e in streamed if not isinstance(e, StepRecord)] == turn.messages
+
+
+async def test_a_streamed_post_to_a_waiting_thread_fails_before_streaming(
+    store_url: str, shop: SupportContext
+) -> None:
+    async with service(store_url, shop, [triage("refund"), REFUND], [REFUND]) as svc:
+        thread = await svc.create_thread("client-1")
+        [item] = (await svc.post(thread, "refund 600 USD")).pending
+        with pytest.raises(EscalationPending) as raised:
+            await svc.post_streaming(thread, "hello?")
+        assert raised.value.item_id == item.id
+
+
+async def test_a_turn_failing_mid_stream_ends_with_an_error_event(
+    tmp_path: Path, shop: SupportContext
+) -> None:
+    """The 200 is out when the resolve model fails: the stream's last event is the JSON
+    error the plain answer would have had, and the server takes the next request."""
+    import httpx
+
+    from agentflow.exceptions import ModelError
+    from agentflow.server.app import create_app
+    from agentflow.server.auth import TokenTable
+    from tests.server.scripted_support import answer
+
+    async def model(request: ModelRequest) -> Reply:
+        if request.tools:
+            raise ModelError("upstream said no", model="glm", status=400)
+        return answer(request)
+
+    router = three_tiers(*(FunctionModel(model, name=n) for n in ("glm", "kimi", "claude")))
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    async with ThreadService(graph, database_url=url, context=shop, router=router) as svc:
+        app = create_app(svc, TokenTable.parse("client:ada:tok-ada"), expire_every_s=0)
+        headers = {"Authorization": "Bearer tok-ada", "Accept": "text/event-stream"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            thread = (await client.post("/threads", json={}, headers=headers)).json()["thread_id"]
+            response = await client.post(
+                f"/threads/{thread}/messages", json={"text": "where is 1042?"}, headers=headers
+            )
+            assert response.status_code == 200
+            events = [block.splitlines() for block in response.text.strip().split("\n\n")]
+            names = [lines[0].removeprefix("event: ") for lines in events]
+            assert names == ["message", "step", "error"]
+            error = json.loads(events[-1][1].removeprefix("data: "))["error"]
+            assert error["type"] == "model_error" and "upstream said no" in error["message"]
+            again = await client.get(f"/threads/{thread}", headers=headers)
+            assert again.status_code == 200
