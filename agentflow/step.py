@@ -55,7 +55,8 @@ def describe_error(exc: Exception) -> str:
 
 
 def _one_line(exc: Exception) -> str:
-    return "invalid output: " + describe_error(exc).replace("\n", "; ").replace("- ", "")
+    lines = describe_error(exc).splitlines()
+    return "invalid output: " + "; ".join(line.removeprefix("- ") for line in lines)
 
 
 def _retry_prompt(exc: Exception) -> UserMessage:

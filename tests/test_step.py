@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentflow import (
     AgentState,
@@ -100,6 +100,25 @@ async def test_invalid_output_is_retried_with_the_validation_error() -> None:
     assert "urgent: Field required" in retry[-1].content
     assert "errors.pydantic.dev" not in retry[-1].content
     assert [r.attempt for r in result["steps"]] == [1, 2]
+    assert result["steps"][1].reason.endswith("retry 1: invalid output: urgent: Field required")
+
+
+class Span(BaseModel):
+    pages: str = Field(pattern=r"^\d+ - \d+$")
+
+
+async def test_the_retry_reason_keeps_the_error_text_on_one_line() -> None:
+    """Each error's leading bullet goes, a dash inside the message stays."""
+    tools = ScriptedModel(['{"pages": "1-2"}', '{"pages": "1 - 2"}'])
+    result = await run_one(
+        three_tiers(tools, ScriptedModel([]), ScriptedModel([])),
+        lambda s, ctx: ask(ctx, output=Span),
+    )
+    assert result["answer"] == Span(pages="1 - 2")
+    reason = result["steps"][1].reason
+    assert reason.endswith(
+        "retry 1: invalid output: pages: String should match pattern '^\\d+ - \\d+$'"
+    )
 
 
 async def test_exhausted_retries_fall_back_to_the_next_tier() -> None:
