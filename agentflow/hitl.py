@@ -143,6 +143,10 @@ class HumanTurn:
     """Their answer to the customer (may be empty for `hand_back` and `timeout`)."""
     by: str = ""
     """Who they are (the reviewer's name or id)."""
+    customer_messages: list[str] = field(default_factory=list)
+    """What the customer wrote while the conversation waited for the person, oldest
+    first: they come before the person's answer in the transcript. `ThreadService`
+    fills this in from what it held; the person deciding does not."""
 
 
 _turn = TypeAdapter(HumanTurn)

@@ -282,24 +282,29 @@ async def escalate(state: SupportState, ctx: StepContext[SupportContext]) -> dic
     found = state.get("triage")
     priority = 2 if found is not None and found.urgency == "high" else 1
     turn = hand_off("escalate", reason=reason, summary=last_customer_text(state), priority=priority)
+    # What the customer wrote while waiting, then what the person answered.
+    said: list[Message] = [UserMessage(content=text) for text in turn.customer_messages]
     if turn.action == "timeout":
-        return await _apologise_with_ticket(state, ctx, reason)
+        return await _apologise_with_ticket(state, ctx, reason, said)
     update: dict[str, Any] = {"human_active": turn.action == "reply", "escalation": reason}
     if turn.message:
-        update["messages"] = [AssistantMessage(content=turn.message)]
+        said.append(AssistantMessage(content=turn.message))
+    if said:
+        update["messages"] = said
     return update
 
 
 async def _apologise_with_ticket(
-    state: SupportState, ctx: StepContext[SupportContext], reason: str
+    state: SupportState, ctx: StepContext[SupportContext], reason: str, said: list[Message]
 ) -> dict[str, Any]:
     """Nobody took the conversation in time: open a ticket and tell the customer."""
+    customer_text = "\n".join([last_customer_text(state), *(m.content for m in said)])
     call = ToolCall(
         id=f"timeout-ticket-{len(state.get('messages', []))}",
         name=create_ticket.name,
         arguments={
             "subject": f"Escalation timed out: {reason}",
-            "body": last_customer_text(state),
+            "body": customer_text,
             "customer_email": state.get("customer_email") or "unknown@example.com",
             "priority": "high",
         },
@@ -316,7 +321,7 @@ async def _apologise_with_ticket(
         "I'm sorry, no colleague could take your conversation just now. "
         f"I've opened a ticket for you ({outcome.message.content}); we'll get back to you."
     )
-    return {"messages": [AssistantMessage(content=reply)], "human_active": False}
+    return {"messages": [*said, AssistantMessage(content=reply)], "human_active": False}
 
 
 graph.edge(START, "triage")

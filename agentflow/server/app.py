@@ -9,7 +9,9 @@ uvicorn.run(app)                                 # or: agentflow serve graphs/su
 |---------------------------------|-------------------------|------------------------------------|
 | POST /threads                   | client, admin           | open a thread owned by the caller  |
 | POST /threads/{id}/messages     | its owner, admin        | the customer's message -> the turn |
-|                                 |                         | (409 while an escalation waits)    |
+|                                 |                         | (held for the person during a      |
+|                                 |                         | handoff; 409 while an approval     |
+|                                 |                         | waits)                             |
 | GET /threads/{id}               | owner, reviewer, admin  | transcript, steps, pending items   |
 | GET /escalations[?status=]      | reviewer, admin         | review items, most urgent first    |
 | GET /escalations/{id}           | reviewer, admin         | one item                           |
@@ -87,7 +89,7 @@ _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": f"The turn, as JSON; or, with `Accept: {_SSE}`, as server-sent events: "
         "each `step` (a model call) and `message` as the graph makes it, one `escalation` "
-        "per pending item, then `done` ({thread_id, reply}); a turn that fails after the "
+        "per pending item, then `done` ({thread_id, reply, held}); a turn that fails after the "
         "stream began ends with `error` (the JSON error body).",
         # OpenAPI 3.1: under text/event-stream the schema describes one event.
         "content": {
@@ -278,7 +280,8 @@ def _event_stream(
             elif isinstance(event, Turn):
                 for item in event.pending:
                     yield _sse("escalation", escalation_out(item))
-                yield _sse("done", {"thread_id": event.thread_id, "reply": event.reply})
+                done = {"thread_id": event.thread_id, "reply": event.reply, "held": event.held}
+                yield _sse("done", done)
             else:
                 yield _sse("message", message_out(event))
 

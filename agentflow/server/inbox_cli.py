@@ -87,7 +87,10 @@ def items_table(items: list[ReviewItem]) -> Table:
 
 def print_turn(turn: Turn, title: str) -> None:
     """Print a turn's steps (node, tier, reason, tokens, cost), its reply and what waits."""
-    out.print(steps_table(turn.steps))
+    if turn.held:
+        out.print("[yellow]held for the person who has this conversation[/]")
+    else:
+        out.print(steps_table(turn.steps))
     if turn.reply:
         out.print(f"[bold]{title}:[/] {turn.reply}", highlight=False)
     for item in turn.pending:

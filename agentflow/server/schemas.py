@@ -141,6 +141,9 @@ class TurnOut(BaseModel):
     steps: list[StepOut]
     pending: list[EscalationOut]
     """Escalations this run left waiting for a person."""
+    held: bool = False
+    """The message waits for the person holding the thread (a handoff): no run happened;
+    the person sees it and it joins the transcript before their answer."""
 
 
 class ThreadOut(BaseModel):
@@ -218,6 +221,7 @@ def turn_out(turn: Turn) -> TurnOut:
         messages=[message_out(m) for m in turn.messages],
         steps=[step_out(s) for s in turn.steps],
         pending=[escalation_out(i) for i in turn.pending],
+        held=turn.held,
     )
 
 

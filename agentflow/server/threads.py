@@ -60,10 +60,15 @@ __all__ = ["ThreadService", "ThreadView", "Turn"]
 
 DEFAULT_SLA = timedelta(minutes=30)
 _THREADS = "agentflow_threads"
+_HELD = "agentflow_held_messages"
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_THREADS} (thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-    "customer_email TEXT, created_at TEXT NOT NULL)"
+    "customer_email TEXT, created_at TEXT NOT NULL);\n"
+    f"CREATE TABLE IF NOT EXISTS {_HELD} (item_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
+    "text TEXT NOT NULL, at TEXT NOT NULL);\n"
+    f"CREATE INDEX IF NOT EXISTS {_HELD}_item ON {_HELD} (item_id, at)"
 )
+"""Who owns which thread; what customers wrote while a person held their thread."""
 
 
 @dataclass(kw_only=True)
@@ -77,6 +82,9 @@ class Turn:
     """This run's model calls: node, tier, reason, tokens, cost."""
     pending: list[ReviewItem] = field(default_factory=list)
     """The escalations waiting for a person after this run."""
+    held: bool = False
+    """The customer's message waits for the person holding the thread (a handoff): no
+    run happened; the person sees it, and it joins the transcript before their answer."""
 
     @property
     def reply(self) -> str | None:
@@ -89,6 +97,11 @@ class Turn:
 
 Event: TypeAlias = Message | StepRecord | Turn
 """What a streamed turn yields: its steps and messages as they come, then the `Turn`."""
+
+
+async def _events(*events: Event) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
 
 
 @dataclass(kw_only=True)
@@ -202,31 +215,38 @@ class ThreadService:
         """Open a new thread owned by `owner` (with `thread_id`, else a new id); return its id."""
         thread_id = thread_id or uuid.uuid4().hex
         row = (thread_id, owner, customer_email, datetime.now(UTC).isoformat())
-        insert = f"INSERT INTO {_THREADS} VALUES "
-        if isinstance(self._directory, PostgresDatabase):
-            async with self._directory.transaction() as cursor:
-                await cursor.execute(insert + "(%s, %s, %s, %s)", row)
-        else:
-
-            def write(conn: Any) -> None:
-                with write_transaction(conn):
-                    conn.execute(insert + "(?, ?, ?, ?)", row)
-
-            await self._directory.run(write)
+        await self._sql(f"INSERT INTO {_THREADS} VALUES (?, ?, ?, ?)", row)
         return thread_id
 
     async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
         """The thread's owner and customer email, or None if there is no such thread."""
-        select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = "
+        select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = ?"
+        rows = await self._sql(select, (thread_id,), write=False, fetch=True)
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def held(self, item_id: str) -> list[str]:
+        """What the customer wrote while the handoff `item_id` waited, oldest first."""
+        select = f"SELECT text FROM {_HELD} WHERE item_id = ? ORDER BY at"
+        return [row[0] for row in await self._sql(select, (item_id,), write=False, fetch=True)]
+
+    async def _sql(
+        self, statement: str, params: tuple[Any, ...], *, write: bool = True, fetch: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """One statement (`?` placeholders) on the directory's tables, in a transaction
+        of its own; its rows when `fetch`."""
         if isinstance(self._directory, PostgresDatabase):
             async with self._directory.transaction() as cursor:
-                await cursor.execute(select + "%s", (thread_id,))
-                row = await cursor.fetchone()
-        else:
-            row = await self._directory.run(
-                lambda conn: conn.execute(select + "?", (thread_id,)).fetchone()
-            )
-        return None if row is None else (row[0], row[1])
+                await cursor.execute(statement.replace("?", "%s"), params)
+                return await cursor.fetchall() if fetch else []
+
+        def work(conn: Any) -> list[tuple[Any, ...]]:
+            if not write:
+                return conn.execute(statement, params).fetchall()
+            with write_transaction(conn):
+                rows = conn.execute(statement, params).fetchall()
+            return rows if fetch else []
+
+        return await self._directory.run(work)
 
     # -- turns --------------------------------------------------------------------
 
@@ -235,12 +255,16 @@ class ThreadService:
 
     async def post(self, thread_id: str, text: str) -> Turn:
         """Add the customer's message to the thread and run the graph until it answers
-        or pauses for a person.
+        or pauses for a person. While a person holds the thread (a handoff), the message
+        waits for them instead: the turn comes back `held`, with no run.
 
         Raises:
-            EscalationPending: The thread waits for a person on an escalation.
+            EscalationPending: The thread waits for a decision on an approval.
         """
-        return await self._run(thread_id, await self._message(thread_id, text))
+        update = await self._message(thread_id, text)
+        if isinstance(update, Turn):
+            return update
+        return await self._run(thread_id, update)
 
     async def post_streaming(self, thread_id: str, text: str) -> AsyncIterator[Event]:
         """`post`, as it happens: each step and message as soon as the graph has it
@@ -249,11 +273,20 @@ class ThreadService:
         Raises:
             EscalationPending: Here, on the call, before anything streams.
         """
-        return self._stream(thread_id, await self._message(thread_id, text))
+        update = await self._message(thread_id, text)
+        if isinstance(update, Turn):
+            return _events(*update.messages, update)
+        return self._stream(thread_id, update)
 
-    async def _message(self, thread_id: str, text: str) -> dict[str, Any]:
-        """The graph input for a customer's message (with the thread's customer email)."""
+    async def _message(self, thread_id: str, text: str) -> dict[str, Any] | Turn:
+        """The graph input for a customer's message (with the thread's customer email),
+        or the held turn when a person holds the thread."""
         for item in await self.waiting(thread_id):
+            if item.kind == "handoff":
+                row = (item.id, thread_id, text, datetime.now(UTC).isoformat())
+                await self._sql(f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
+                said: list[Message] = [UserMessage(content=text)]
+                return Turn(thread_id=thread_id, messages=said, pending=[item], held=True)
             # A new run would leave the paused one behind: its item could never resume
             # anything, and the transcript would keep a call without a result.
             raise EscalationPending(thread_id=thread_id, item_id=item.id, status=item.status)
@@ -289,13 +322,23 @@ class ThreadService:
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise DecisionNotStorable(item_id=item_id, reason=str(exc)) from exc
         item = await self.queue.resolve(item_id, decision, by, force=force)
-        return item.thread_id, Command(resume={item.id: decision})
+        return item.thread_id, Command(resume={item.id: await self._with_held(item, decision)})
+
+    async def _with_held(self, item: ReviewItem, decision: dict[str, Any]) -> dict[str, Any]:
+        """A closed handoff's decision with what the customer wrote meanwhile (taken out
+        of the table here: the service says it, never the person deciding)."""
+        if item.kind != "handoff":
+            return decision
+        taken = f"DELETE FROM {_HELD} WHERE item_id = ? RETURNING at, text"
+        rows = sorted(await self._sql(taken, (item.id,), fetch=True))
+        return {**decision, "customer_messages": [text for _, text in rows]}
 
     async def expire(self, now: datetime | None = None) -> list[Turn]:
         """Resume every escalation past its SLA with a timeout decision."""
         turns = []
         for item in await self.queue.expire_due(now or datetime.now(UTC)):
-            resume = Command(resume={item.id: {"action": "timeout"}})
+            decision = await self._with_held(item, {"action": "timeout"})
+            resume = Command(resume={item.id: decision})
             turns.append(await self._run(item.thread_id, resume))
         return turns
 
@@ -367,11 +410,13 @@ class ThreadService:
         await self.open()
         state = await self._app.aget_state(self._config(thread_id))
         values = state.values or {}
+        pending = await self.waiting(thread_id)
+        held = [UserMessage(content=text) for item in pending for text in await self.held(item.id)]
         return ThreadView(
             thread_id=thread_id,
             owner=found[0],
             customer_email=found[1],
-            messages=list(values.get("messages", [])),
+            messages=[*values.get("messages", []), *held],
             steps=list(values.get("steps", [])),
-            pending=await self.waiting(thread_id),
+            pending=pending,
         )

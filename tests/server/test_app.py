@@ -124,6 +124,11 @@ def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> No
         escalated = sse_events(
             ada.post(f"/threads/{thread}/messages", json={"text": "a human, please"}, headers=sse)
         )
+        # While a person holds the thread, the customer's messages wait for them.
+        held = ok(ada.post(f"/threads/{thread}/messages", json={"text": "hello?"}))
+        held_events = sse_events(
+            ada.post(f"/threads/{thread}/messages", json={"text": "anyone?"}, headers=sse)
+        )
         view = ok(ada.get(f"/threads/{thread}"))
 
     # Each step and message in the order the graph made them: a step before its message.
@@ -150,6 +155,12 @@ def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> No
     assert item["payload"]["reason"] == "the customer asked for a person"
     assert escalated[-1][1]["reply"] is None
     assert [p["id"] for p in view["pending"]] == [item["id"]]
+
+    assert held["held"] and held["reply"] is None and held["steps"] == []
+    assert [p["id"] for p in held["pending"]] == [item["id"]]
+    assert [name for name, _ in held_events] == ["message", "escalation", "done"]
+    assert held_events[-1][1] == {"thread_id": thread, "reply": None, "held": True}
+    assert [m["content"] for m in view["messages"][-2:]] == ["hello?", "anyone?"]
 
 
 def test_a_large_refund_waits_for_a_reviewer_then_happens_once(

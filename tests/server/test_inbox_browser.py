@@ -168,6 +168,9 @@ def test_a_reviewer_approves_a_large_refund_from_the_page(server: LiveServer, pa
 def test_a_reviewer_answers_a_handoff_from_the_page(server: LiveServer, page: Page) -> None:
     thread, item = new_escalation(server, HUMAN)
     assert item["kind"] == "handoff"
+    waited = "are you there? it's about order 1042"
+    with server.client("ada") as ada:  # held for the person, shown in the transcript
+        assert ok(ada.post(f"/threads/{thread}/messages", json={"text": waited}))["held"]
     sign_in(page, server, "rita")
     waiting = row(page, item["id"])
     expect(waiting.get_by_test_id("what")).to_have_text("the customer asked for a person")
@@ -177,6 +180,8 @@ def test_a_reviewer_answers_a_handoff_from_the_page(server: LiveServer, page: Pa
     expect(page.get_by_test_id("approval")).to_be_hidden()
     expect(page.get_by_test_id("handoff-reason")).to_have_text("the customer asked for a person")
     expect(page.get_by_test_id("handoff-summary")).to_have_text(HUMAN)
+    said = page.get_by_test_id("transcript").locator('[data-role="user"]')
+    expect(said.last).to_contain_text(waited)
 
     page.get_by_test_id("reply").click()  # an empty reply is refused in the page
     expect(page.get_by_test_id("error-message")).to_have_text("a reply needs a message")
@@ -191,7 +196,8 @@ def test_a_reviewer_answers_a_handoff_from_the_page(server: LiveServer, page: Pa
         view = ok(ada.get(f"/threads/{thread}"))
         resolved = ok(rita.get(f"/escalations/{item['id']}"))
     assert view["pending"] == []
-    assert (view["messages"][-1]["role"], view["messages"][-1]["content"]) == ("assistant", answer)
+    said_last = [(m["role"], m["content"]) for m in view["messages"][-2:]]
+    assert said_last == [("user", waited), ("assistant", answer)]
     assert resolved["decision"] == {"action": "reply", "message": answer, "by": "rita"}
     assert resolved["resolved_by"] == "rita"
 

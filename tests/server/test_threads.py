@@ -90,12 +90,16 @@ async def test_an_overdue_handoff_expires_into_a_ticket(
         assert (
             item.kind == "handoff" and item.payload["reason"] == "the customer asked for a person"
         )
+        assert (await chat.post(thread, "still there?")).held
         assert await chat.expire(item.sla_deadline - timedelta(seconds=1)) == []
         [turn] = await chat.expire(item.sla_deadline + timedelta(seconds=1))
         assert turn.reply is not None and "opened a ticket" in turn.reply
+        assert [m.content for m in turn.messages][:1] == ["still there?"]
         expired = await chat.queue.get(item.id)
         assert expired is not None and expired.status == "expired"
-    assert shop.db.dump()["tickets"][-1]["customer_email"] == "ada@example.com"
+    ticket = shop.db.dump()["tickets"][-1]
+    assert ticket["customer_email"] == "ada@example.com"
+    assert ticket["body"] == "a human please\nstill there?"
 
 
 async def test_a_thread_nobody_created_has_no_owner_or_view(
@@ -106,15 +110,47 @@ async def test_a_thread_nobody_created_has_no_owner_or_view(
         assert await chat.view("nope") is None
 
 
-async def test_a_thread_waiting_for_a_person_takes_no_new_message(
+async def test_messages_during_a_handoff_wait_for_the_person_and_come_before_their_reply(
     store_url: str, shop: SupportContext
 ) -> None:
     async with service(store_url, shop, [triage("human")], []) as chat:
         thread = await chat.create_thread("client-3")
         [item] = (await chat.post(thread, "a human please")).pending
+        held = await chat.post(thread, "hello? anyone?")
+        assert held.held and held.steps == [] and held.reply is None
+        assert [m.content for m in held.messages] == ["hello? anyone?"]
+        assert [i.id for i in held.pending] == [item.id]
+        await chat.post(thread, "it's order 1042")
+        view = await chat.view(thread)
+        assert view is not None
+        assert [m.content for m in view.messages][-2:] == ["hello? anyone?", "it's order 1042"]
+
+        # The person answers; what they claim the customer said does not count.
+        forged = {"action": "reply", "message": "Hi, Sam here.", "customer_messages": ["x"]}
+        done = await chat.resolve(item.id, forged, by="sam", force=True)
+        said = [(type(m).__name__, m.content) for m in done.messages]
+        assert said == [
+            ("UserMessage", "hello? anyone?"),
+            ("UserMessage", "it's order 1042"),
+            ("AssistantMessage", "Hi, Sam here."),
+        ]
+        assert await chat.held(item.id) == []
+        view = await chat.view(thread)
+        assert view is not None
+        assert [m.content for m in view.messages][-3:] == [m for _, m in said]
+
+
+async def test_a_thread_waiting_for_an_approval_takes_no_new_message(
+    store_url: str, shop: SupportContext
+) -> None:
+    async with service(store_url, shop, [triage("refund"), REFUND], [REFUND]) as chat:
+        thread = await chat.create_thread("client-3")
+        [item] = (await chat.post(thread, "refund 600 USD")).pending
         with pytest.raises(EscalationPending) as refused:
             await chat.post(thread, "hello? anyone?")
         assert (refused.value.thread_id, refused.value.item_id) == (thread, item.id)
+        with pytest.raises(EscalationPending):  # on the call, before anything streams
+            await chat.post_streaming(thread, "hello?")
 
 
 async def test_a_database_that_cannot_be_opened_is_a_store_error(
@@ -162,17 +198,6 @@ async def test_a_streamed_turn_yields_each_step_while_the_next_is_still_running(
     streamed = [first, second, *rest[:-1]]
     assert [e for e in streamed if isinstance(e, StepRecord)] == turn.steps
     assert [e for e in streamed if not isinstance(e, StepRecord)] == turn.messages
-
-
-async def test_a_streamed_post_to_a_waiting_thread_fails_before_streaming(
-    store_url: str, shop: SupportContext
-) -> None:
-    async with service(store_url, shop, [triage("refund"), REFUND], [REFUND]) as svc:
-        thread = await svc.create_thread("client-1")
-        [item] = (await svc.post(thread, "refund 600 USD")).pending
-        with pytest.raises(EscalationPending) as raised:
-            await svc.post_streaming(thread, "hello?")
-        assert raised.value.item_id == item.id
 
 
 async def test_a_turn_failing_mid_stream_ends_with_an_error_event(
