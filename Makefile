@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 # waits for a person and is approved from the CLI, and a conversation handed to a person.
 DEMO_DB := sqlite:///.agentflow/demo-threads.sqlite
 DEMO := $(BIN)/agentflow run graphs/support.py --database $(DEMO_DB) --customer-email ada@example.com
+# Checkpoints revive only the graph state's own types, as production should run.
+demo: export LANGGRAPH_STRICT_MSGPACK = true
 demo: $(STAMP)
 	rm -f .agentflow/demo-threads.sqlite .agentflow/demo-threads.sqlite-wal .agentflow/demo-threads.sqlite-shm
 	$(BIN)/agentflow demo seed
