@@ -17,25 +17,32 @@ calls a turn: triage, resolve, resolve after the tool result, respond).
 - `rss_mb`: the server process's peak resident memory (VmHWM).
 
     python -m bench.support --json [--conversations 200] [--turns 2]
+        [--servers N] [--database postgresql://...]
+
+`--servers N` starts N server processes on the one state database (an empty one:
+`--database`, else a fresh SQLite file) and keeps each conversation on one of them,
+round robin, as replicas behind a load balancer would; CPU and memory figures are the
+servers' (not the database's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.support_graph import MODEL_DELAY_S
-from tests.server.live_server import seeded_server
+from tests.server.live_server import free_port, seeded_server
 
 GRAPH = "bench/support_graph.py"
 TOKEN = "tok-bench"
@@ -99,35 +106,54 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]:
+async def measure(
+    conversations: int, turns: int, warmup: int, servers: int, database_url: str | None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    options: dict[str, Any] = {
+        "graph": GRAPH,
+        "tokens": f"client:bench:{TOKEN}",
+        "env": {"LANGGRAPH_STRICT_MSGPACK": "true"},
+    }
     with (
         tempfile.TemporaryDirectory(prefix="bench-support-") as folder,
-        seeded_server(
-            Path(folder),
-            graph=GRAPH,
-            tokens=f"client:bench:{TOKEN}",
-            env={"LANGGRAPH_STRICT_MSGPACK": "true"},
-        ) as server,
+        seeded_server(Path(folder), database_url=database_url, **options) as first,
+        contextlib.ExitStack() as more,
     ):
+        fleet = [first]
+        for _ in range(servers - 1):
+            other = replace(first, port=free_port(), process=None)
+            more.callback(other.stop)
+            fleet.append(other.start())
+        pids = [server.process.pid for server in fleet if server.process is not None]
         # aiohttp, not httpx: at 200 connections httpx's pool spends more CPU per
         # request than the server does, on the same two cores.
-        connector = aiohttp.TCPConnector(limit=conversations, keepalive_timeout=2)
-        async with aiohttp.ClientSession(
-            server.url, headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(300)
-        ) as client:
-            await asyncio.gather(*(conversation(client, turns, Samples()) for _ in range(warmup)))
-            assert server.process is not None
+        sessions = [
+            aiohttp.ClientSession(
+                server.url,
+                headers=headers,
+                connector=aiohttp.TCPConnector(limit=conversations, keepalive_timeout=2),
+                timeout=aiohttp.ClientTimeout(300),
+            )
+            for server in fleet
+        ]
+        async with contextlib.AsyncExitStack() as open_sessions:
+            for session in sessions:
+                await open_sessions.enter_async_context(session)
+            # Each conversation stays on one server, round robin over the fleet.
+            await asyncio.gather(
+                *(conversation(sessions[n % servers], turns, Samples()) for n in range(warmup))
+            )
             samples = Samples()
-            server_cpu, client_cpu = cpu_s(server.process.pid), time.process_time()
+            server_cpu, client_cpu = sum(map(cpu_s, pids)), time.process_time()
             start = time.perf_counter()
             await asyncio.gather(
-                *(conversation(client, turns, samples) for _ in range(conversations))
+                *(conversation(sessions[n % servers], turns, samples) for n in range(conversations))
             )
             wall_s = time.perf_counter() - start
-            server_cpu = cpu_s(server.process.pid) - server_cpu
+            server_cpu = sum(map(cpu_s, pids)) - server_cpu
             client_cpu = time.process_time() - client_cpu
-        rss_mb = peak_rss_mb(server.process.pid)
+        rss_mb = max(map(peak_rss_mb, pids))
     turn_ms = samples.turn_ms or [float("nan")]
     return {
         "p50_ms": round(statistics.median(turn_ms), 1),
@@ -140,6 +166,7 @@ async def measure(conversations: int, turns: int, warmup: int) -> dict[str, Any]
         "errors": len(samples.errors),
         "rss_mb": round(rss_mb, 1),
         "conversations": conversations,
+        "servers": servers,
         "turns": len(samples.turn_ms),
         "model_calls": samples.model_calls,
         "model_delay_ms": MODEL_DELAY_S * 1e3,
@@ -155,9 +182,13 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=200)
     parser.add_argument("--turns", type=int, default=2, help="messages per conversation")
     parser.add_argument("--warmup", type=int, default=5, help="conversations before measuring")
+    parser.add_argument("--servers", type=int, default=1, help="server processes, one database")
+    parser.add_argument("--database", help="the state database URL (default: a SQLite file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.conversations, args.turns, args.warmup))
+    result = asyncio.run(
+        measure(args.conversations, args.turns, args.warmup, args.servers, args.database)
+    )
     if args.json:
         print(json.dumps(result))
     else:

@@ -127,10 +127,13 @@ class LiveServer:
 
 
 @contextmanager
-def seeded_server(folder: Path, **options: Any) -> Iterator[LiveServer]:
+def seeded_server(
+    folder: Path, *, database_url: str | None = None, **options: Any
+) -> Iterator[LiveServer]:
     """A started server over a freshly seeded shop and an empty state database in `folder`.
 
     Args:
+        database_url: The state database (default: a SQLite file in `folder`).
         options: More `LiveServer` fields (`graph`, `tokens`, `env`, `extra`).
     """
     from tools.seed import seed
@@ -138,7 +141,7 @@ def seeded_server(folder: Path, **options: Any) -> Iterator[LiveServer]:
     shop = f"sqlite:///{folder / 'shop.sqlite'}"
     seed(shop, customers=20)
     live = LiveServer(
-        database_url=f"sqlite:///{folder / 'state.sqlite'}",
+        database_url=database_url or f"sqlite:///{folder / 'state.sqlite'}",
         shop_url=shop,
         log=folder / "log",
         **options,
