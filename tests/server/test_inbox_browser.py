@@ -252,3 +252,48 @@ def test_errors_from_the_api_and_bad_input_are_shown_in_the_page(
         [retry] = ok(sam.get("/escalations", params={"thread_id": thread, "status": "pending"}))
     expect(row(page, retry["id"])).to_have_attribute("data-status", "pending")
     assert refunds(server) == before
+
+
+def test_a_reviewer_rejects_releases_and_hands_back_from_the_page(
+    server: LiveServer, page: Page
+) -> None:
+    before = refunds(server)
+    thread, item = new_escalation(server, REFUND)
+    sign_in(page, server, "sam")
+    row(page, item["id"]).get_by_test_id("claim").click()
+    proposal = page.get_by_test_id("call")
+    proposal.get_by_test_id("action-reject").check()
+    why = "not without a photo of the damage"
+    proposal.get_by_test_id("comment").fill(why)
+    page.get_by_test_id("submit-decision").click()
+    expect(page.get_by_test_id("result-reply")).to_contain_text(why)  # the model was told
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    with server.client("sam") as sam:
+        decided = ok(sam.get(f"/escalations/{item['id']}"))
+        view = ok(sam.get(f"/threads/{thread}"))
+    [call] = item["payload"]["calls"]
+    assert decided["status"] == "resolved"
+    assert decided["decision"] == {
+        call["id"]: {"action": "reject", "digest": call["digest"], "comment": why}
+    }
+    [result] = [m for m in view["messages"] if m["role"] == "tool"]
+    assert result["is_error"] and why in result["content"]
+    assert refunds(server) == before
+
+    # Released: back in the pile for anyone.
+    _, waiting = new_escalation(server, HUMAN)
+    page.get_by_test_id("refresh").click()
+    row(page, waiting["id"]).get_by_test_id("claim").click()
+    expect(row(page, waiting["id"])).to_have_attribute("data-status", "claimed")
+    page.get_by_test_id("release").click()
+    expect(row(page, waiting["id"])).to_have_attribute("data-status", "pending")
+    expect(row(page, waiting["id"]).get_by_test_id("assignee")).to_have_text("—")
+
+    # Handed back: the agent has the conversation again, with nothing said by a person.
+    row(page, waiting["id"]).get_by_test_id("claim").click()
+    page.get_by_test_id("hand-back").click()
+    expect(page.get_by_test_id("result")).to_be_visible()
+    expect(row(page, waiting["id"])).to_have_count(0)
+    with server.client("sam") as sam:
+        handed = ok(sam.get(f"/escalations/{waiting['id']}"))
+    assert (handed["status"], handed["decision"]["action"]) == ("resolved", "hand_back")
