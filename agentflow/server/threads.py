@@ -343,10 +343,10 @@ class ThreadService:
         return turns
 
     async def _run(self, thread_id: str, update: Any) -> Turn:
-        async for event in self._stream(thread_id, update):
-            if isinstance(event, Turn):
-                return event
-        raise AssertionError("_stream ends with the Turn")
+        events = [event async for event in self._stream(thread_id, update)]
+        turn = events[-1]  # the steps and messages before it are in it too
+        assert isinstance(turn, Turn)
+        return turn
 
     async def _stream(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
         """Run the graph, yielding the steps and messages it adds as each superstep ends,
