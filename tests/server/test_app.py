@@ -163,6 +163,25 @@ def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> No
     assert [m["content"] for m in view["messages"][-2:]] == ["hello?", "anyone?"]
 
 
+def test_a_client_that_leaves_mid_stream_does_not_cut_the_turn_short(tmp_path: Path) -> None:
+    """On models taking 100 ms a call, the client reads the first event and hangs up;
+    the turn still runs to its reply, which the thread then shows."""
+    with seeded_server(tmp_path, graph="bench/support_graph.py") as slow:
+        thread = new_thread(slow)
+        sse = {"Accept": "text/event-stream"}
+        with slow.client("ada") as ada:
+            path = f"/threads/{thread}/messages"
+            with ada.stream("POST", path, json={"text": WHERE}, headers=sse) as response:
+                first = next(response.iter_lines())
+            assert first == "event: message"  # the customer's own message, then gone
+            deadline = time.monotonic() + 60
+            while len((view := ok(ada.get(f"/threads/{thread}")))["steps"]) < 4:  # 4 calls
+                assert time.monotonic() < deadline, view["messages"]
+                time.sleep(0.05)  # poll interval: the loop checks the condition
+    assert view["messages"][-1]["content"].startswith("All done: lookup_order said:")
+    assert [s["node"] for s in view["steps"]] == ["triage", "resolve", "resolve", "respond"]
+
+
 def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
     serve: Callable[[], LiveServer], shop_url: str
 ) -> None:
