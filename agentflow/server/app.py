@@ -69,7 +69,7 @@ from agentflow.server.schemas import (
     thread_out,
     turn_out,
 )
-from agentflow.server.threads import Event, ThreadService, Turn
+from agentflow.server.threads import Event, ThreadService, Turn, last_turn
 
 __all__ = ["create_app"]
 
@@ -239,8 +239,15 @@ def _sse(event: str, data: BaseModel | dict[str, Any]) -> str:
     return f"event: {event}\ndata: {body}\n\n"
 
 
-def _wants_events(request: Request) -> bool:
-    return _SSE in request.headers.get("accept", "")
+async def _answer(
+    request: Request, events: AsyncIterator[Event], metrics: ServerMetrics, source: str
+) -> TurnOut | StreamingResponse:
+    """The turn as server-sent events when the client accepts them, else as JSON."""
+    if _SSE in request.headers.get("accept", ""):
+        return _event_stream(request, events, metrics, source)
+    turn = await last_turn(events)
+    metrics.record_turn(turn.steps, source=source)
+    return turn_out(turn)
 
 
 def _event_stream(
@@ -315,12 +322,8 @@ async def post_message(
     if not who.can_talk:
         raise HTTPException(403, f"a {who.role} cannot post messages as the customer")
     await _readable_thread(service, who, thread_id)
-    if _wants_events(request):
-        events = await service.post_streaming(thread_id, body.text)
-        return _event_stream(request, events, metrics, "message")
-    turn = await service.post(thread_id, body.text)
-    metrics.record_turn(turn.steps, source="message")
-    return turn_out(turn)
+    events = await service.post_streaming(thread_id, body.text)
+    return await _answer(request, events, metrics, "message")
 
 
 @threads.get("/threads/{thread_id}")
@@ -393,14 +396,10 @@ async def resolve(
     """Decide on the item and resume its thread with the decision."""
     if body.force and who.role != "admin":
         raise HTTPException(403, "only an admin may resolve an item someone else has claimed")
-    if _wants_events(request):
-        events = await service.resolve_streaming(
-            item_id, body.decision, by=who.subject, force=body.force
-        )
-        return _event_stream(request, events, metrics, "resolve")
-    turn = await service.resolve(item_id, body.decision, by=who.subject, force=body.force)
-    metrics.record_turn(turn.steps, source="resolve")
-    return turn_out(turn)
+    events = await service.resolve_streaming(
+        item_id, body.decision, by=who.subject, force=body.force
+    )
+    return await _answer(request, events, metrics, "resolve")
 
 
 # -- operations ---------------------------------------------------------------------

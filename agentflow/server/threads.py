@@ -56,7 +56,7 @@ from agentflow.queue import ReviewItem, open_queue
 from agentflow.routing import Router
 from agentflow.serde import StateSerializer
 
-__all__ = ["ThreadService", "ThreadView", "Turn"]
+__all__ = ["Event", "ThreadService", "ThreadView", "Turn", "last_turn"]
 
 DEFAULT_SLA = timedelta(minutes=30)
 _THREADS = "agentflow_threads"
@@ -102,6 +102,13 @@ Event: TypeAlias = Message | StepRecord | Turn
 async def _events(*events: Event) -> AsyncIterator[Event]:
     for event in events:
         yield event
+
+
+async def last_turn(events: AsyncIterator[Event]) -> Turn:
+    """The `Turn` a stream ends with (the steps and messages before it are in it too)."""
+    turn = [event async for event in events][-1]
+    assert isinstance(turn, Turn)
+    return turn
 
 
 @dataclass(kw_only=True)
@@ -236,7 +243,7 @@ class ThreadService:
         of its own; its rows when `fetch`."""
         if isinstance(self._directory, PostgresDatabase):
             async with self._directory.transaction() as cursor:
-                await cursor.execute(statement.replace("?", "%s"), params)
+                await cursor.execute(statement, params)
                 return await cursor.fetchall() if fetch else []
 
         def work(conn: Any) -> list[tuple[Any, ...]]:
@@ -261,10 +268,7 @@ class ThreadService:
         Raises:
             EscalationPending: The thread waits for a decision on an approval.
         """
-        update = await self._message(thread_id, text)
-        if isinstance(update, Turn):
-            return update
-        return await self._run(thread_id, update)
+        return await last_turn(await self.post_streaming(thread_id, text))
 
     async def post_streaming(self, thread_id: str, text: str) -> AsyncIterator[Event]:
         """`post`, as it happens: each step and message as soon as the graph has it
@@ -304,7 +308,7 @@ class ThreadService:
         Raises:
             DecisionNotStorable: The checkpoint cannot hold the decision; the item stays.
         """
-        return await self._run(*await self._decide(item_id, decision, by, force))
+        return await last_turn(await self.resolve_streaming(item_id, decision, by=by, force=force))
 
     async def resolve_streaming(
         self, item_id: str, decision: dict[str, Any], *, by: str, force: bool = False
@@ -339,14 +343,8 @@ class ThreadService:
         for item in await self.queue.expire_due(now or datetime.now(UTC)):
             decision = await self._with_held(item, {"action": "timeout"})
             resume = Command(resume={item.id: decision})
-            turns.append(await self._run(item.thread_id, resume))
+            turns.append(await last_turn(self._stream(item.thread_id, resume)))
         return turns
-
-    async def _run(self, thread_id: str, update: Any) -> Turn:
-        events = [event async for event in self._stream(thread_id, update)]
-        turn = events[-1]  # the steps and messages before it are in it too
-        assert isinstance(turn, Turn)
-        return turn
 
     async def _stream(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
         """Run the graph, yielding the steps and messages it adds as each superstep ends,
