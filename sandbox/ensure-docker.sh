@@ -41,20 +41,7 @@ dockerd_running() {
   [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null
 }
 
-can_apt_install() {
-  [ -f /etc/debian_version ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
-}
-
-apt_install() {
-  can_apt_install || fail "$1 is missing; install $2 (Debian: apt-get install $2)"
-  echo "ensure-docker.sh: installing $2" >&2
-  # An empty package index (a fresh image) has to be fetched before anything installs.
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null ||
-    fail "apt-get update failed; cannot install $2"
-  # shellcheck disable=SC2086 # $2 is a list of package names
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -q $2 >/dev/null ||
-    fail "apt-get install $2 failed"
-}
+. "$here/apt.sh"
 
 wait_for_daemon() {
   command -v docker >/dev/null 2>&1 || fail "the docker CLI is missing; install docker.io (or docker-ce-cli)"
@@ -73,7 +60,8 @@ wait_for_daemon() {
 
 if ! docker_answers; then
   if ! dockerd_running && ! command -v dockerd >/dev/null 2>&1; then
-    apt_install dockerd "docker.io debootstrap"
+    apt_install "docker.io debootstrap" \
+      "dockerd is missing; install docker.io debootstrap (Debian: apt-get install docker.io debootstrap)"
   fi
   # The package's install scripts may have started one already: never start a second.
   if ! dockerd_running; then
@@ -95,7 +83,8 @@ fi
 tag="$("$python" -c 'from agentflow.sandbox.docker import image_tag; print(image_tag())')" ||
   fail "could not compute the sandbox image tag with $python"
 if ! docker image inspect "$tag" >/dev/null 2>&1; then
-  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap debootstrap
+  command -v debootstrap >/dev/null 2>&1 ||
+    apt_install debootstrap "debootstrap is missing; install debootstrap (Debian: apt-get install debootstrap)"
   echo "ensure-docker.sh: building the sandbox image $tag" >&2
   "$here/build-base.sh" "$tag" >/dev/null || fail "building the sandbox image $tag failed"
 fi

@@ -15,19 +15,15 @@ fail() {
   exit 1
 }
 
+. "$(dirname "$0")/../sandbox/apt.sh"
+
 find_chromium() {
   command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null
 }
 
 if ! path="$(find_chromium)"; then
-  [ -f /etc/debian_version ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 ||
-    fail "no chromium binary; install chromium (Debian: apt-get install chromium) or set AGENTFLOW_TEST_CHROMIUM"
-  echo "ensure-chromium.sh: installing chromium" >&2
-  # An empty package index (a fresh image) has to be fetched before anything installs.
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null ||
-    fail "apt-get update failed; cannot install chromium"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -q chromium >/dev/null ||
-    fail "apt-get install chromium failed"
+  apt_install chromium \
+    "no chromium binary; install chromium (Debian: apt-get install chromium) or set AGENTFLOW_TEST_CHROMIUM"
   path="$(find_chromium)" || fail "chromium installed but no chromium binary on PATH"
 fi
 echo "$path"

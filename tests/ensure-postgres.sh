@@ -24,9 +24,7 @@ fail() {
   exit 1
 }
 
-can_apt_install() {
-  [ -f /etc/debian_version ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
-}
+. "$(dirname "$0")/../sandbox/apt.sh"
 
 find_bindir() {
   if [ -n "${AGENTFLOW_PG_BINDIR:-}" ]; then
@@ -44,13 +42,8 @@ find_bindir() {
 
 bindir="$(find_bindir)"
 if [ -z "$bindir" ]; then
-  can_apt_install ||
-    fail "no PostgreSQL server found; install it (Debian: apt-get install postgresql) or set AGENTFLOW_TEST_POSTGRES_URL"
-  echo "ensure-postgres.sh: installing postgresql" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null ||
-    fail "apt-get update failed; cannot install postgresql"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -q postgresql >/dev/null ||
-    fail "apt-get install postgresql failed"
+  apt_install postgresql \
+    "no PostgreSQL server found; install it (Debian: apt-get install postgresql) or set AGENTFLOW_TEST_POSTGRES_URL"
   bindir="$(find_bindir)"
   [ -n "$bindir" ] || fail "installed postgresql but found no initdb under /usr/lib/postgresql"
 fi
