@@ -26,7 +26,7 @@ from rich.table import Table
 
 from agentflow._console import fail, out, steps_table, user_errors
 from agentflow.exceptions import ConfigError, ReviewItemNotFound
-from agentflow.queue import ReviewItem, open_queue
+from agentflow.queue import ReviewItem, ReviewQueue, open_queue
 from agentflow.server.threads import ThreadService, Turn
 
 __all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_turn"]
@@ -130,14 +130,7 @@ def show(
     database: DatabaseOption = None,
 ) -> None:
     """Show one escalation: what is proposed or asked, for which thread."""
-
-    async def get(queue: Any) -> ReviewItem:
-        item = await queue.get(item_id)
-        if item is None:
-            raise ReviewItemNotFound(item_id=item_id)
-        return item
-
-    item = _with_queue(database, get)
+    item = _with_queue(database, lambda queue: _item(queue, item_id))
     out.print(items_table([item]))
     out.print_json(json.dumps(item.payload, default=str))
 
@@ -249,12 +242,16 @@ def resolve(
     print_turn(turn, "resumed")
 
 
+async def _item(queue: ReviewQueue, item_id: str) -> ReviewItem:
+    item = await queue.get(item_id)
+    if item is None:
+        raise ReviewItemNotFound(item_id=item_id)
+    return item
+
+
 async def _find(service: ThreadService, item_id: str | None, thread: str | None) -> ReviewItem:
     if item_id is not None:
-        item = await service.queue.get(item_id)
-        if item is None:
-            raise ReviewItemNotFound(item_id=item_id)
-        return item
+        return await _item(service.queue, item_id)
     assert thread is not None  # `resolve` takes an id or a thread, never neither
     waiting = await service.waiting(thread)
     if len(waiting) != 1:
