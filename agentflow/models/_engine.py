@@ -377,7 +377,7 @@ class Engine:
                 generated.append(token)
                 out = self.model(
                     input_ids=torch.tensor([[token]], device=self.device),
-                    past_key_values=out.past_key_values,
+                    cache=out.cache,
                     use_cache=True,
                 )
 
