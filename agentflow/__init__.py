@@ -22,7 +22,14 @@ from agentflow.exceptions import (
     ToolError,
 )
 from agentflow.graph import END, START, AgentGraph, AgentState, run_usage
-from agentflow.hitl import ApprovalDecision, arguments_digest
+from agentflow.hitl import (
+    ApprovalDecision,
+    HumanTurn,
+    ProposedCall,
+    arguments_digest,
+    ask_approval,
+    hand_off,
+)
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -77,6 +84,7 @@ __all__ = [
     "FallbackModel",
     "FunctionModel",
     "GpuPrice",
+    "HumanTurn",
     "JsonSchema",
     "Message",
     "Model",
@@ -89,6 +97,7 @@ __all__ = [
     "OutputValidationError",
     "PolicyViolation",
     "Price",
+    "ProposedCall",
     "Regex",
     "Reply",
     "RetryPolicy",
@@ -119,6 +128,8 @@ __all__ = [
     "UserMessage",
     "__version__",
     "arguments_digest",
+    "ask_approval",
+    "hand_off",
     "infer_model",
     "load_config",
     "output_spec",

@@ -11,15 +11,15 @@ PUBLIC = [
     "END", "START", "AgentGraph", "AgentState", "AgentflowConfig", "AgentflowError",
     "ApprovalDecision", "AssistantMessage", "BudgetExceeded", "Choice", "CircuitBreaker",
     "CircuitOpen", "ConfigError", "Ebnf", "FallbackModel", "FunctionModel", "GpuPrice",
-    "JsonSchema", "Message", "Model", "ModelError", "ModelProfile", "ModelRequest",
+    "HumanTurn", "JsonSchema", "Message", "Model", "ModelError", "ModelProfile", "ModelRequest",
     "ModelResponse", "ModelSettings", "OutputSpec", "OutputValidationError", "PolicyViolation",
-    "Price", "Regex", "Reply", "RetryPolicy", "RouteDecision", "Router", "RoutingPolicy",
-    "RunContext", "RunUsage", "SandboxError", "ScriptedModel", "StepContext",
+    "Price", "ProposedCall", "Regex", "Reply", "RetryPolicy", "RouteDecision", "Router",
+    "RoutingPolicy", "RunContext", "RunUsage", "SandboxError", "ScriptedModel", "StepContext",
     "StepLimitExceeded", "StepRecord", "StreamDelta", "StreamInterrupted", "SystemMessage",
     "Tier", "TokenPrice", "Tool", "ToolCall", "ToolCallParseError", "ToolError",
     "ToolResultMessage", "ToolRetry", "ToolSpec", "Usage", "UsageTotals", "UserMessage",
-    "__version__", "arguments_digest", "infer_model", "load_config", "output_spec",
-    "run_usage", "tool",
+    "__version__", "arguments_digest", "ask_approval", "hand_off", "infer_model", "load_config",
+    "output_spec", "run_usage", "tool",
 ]  # fmt: skip
 
 
