@@ -121,32 +121,45 @@ class AgentLoop:
             settings=self.settings,
         )
         response, _ = await ctx.request(req)
-        flagged = [c.name for c in response.message.tool_calls if self._high_stakes(c)]
+        flagged = [c.name for c in response.message.tool_calls if self._high_stakes(c, ctx)]
         if flagged and not ctx.high_stakes and ctx.router.policy.high_stakes is not None:
             why = f"high-stakes tool call {', '.join(flagged)}"
             response, _ = await ctx.request(req, high_stakes=True, why=why)
         return {"messages": [response.message]}
 
-    def _high_stakes(self, call: ToolCall) -> bool:
+    def _high_stakes(self, call: ToolCall, ctx: StepContext[Any]) -> bool:
         tool = self.tools.get(call.name)
         if tool is None or tool.high_stakes is False:
             return False
         try:
-            return tool.is_high_stakes(tool.validate(call.arguments))
+            arguments = tool.validate(call.arguments)
         except ValidationError:
             return False  # invalid calls never run; the tool node reports them to the model
+        return tool.is_high_stakes(arguments, self._run_context(call, ctx))
+
+    def _run_context(self, call: ToolCall, ctx: StepContext[Any]) -> RunContext[Any]:
+        """The context the tool node gives this call (its predicates see the same one)."""
+        return RunContext(
+            deps=ctx.deps,
+            run_id=ctx.run_id,
+            thread_id=ctx.thread_id,
+            node=self.tools_node,
+            tool_call_id=call.id,
+        )
 
     async def tools_step(self, state: dict[str, Any], ctx: StepContext[Any]) -> dict[str, Any]:
         """Run the calls the model proposed, after approval where a tool requires it."""
         history: list[Message] = state.get("messages", [])
         calls = pending_calls(history)
-        decisions = self._approvals(calls)
+        decisions = self._approvals(calls, ctx)
         results: list[ToolResultMessage] = []
         for call in calls:
             results.append(await self._run_one(call, decisions.get(call.id), history, ctx))
         return {"messages": results}
 
-    def _approvals(self, calls: Sequence[ToolCall]) -> dict[str, ApprovalDecision]:
+    def _approvals(
+        self, calls: Sequence[ToolCall], ctx: StepContext[Any]
+    ) -> dict[str, ApprovalDecision]:
         gated = []
         for call in calls:
             tool = self.tools.get(call.name)
@@ -156,7 +169,7 @@ class AgentLoop:
                 arguments = tool.validate(call.arguments)
             except ValidationError:
                 continue
-            if tool.needs_approval(arguments):
+            if tool.needs_approval(arguments, self._run_context(call, ctx)):
                 digest = arguments_digest(call.name, call.arguments)
                 gated.append(
                     ProposedCall(
@@ -191,13 +204,7 @@ class AgentLoop:
             return _error(call, f"A human reviewer rejected this call{comment}")
         if decision is not None and decision.action == "edit":
             call = replace(call, arguments=decision.arguments)
-        run_ctx = RunContext(
-            deps=ctx.deps,
-            run_id=ctx.run_id,
-            thread_id=ctx.thread_id,
-            node=self.tools_node,
-            tool_call_id=call.id,
-        )
+        run_ctx = self._run_context(call, ctx)
         if tool.side_effects and ctx.journal is not None:
             return await self._run_once(tool, call, run_ctx, ctx.journal)
         outcome = await tool.run(call, run_ctx)

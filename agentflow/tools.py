@@ -56,7 +56,6 @@ __all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
 DepsT = TypeVar("DepsT")
 
 Sandboxing = Literal["none", "docker", "auto"]
-ArgumentsPredicate = Callable[[dict[str, Any]], bool]
 
 _SANDBOXES: tuple[str, ...] = ("none", "docker", "auto")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -100,6 +99,13 @@ class RunContext(Generic[DepsT]):
         if self.tool_call_id is None:
             return None
         return f"{self.thread_id or self.run_id}:{self.tool_call_id}"
+
+
+ArgumentsPredicate = (
+    Callable[[dict[str, Any]], bool] | Callable[[RunContext[Any], dict[str, Any]], bool]
+)
+"""A predicate over a call's validated arguments: `args -> bool`, or `(ctx, args) -> bool`
+to see the call's `RunContext` as well (a per-customer limit in `ctx.deps`)."""
 
 
 class ToolRetry(Exception):
@@ -167,7 +173,8 @@ class Tool(Generic[DepsT]):
     parameters: dict[str, Any]
     """JSON schema of the model-visible arguments (a strict-style object)."""
     requires_approval: bool | ArgumentsPredicate
-    """Whether a human must approve a call; a predicate gets the validated arguments."""
+    """Whether a human must approve a call; a predicate gets the validated arguments (and
+    the call's `RunContext` first, when it has two required positional parameters)."""
     high_stakes: bool | ArgumentsPredicate
     """Whether a call is high-stakes (may route to the frontier tier), same forms."""
     sandbox: Sandboxing
@@ -211,6 +218,14 @@ class Tool(Generic[DepsT]):
         self.parameters = _json_schema(self._signature.model, key)
         self.requires_approval = requires_approval
         self.high_stakes = high_stakes
+        self._context_predicates = frozenset(
+            option
+            for option, flag in (
+                ("requires_approval", requires_approval),
+                ("high_stakes", high_stakes),
+            )
+            if not isinstance(flag, bool) and _takes_context(option, flag, key)
+        )
         self.sandbox = sandbox
         self.timeout_s = timeout_s
         self.side_effects = side_effects
@@ -247,13 +262,17 @@ class Tool(Generic[DepsT]):
         validated = self._signature.model.model_validate(arguments)
         return {param: getattr(validated, field) for param, field in self._signature.fields}
 
-    def needs_approval(self, arguments: dict[str, Any]) -> bool:
-        """Whether a call with these validated arguments must be approved by a human."""
-        return self._evaluate("requires_approval", self.requires_approval, arguments)
+    def needs_approval(self, arguments: dict[str, Any], ctx: RunContext[Any] | None = None) -> bool:
+        """Whether a call with these validated arguments must be approved by a human.
 
-    def is_high_stakes(self, arguments: dict[str, Any]) -> bool:
-        """Whether a call with these validated arguments is high-stakes."""
-        return self._evaluate("high_stakes", self.high_stakes, arguments)
+        Raises:
+            ToolError: The predicate failed, or takes a `RunContext` and `ctx` is None.
+        """
+        return self._evaluate("requires_approval", self.requires_approval, arguments, ctx)
+
+    def is_high_stakes(self, arguments: dict[str, Any], ctx: RunContext[Any] | None = None) -> bool:
+        """Whether a call with these validated arguments is high-stakes (raises as above)."""
+        return self._evaluate("high_stakes", self.high_stakes, arguments, ctx)
 
     async def call(self, arguments: dict[str, Any], ctx: RunContext[Any]) -> Any:
         """Call the function with validated arguments (as `validate` returns them).
@@ -331,12 +350,23 @@ class Tool(Generic[DepsT]):
         return args, kwargs
 
     def _evaluate(
-        self, option: str, flag: bool | ArgumentsPredicate, arguments: dict[str, Any]
+        self,
+        option: str,
+        flag: bool | ArgumentsPredicate,
+        arguments: dict[str, Any],
+        ctx: RunContext[Any] | None,
     ) -> bool:
         if isinstance(flag, bool):
             return flag
+        predicate: Callable[..., Any] = flag
+        given = (arguments,)
+        if option in self._context_predicates:
+            if ctx is None:
+                message = f"tool {self.name!r}: the {option} predicate takes a RunContext"
+                raise ToolError(message, tool=self.name)
+            given = (ctx, arguments)
         try:
-            return bool(flag(arguments))
+            return bool(predicate(*given))
         except Exception as exc:
             message = f"tool {self.name!r}: the {option} predicate failed: {exc!r}"
             raise ToolError(message, tool=self.name) from exc
@@ -399,8 +429,11 @@ def tool(
         name: The name the model sees; defaults to the function's name.
         description: Overrides the docstring's summary.
         requires_approval: True, or a predicate over the validated arguments, to put each
-            call to a human reviewer first.
-        high_stakes: True, or a predicate over the validated arguments, to mark calls
+            call to a human reviewer first. A predicate with two required positional
+            parameters is called as `predicate(ctx, arguments)` with the call's
+            `RunContext` (e.g. `lambda ctx, args: args["amount"] > ctx.deps.limit`); one
+            with a single parameter as `predicate(arguments)`.
+        high_stakes: True, or a predicate like `requires_approval`'s, to mark calls
             that may be served by the frontier tier.
         sandbox: `none` (in process), `docker`, or `auto` (Docker when a daemon answers,
             else the weaker process sandbox); sandboxed tools cannot take a RunContext.
@@ -461,6 +494,25 @@ def _check_options(
         raise ConfigError(f"timeout_s must be positive, not {timeout_s!r}", key=key)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries must be an integer >= 0, not {retries!r}", key=key)
+
+
+def _takes_context(option: str, predicate: Callable[..., Any], key: str) -> bool:
+    """Whether a predicate is `(ctx, arguments)` rather than `(arguments)`, by its number
+    of required positional parameters."""
+    try:
+        parameters = inspect.signature(predicate).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: one argument, then
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    takes_one = any(p.kind in (*positional, p.VAR_POSITIONAL) for p in parameters)
+    if len(required) > 2 or not takes_one:
+        raise ConfigError(
+            f"the {option} predicate must take (arguments) or (ctx, arguments), "
+            f"not {len(required)} required parameters",
+            key=key,
+        )
+    return len(required) == 2
 
 
 def _parse_docstring(doc: str | None) -> _Docstring:

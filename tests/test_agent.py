@@ -38,6 +38,8 @@ class Shop:
 
     orders: dict[int, str] = field(default_factory=lambda: {1042: "shipped"})
     refunds: list[tuple[int, float, str | None]] = field(default_factory=list)
+    approval_limit: float = 100.0
+    """What this customer may be refunded without a person approving it."""
 
 
 @tool
@@ -225,6 +227,43 @@ async def test_small_refunds_need_no_approval() -> None:
     state = await graph.compile().ainvoke(ask("refund"), context=shop)
     assert "__interrupt__" not in state
     assert shop.refunds == [(1042, 20.0, "run:c1")]
+
+
+@tool(
+    side_effects=True,
+    requires_approval=lambda ctx, args: args["amount"] > ctx.deps.approval_limit,
+    high_stakes=lambda ctx, args: ctx.tool_call_id == "c1" and args["amount"] > 1000,
+)
+def capped_refund(ctx: RunContext[Shop], order_id: int, amount: float) -> str:
+    """Refund an order, up to the customer's own approval limit without a person.
+
+    Args:
+        order_id: The order number.
+        amount: USD to refund.
+    """
+    ctx.deps.refunds.append((order_id, amount, ctx.idempotency_key))
+    return f"refunded {amount}"
+
+
+async def test_tool_predicates_see_the_run_context_of_the_call() -> None:
+    refund = call("capped_refund", order_id=1042, amount=500.0)
+    for limit, paused in [(1000.0, False), (100.0, True)]:
+        graph = agent_graph(ScriptedModel([refund, "ok"]), tools=[capped_refund])
+        shop = Shop(approval_limit=limit)
+        config: Any = {"configurable": {"thread_id": "t"}}
+        state = await graph.compile(checkpointer=InMemorySaver()).ainvoke(
+            ask("refund 500"), config, context=shop
+        )
+        assert ("__interrupt__" in state) is paused
+        assert shop.refunds == ([] if paused else [(1042, 500.0, "t:c1")])
+    big = call("capped_refund", order_id=1042, amount=5000.0)
+    frontier = ScriptedModel([call("capped_refund", "f1", order_id=1042, amount=50.0)])
+    state = (
+        await agent_graph(ScriptedModel([big, "ok"]), frontier, tools=[capped_refund])
+        .compile()
+        .ainvoke(ask("refund 5000"), context=Shop())
+    )
+    assert [s.tier for s in state["steps"]] == ["tools", "frontier", "tools"]
 
 
 async def test_agent_exit_follows_a_branch() -> None:

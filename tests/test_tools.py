@@ -397,6 +397,38 @@ def test_flags_and_predicates_see_validated_arguments() -> None:
     assert place_order.is_high_stakes({}) is False
 
 
+def test_predicates_with_two_parameters_also_get_the_run_context() -> None:
+    seen: list[RunContext[Any]] = []
+
+    def stakes(ctx: RunContext[dict[str, float]], args: dict[str, Any]) -> bool:
+        seen.append(ctx)
+        return args["amount"] > ctx.deps["stakes"]
+
+    def default_limit(args: dict[str, Any], limit: float = 100) -> bool:
+        return args["amount"] > limit
+
+    @tool(
+        requires_approval=lambda ctx, args: args["amount"] > ctx.deps["limit"], high_stakes=stakes
+    )
+    def refund(amount: float) -> str:
+        return "ok"
+
+    ctx = RunContext(deps={"limit": 500.0, "stakes": 200.0}, run_id="r", tool_call_id="c1")
+    args = refund.validate({"amount": 250})
+    assert refund.needs_approval(args, ctx) is False
+    assert refund.is_high_stakes(args, ctx) is True
+    assert seen == [ctx]
+    with pytest.raises(ToolError, match="requires_approval predicate takes a RunContext"):
+        refund.needs_approval(args)
+    assert tool(requires_approval=default_limit)(refund.function).needs_approval(args) is True
+
+
+@pytest.mark.parametrize("predicate", [lambda: True, lambda ctx, args, extra: True])
+def test_predicates_take_arguments_or_context_and_arguments(predicate: Any) -> None:
+    with pytest.raises(ConfigError, match=r"must take \(arguments\) or \(ctx, arguments\)"):
+        tool(high_stakes=predicate)(lookup_order.function)
+
+
 def test_failing_predicate_is_a_tool_error() -> None:
     @tool(high_stakes=lambda args: args["missing"])
     def f(x: int) -> int:
