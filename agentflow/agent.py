@@ -17,8 +17,9 @@ again, and nothing with side effects runs before the interrupt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -46,7 +47,14 @@ from agentflow.tools import RunContext, Tool, ToolOutcome
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal
 
-__all__ = ["AgentLoop", "pending_calls"]
+__all__ = ["AgentLoop", "SystemPrompt", "pending_calls"]
+
+SystemPrompt = (
+    Callable[[Any], str | Awaitable[str | None] | None]
+    | Callable[[Any, StepContext[Any]], str | Awaitable[str | None] | None]
+)
+"""A function of the state, or of the state and the step's context, returning the system
+prompt (sync or async); None leaves the request without one."""
 
 
 def pending_calls(messages: Sequence[Message]) -> list[ToolCall]:
@@ -86,11 +94,24 @@ class AgentLoop:
     tools: dict[str, Tool[Any]]
     max_steps: int
     """How many rounds of tool calls one turn may take before `StepLimitExceeded`."""
-    system: str | None
+    system: str | SystemPrompt | None
+    """The system prompt: a constant, or a function returning it for each request."""
     settings: ModelSettings
     tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto"
     """Each request's tool choice, or a function of the state and the round returning it
     (see `AgentGraph.agent`)."""
+    _system_takes_context: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        system = self.system
+        if system is not None and not isinstance(system, str):
+            if not callable(system):
+                raise ConfigError(
+                    f"system must be a str or a function of the state, not {system!r}",
+                    key=f"agent {self.name!r}",
+                )
+            # As for graph nodes: a second parameter is the StepContext.
+            self._system_takes_context = len(inspect.signature(system).parameters) >= 2
 
     @property
     def tools_node(self) -> str:
@@ -112,8 +133,9 @@ class AgentLoop:
                 f"tool_choice chose {choice!r}, which is not one of its tools",
                 key=f"agent {self.name!r}",
             )
-        if self.system is not None:
-            history.insert(0, SystemMessage(content=self.system))
+        system = await self._system_prompt(state, ctx)
+        if system is not None:
+            history.insert(0, SystemMessage(content=system))
         req = ModelRequest(
             messages=history,
             tools=[t.spec for t in self.tools.values()],
@@ -126,6 +148,21 @@ class AgentLoop:
             why = f"high-stakes tool call {', '.join(flagged)}"
             response, _ = await ctx.request(req, high_stakes=True, why=why)
         return {"messages": [response.message]}
+
+    async def _system_prompt(self, state: dict[str, Any], ctx: StepContext[Any]) -> str | None:
+        system = self.system
+        if system is None or isinstance(system, str):
+            return system
+        prompt: Callable[..., Any] = system
+        text = prompt(state, ctx) if self._system_takes_context else prompt(state)
+        if inspect.isawaitable(text):
+            text = await text
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(
+                f"the system prompt function returned {type(text).__name__}, not a str",
+                key=f"agent {self.name!r}",
+            )
+        return text
 
     def _high_stakes(self, call: ToolCall, ctx: StepContext[Any]) -> bool:
         tool = self.tools.get(call.name)

@@ -34,7 +34,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command
 
-from agentflow.agent import AgentLoop, route_after_model
+from agentflow.agent import AgentLoop, SystemPrompt, route_after_model
 from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord, UsageTotals
 from agentflow.exceptions import ConfigError
@@ -171,7 +171,7 @@ class AgentGraph(Generic[DepsT]):
         tools: Sequence[Tool[Any]],
         kind: str = "tool_call",
         max_steps: int = 8,
-        system: str | None = None,
+        system: str | SystemPrompt | None = None,
         high_stakes: HighStakes = False,
         settings: ModelSettings | None = None,
         tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto",
@@ -181,6 +181,11 @@ class AgentGraph(Generic[DepsT]):
         Edges from `name` leave the loop once the model answers without tool calls.
 
         Args:
+            system: The system prompt, or a function of the state (or of the state and
+                the `StepContext`), sync or async, returning it for each request: e.g.
+                the customer's plan and language. A constant string keeps every request
+                of a run starting with the same bytes (what a prefix cache reuses); so does
+                a function that returns the same text throughout a run.
             tool_choice: What each request may do: `"auto"`, `"required"` (call some
                 tool), `"none"` (answer in text) or a tool's name (call that one), all
                 grammar-enforced on SGLang and the local engine; or a function of the state

@@ -17,7 +17,9 @@ from agentflow import (
     ConfigError,
     RunContext,
     ScriptedModel,
+    StepContext,
     StepLimitExceeded,
+    SystemMessage,
     ToolCall,
     ToolError,
     ToolResultMessage,
@@ -264,6 +266,33 @@ async def test_tool_predicates_see_the_run_context_of_the_call() -> None:
         .ainvoke(ask("refund 5000"), context=Shop())
     )
     assert [s.tier for s in state["steps"]] == ["tools", "frontier", "tools"]
+
+
+async def test_system_prompt_can_be_a_function_of_the_state_and_the_step() -> None:
+    def of_state(state: Any) -> str:
+        return f"The customer wrote {len(state['messages'])} message(s)."
+
+    async def of_step(state: Any, ctx: StepContext[Shop]) -> str:
+        return f"Refunds above ${ctx.deps.approval_limit:.0f} need a person."
+
+    for system, expected in [
+        (of_state, "The customer wrote 1 message(s)."),
+        (of_step, "Refunds above $250 need a person."),
+        (lambda state: None, None),
+    ]:
+        model = ScriptedModel(["hello"])
+        graph = agent_graph(model, system=system)
+        await graph.compile().ainvoke(ask(), context=Shop(approval_limit=250))
+        first = model.requests[0].messages[0]
+        assert (first.content if isinstance(first, SystemMessage) else None) == expected
+
+
+async def test_a_system_prompt_that_is_not_text_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="system must be a str or a function"):
+        agent_graph(ScriptedModel([]), system=["Be brief."])
+    graph = agent_graph(ScriptedModel(["hello"]), system=lambda state: 42)
+    with pytest.raises(ConfigError, match="system prompt function returned int, not a str"):
+        await graph.compile().ainvoke(ask(), context=Shop())
 
 
 async def test_agent_exit_follows_a_branch() -> None:
