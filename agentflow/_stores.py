@@ -112,16 +112,26 @@ def from_iso(text: str | None) -> datetime | None:
 class SqliteDatabase:
     """One SQLite file: a fresh connection per call, in a worker thread, WAL mode."""
 
-    def __init__(self, path: str | Path, *, schema: str, what: str) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        schema: str,
+        what: str,
+        added_columns: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
         """Open lazily: nothing touches the file until the first call.
 
         Args:
             path: The database file; missing parent directories are created.
             schema: `CREATE ... IF NOT EXISTS` statements, run once per instance.
             what: What the store is for, for error messages.
+            added_columns: `(table, column, type)` of columns added to the schema's tables
+                after their first release, added to an older file where missing.
         """
         self.path = Path(path)
         self._schema = schema
+        self._added_columns = added_columns
         self._what = what
         self._ready = False
         self._prepare_lock = threading.Lock()
@@ -162,6 +172,11 @@ class SqliteDatabase:
             if mode != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(self._schema)
+            for table, column, kind in self._added_columns:
+                with write_transaction(conn):
+                    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self._ready = True
 
 

@@ -10,6 +10,11 @@ pending --claim--> claimed --resolve--> resolved
 pending --resolve--> resolved
 ```
 
+A resolved or expired item is *applied* (`applied_at`) once the thread has been resumed
+with its decision. Until then its thread is busy: a customer's new message must wait,
+and a view of the thread still lists the item, so nobody sees the escalation gone
+before its outcome.
+
 Higher `priority` comes first, then the nearest SLA deadline. The rules live here once;
 the backends only store rows and lock them: SQLite (`sqlite:///PATH` or a plain path,
 the default) and PostgreSQL (`postgresql://...`, `pip install "agentflow[postgres]"`),
@@ -98,13 +103,21 @@ class ReviewItem:
     decision: dict[str, Any] | None = None
     """What the reviewer decided (the resume value); JSON."""
     resolved_by: str | None = None
+    applied_at: datetime | None = None
+    """When the thread had been resumed with the decision (or the expiry's timeout); None
+    while the item is open or its decision is being applied."""
+
+    @property
+    def settled(self) -> bool:
+        """Whether the item is closed and its decision applied: nothing waits on it."""
+        return self.status in _CLOSED and self.applied_at is not None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(ReviewKind):
             raise ValueError(f"kind must be one of {get_args(ReviewKind)}, got {self.kind!r}")
         if self.status not in get_args(ReviewStatus):
             raise ValueError(f"status must be one of {get_args(ReviewStatus)}, got {self.status!r}")
-        for name in ("sla_deadline", "created_at", "claimed_at", "resolved_at"):
+        for name in _TIMES:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, utc(value, name=name))
@@ -126,7 +139,16 @@ class _Pick:
 
 
 _ORDER = "priority DESC, sla_deadline, created_at, id"
-_MUTABLE = ("status", "assignee", "claimed_at", "resolved_at", "decision", "resolved_by")
+_TIMES = ("sla_deadline", "created_at", "claimed_at", "resolved_at", "applied_at")
+_MUTABLE = (
+    "status",
+    "assignee",
+    "claimed_at",
+    "resolved_at",
+    "decision",
+    "resolved_by",
+    "applied_at",
+)
 _COLUMNS = (
     "id",
     "thread_id",
@@ -141,6 +163,7 @@ _COLUMNS = (
     "resolved_at",
     "decision",
     "resolved_by",
+    "applied_at",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {TABLE}"
 _INSERT = (
@@ -204,6 +227,15 @@ def _resolved(decision: dict[str, Any], by: str, force: bool, now: datetime) -> 
 
 def _expired(now: datetime) -> _Change:
     return lambda item: replace(item, status="expired", resolved_at=now)
+
+
+def _applied(now: datetime) -> _Change:
+    def change(item: ReviewItem) -> ReviewItem:
+        if item.status not in _CLOSED or item.applied_at is not None:
+            return item  # nothing decided to apply, or applied already
+        return replace(item, applied_at=now)
+
+    return change
 
 
 class ReviewQueue(ABC):
@@ -301,6 +333,16 @@ class ReviewQueue(ABC):
         )
         return await self._update(pick, _expired(moment))
 
+    async def mark_applied(self, item_id: str) -> ReviewItem:
+        """Record that the item's thread has been resumed with its decision.
+
+        An item without a decision (pending or claimed) is left as it is.
+
+        Raises:
+            ReviewItemNotFound: There is no such item.
+        """
+        return await self._change_one(item_id, _applied(_now()))
+
     async def _change_one(self, item_id: str, change: _Change) -> ReviewItem:
         changed = await self._update(_Pick(where="id = ?", params=(item_id,), limit=1), change)
         if not changed:
@@ -347,7 +389,7 @@ def _from_row(row: tuple[Any, ...] | sqlite3.Row, *, text: bool) -> ReviewItem:
     if text:
         for name in ("payload", "decision"):
             values[name] = None if values[name] is None else json.loads(values[name])
-        for name in ("created_at", "sla_deadline", "claimed_at", "resolved_at"):
+        for name in _TIMES:
             values[name] = from_iso(values[name])
     return ReviewItem(**values)
 
@@ -379,11 +421,16 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     claimed_at TEXT,
     resolved_at TEXT,
     decision TEXT,
-    resolved_by TEXT
+    resolved_by TEXT,
+    applied_at TEXT
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_order ON {TABLE} (status, priority DESC, sla_deadline);
 CREATE INDEX IF NOT EXISTS {TABLE}_thread ON {TABLE} (thread_id);
 """
+
+
+_ADDED_COLUMNS = ((TABLE, "applied_at", "TEXT"),)
+"""Columns added since the table's first release (SQLite has no ADD COLUMN IF NOT EXISTS)."""
 
 
 class SqliteReviewQueue(ReviewQueue):
@@ -391,7 +438,9 @@ class SqliteReviewQueue(ReviewQueue):
 
     def __init__(self, path: str | Path) -> None:
         """Use the SQLite file at `path`, created with its table on first use."""
-        self._db = SqliteDatabase(path, schema=_SQLITE_SCHEMA, what="review queue")
+        self._db = SqliteDatabase(
+            path, schema=_SQLITE_SCHEMA, what="review queue", added_columns=_ADDED_COLUMNS
+        )
         self.path = self._db.path
 
     @staticmethod
@@ -459,8 +508,10 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     claimed_at TIMESTAMPTZ,
     resolved_at TIMESTAMPTZ,
     decision JSONB,
-    resolved_by TEXT
+    resolved_by TEXT,
+    applied_at TIMESTAMPTZ
 );
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS applied_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS {TABLE}_order ON {TABLE} (status, priority DESC, sla_deadline);
 CREATE INDEX IF NOT EXISTS {TABLE}_thread ON {TABLE} (thread_id);
 """

@@ -208,6 +208,52 @@ async def test_expire_due_expires_open_items_past_their_deadline(queue: ReviewQu
         await queue.expire_due(datetime(2026, 1, 5, 12, 0))  # naive: the point
 
 
+async def test_a_decided_item_is_settled_once_applied(queue: ReviewQueue) -> None:
+    await queue.put(item("open"))
+    await queue.put(item("decided"))
+    done = await queue.resolve("decided", {"action": "approve"}, "ana")
+    assert (done.applied_at, done.settled) == (None, False)
+    assert (await queue.mark_applied("open")).applied_at is None  # nothing decided yet
+    applied = await queue.mark_applied("decided")
+    assert applied.settled and applied.applied_at is not None
+    assert applied.applied_at >= done.resolved_at  # type: ignore[operator]
+    assert (await queue.mark_applied("decided")).applied_at == applied.applied_at
+    assert await queue.get("decided") == applied
+    with pytest.raises(ReviewItemNotFound):
+        await queue.mark_applied("nope")
+
+
+async def test_an_older_sqlite_queue_gains_the_applied_column(tmp_path: Path) -> None:
+    """A queue file written before `applied_at` existed opens, and its items settle."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = item("old")
+    columns = "id, thread_id, kind, payload, status, priority, created_at, sla_deadline"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            f"CREATE TABLE agentflow_review_queue ({columns}, assignee, claimed_at, "
+            "resolved_at, decision, resolved_by)"
+        )
+        conn.execute(
+            f"INSERT INTO agentflow_review_queue ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                old.id,
+                old.thread_id,
+                old.kind,
+                json.dumps(old.payload),
+                "pending",
+                0,
+                old.created_at.isoformat(),
+                old.sla_deadline.isoformat(),
+            ),
+        )
+    async with SqliteReviewQueue(path) as queue:
+        assert await queue.get("old") == old
+        await queue.resolve("old", {"action": "approve"}, "ana")
+        assert (await queue.mark_applied("old")).settled
+
+
 async def test_items_survive_closing_and_reopening_the_store(store_url: str) -> None:
     async with open_queue(store_url) as q:
         await q.put(item("a", priority=2))

@@ -128,6 +128,8 @@ class EscalationOut(BaseModel):
     resolved_at: datetime | None
     decision: dict[str, Any] | None
     resolved_by: str | None
+    applied_at: datetime | None = None
+    """When the thread was resumed with the decision; None while open or being applied."""
 
 
 class TurnOut(BaseModel):
@@ -155,6 +157,9 @@ class ThreadOut(BaseModel):
     messages: list[MessageOut]
     steps: list[StepOut]
     pending: list[EscalationOut]
+    """Escalations not done with: waiting for a person, or decided with the thread being
+    resumed (status resolved or expired, no `applied_at` yet): until that run has written
+    its outcome, the thread takes no new message."""
     cost_usd: float
     """The priced steps' cost, summed."""
     unpriced_steps: int

@@ -18,7 +18,9 @@ A run that ends in an interrupt (an approval, a handoff) puts one review item pe
 interrupt in the queue, keyed by the interrupt's id, with an SLA deadline. Resolving the
 item resumes the thread with the decision; `expire()` resumes every overdue one with a
 timeout decision, which the graph handles (the support graph apologises and opens a
-ticket).
+ticket). The item counts as waiting until that resumed run has written its outcome
+(`applied_at`): the thread view lists it, and a new message is refused, so no reader
+sees the escalation gone before its reply.
 """
 
 from __future__ import annotations
@@ -286,13 +288,14 @@ class ThreadService:
         """The graph input for a customer's message (with the thread's customer email),
         or the held turn when a person holds the thread."""
         for item in await self.waiting(thread_id):
-            if item.kind == "handoff":
+            if item.kind == "handoff" and item.status in ("pending", "claimed"):
                 row = (item.id, thread_id, text, datetime.now(UTC).isoformat())
                 await self._sql(f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
                 said: list[Message] = [UserMessage(content=text)]
                 return Turn(thread_id=thread_id, messages=said, pending=[item], held=True)
             # A new run would leave the paused one behind: its item could never resume
-            # anything, and the transcript would keep a call without a result.
+            # anything, and the transcript would keep a call without a result. A decided
+            # item still being applied is a run in progress: the message waits for it too.
             raise EscalationPending(thread_id=thread_id, item_id=item.id, status=item.status)
         found = await self.owner(thread_id)
         update: dict[str, Any] = {"messages": [UserMessage(content=text)]}
@@ -314,19 +317,20 @@ class ThreadService:
         self, item_id: str, decision: dict[str, Any], *, by: str, force: bool = False
     ) -> AsyncIterator[Event]:
         """`resolve`, as it happens (see `post_streaming`); errors raise on the call."""
-        return self._stream(*await self._decide(item_id, decision, by, force))
+        item, resume = await self._decide(item_id, decision, by, force)
+        return self._stream(item.thread_id, resume, applies=item)
 
     async def _decide(
         self, item_id: str, decision: dict[str, Any], by: str, force: bool
-    ) -> tuple[str, Command[Any]]:
-        """Close the item with the decision; return its thread and the resume command."""
+    ) -> tuple[ReviewItem, Command[Any]]:
+        """Close the item with the decision; return it and the resume command."""
         await self.open()
         try:  # before the item is closed: a resume that cannot be saved would lose it
             self._app.checkpointer.serde.dumps_typed(decision)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise DecisionNotStorable(item_id=item_id, reason=str(exc)) from exc
         item = await self.queue.resolve(item_id, decision, by, force=force)
-        return item.thread_id, Command(resume={item.id: await self._with_held(item, decision)})
+        return item, Command(resume={item.id: await self._with_held(item, decision)})
 
     async def _with_held(self, item: ReviewItem, decision: dict[str, Any]) -> dict[str, Any]:
         """A closed handoff's decision with what the customer wrote meanwhile (taken out
@@ -343,12 +347,29 @@ class ThreadService:
         for item in await self.queue.expire_due(now or datetime.now(UTC)):
             decision = await self._with_held(item, {"action": "timeout"})
             resume = Command(resume={item.id: decision})
-            turns.append(await last_turn(self._stream(item.thread_id, resume)))
+            turns.append(await last_turn(self._stream(item.thread_id, resume, applies=item)))
         return turns
 
-    async def _stream(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
+    async def _stream(
+        self, thread_id: str, update: Any, *, applies: ReviewItem | None = None
+    ) -> AsyncIterator[Event]:
         """Run the graph, yielding the steps and messages it adds as each superstep ends,
-        then the `Turn` (its escalations enqueued)."""
+        then the `Turn` (its escalations enqueued, then the decided item it `applies`
+        marked applied: the thread never shows neither)."""
+        try:
+            async for event in self._run(thread_id, update):
+                if isinstance(event, Turn) and applies is not None:
+                    await self.queue.mark_applied(applies.id)
+                    applies = None
+                yield event
+        except Exception:
+            # A resumed run that failed has used its decision up. (A process that dies
+            # mid-run leaves the item unapplied and its thread refusing new messages.)
+            if applies is not None:
+                await self.queue.mark_applied(applies.id)
+            raise
+
+    async def _run(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
         await self.open()
         config = self._config(thread_id)
         run_id = str(config["run_id"])
@@ -396,9 +417,10 @@ class ThreadService:
         return await self.queue.put(item)
 
     async def waiting(self, thread_id: str) -> list[ReviewItem]:
-        """The thread's escalations still waiting for a person (pending or claimed)."""
+        """The thread's escalations not done with: waiting for a person (pending or
+        claimed), or decided and their resumed run not finished (not yet applied)."""
         items = await self.queue.list(thread_id=thread_id)
-        return [item for item in items if item.status in ("pending", "claimed")]
+        return [item for item in items if not item.settled]
 
     async def view(self, thread_id: str) -> ThreadView | None:
         """The thread's transcript, every step with its tier and cost, and what waits."""

@@ -153,6 +153,44 @@ async def test_a_thread_waiting_for_an_approval_takes_no_new_message(
             await chat.post_streaming(thread, "hello?")
 
 
+async def test_an_expiring_escalation_shows_until_its_resumed_run_has_replied(
+    store_url: str, shop: SupportContext
+) -> None:
+    """The item closes before its thread resumes: while that run works, a reader still
+    sees the escalation (not "nothing pending and no reply"), and a new message waits."""
+    from tests.server.scripted_support import answer
+
+    expiring, entered, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def model(request: ModelRequest) -> Reply:
+        if expiring.is_set():  # the resumed run's first model call waits to be let go
+            entered.set()
+            await release.wait()
+        return answer(request)
+
+    router = three_tiers(*(FunctionModel(model, name=n) for n in ("glm", "kimi", "claude")))
+    async with ThreadService(graph, database_url=store_url, context=shop, router=router) as svc:
+        thread = await svc.create_thread("client-1")
+        [item] = (await svc.post(thread, "I want a refund for order 1043")).pending
+        expiring.set()
+        expiry = asyncio.create_task(svc.expire(item.sla_deadline + timedelta(seconds=1)))
+        await asyncio.wait_for(entered.wait(), 30)
+        view = await svc.view(thread)
+        assert view is not None
+        assert [(i.id, i.status, i.applied_at) for i in view.pending] == [
+            (item.id, "expired", None)
+        ]
+        with pytest.raises(EscalationPending):
+            await svc.post(thread, "hello?")
+        release.set()
+        [turn] = await asyncio.wait_for(expiry, 30)
+        view = await svc.view(thread)
+        assert view is not None and view.pending == []
+        assert turn.reply is not None and view.messages[-1].content == turn.reply
+        applied = await svc.queue.get(item.id)
+        assert applied is not None and applied.settled
+
+
 async def test_a_database_that_cannot_be_opened_is_a_store_error(
     tmp_path: Path, shop: SupportContext
 ) -> None:
