@@ -41,6 +41,7 @@ from agentflow.exceptions import ConfigError
 from agentflow.messages import Message
 from agentflow.models.base import ModelSettings, ToolChoice
 from agentflow.routing import Router
+from agentflow.serde import allow_types, state_types
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
 from agentflow.tracing import instrument_graph, node_span
@@ -112,6 +113,10 @@ class AgentGraph(Generic[DepsT]):
         context: The type of the run context passed as `context=` when invoking; nodes
             see it as `ctx.deps`, tools as `RunContext.deps`.
         router: Tiers and routing policy. Without one, `compile()` loads agentflow.toml.
+        allowed_types: Classes the state holds where its annotations do not name them
+            (under `Any`), for checkpoints to revive. The classes the annotations name
+            (`triage: Triage`, `list[Ticket]`, their fields' types) and agentflow's own
+            are allowed without being listed.
     """
 
     def __init__(
@@ -121,11 +126,13 @@ class AgentGraph(Generic[DepsT]):
         state: type[Any] = AgentState,
         context: type[DepsT] | None = None,
         router: Router | None = None,
+        allowed_types: Sequence[type] = (),
     ) -> None:
         self.name = name
         self.state = state
         self.context = context
         self.router = router
+        self.allowed_types = tuple(allowed_types)
         self._nodes: dict[str, _Node] = {}
         self._agents: dict[str, AgentLoop] = {}
         self._edges = _Edges()
@@ -255,7 +262,10 @@ class AgentGraph(Generic[DepsT]):
 
         Args:
             router: Overrides the graph's router.
-            checkpointer: Any LangGraph checkpointer (in-memory, SQLite, PostgreSQL).
+            checkpointer: Any LangGraph checkpointer (in-memory, SQLite, PostgreSQL). The
+                compiled graph uses a copy whose serializer revives agentflow's types, the
+                state's and `allowed_types`, and blocks other classes, with or without
+                `LANGGRAPH_STRICT_MSGPACK` (see `agentflow.serde.allow_types`).
             config_file: Path of the agentflow.toml to load when there is no router.
             journal: Journals side-effecting tool calls so a resumed run never repeats
                 one (`agentflow.journal.open_journal(url)`); keep it next to the
@@ -278,6 +288,7 @@ class AgentGraph(Generic[DepsT]):
         for node in self._nodes.values():
             builder.add_node(node.name, self._runner(node, router, prefixes, journal))
         self._add_edges(builder)
+        checkpointer = allow_types(checkpointer, [*state_types(self.state), *self.allowed_types])
         try:
             compiled = builder.compile(checkpointer=checkpointer, name=self.name)
         except ValueError as exc:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -20,9 +24,11 @@ from agentflow import (
     ConfigError,
     ScriptedModel,
     StepContext,
+    Usage,
     UserMessage,
     run_usage,
 )
+from agentflow.serde import StateSerializer
 from tests.helpers import three_tiers
 
 
@@ -165,6 +171,77 @@ async def test_sqlite_checkpointer_keeps_messages_and_steps(tmp_path: Path) -> N
     assert snapshot.values["verdict"] == Verdict(intent="refund")
     assert [s.node for s in snapshot.values["steps"]] == ["triage", "plan", "respond"]
     assert isinstance(snapshot.values["messages"][0], UserMessage)
+
+
+@dataclass
+class Ticket:
+    """A class of the user's that the state holds where its annotations do not name it."""
+
+    subject: str
+
+
+class NotesState(SupportState, total=False):
+    notes: dict[str, Any]
+
+
+def notes_graph(allowed_types: list[type]) -> AgentGraph[Any]:
+    graph = AgentGraph("g", state=NotesState, router=router_for(), allowed_types=allowed_types)
+
+    @graph.node(kind="classify")
+    async def triage(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        verdict = await ctx.llm(state["messages"], output=Verdict)
+        return {"verdict": verdict, "notes": {"ticket": Ticket(subject="refund")}}
+
+    graph.edge(START, "triage").edge("triage", END)
+    return graph
+
+
+@pytest.fixture
+def serde_events() -> Any:
+    """What LangGraph's checkpoint reader reports: unregistered or blocked classes."""
+    events: list[SerdeEvent] = []
+    unregister = register_serde_event_listener(events.append)
+    yield events
+    unregister()
+
+
+@pytest.mark.parametrize(
+    "serde",
+    [
+        JsonPlusSerializer(allowed_msgpack_modules=True),  # LangGraph's default, not strict
+        StateSerializer(allowed_msgpack_modules=True),
+        JsonPlusSerializer(),  # LANGGRAPH_STRICT_MSGPACK=true, as the tests run
+    ],
+    ids=["default", "state-serializer", "strict"],
+)
+async def test_checkpoints_revive_agentflow_and_state_types_without_a_warning(
+    serde: Any, serde_events: list[SerdeEvent]
+) -> None:
+    saver = InMemorySaver(serde=serde)
+    app = notes_graph([Ticket]).compile(checkpointer=saver)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await app.ainvoke(hello(), config)
+    values = (await app.aget_state(config)).values
+    assert serde_events == []
+    assert isinstance(values["messages"][0], UserMessage)
+    assert isinstance(values["steps"][0].usage, Usage)
+    assert values["verdict"] == Verdict(intent="refund")
+    assert values["notes"] == {"ticket": Ticket(subject="refund")}
+    assert saver.serde is serde, "the checkpointer passed in is left as it was"
+
+
+async def test_a_class_the_state_does_not_declare_is_blocked_unless_allowed(
+    tmp_path: Path, serde_events: list[SerdeEvent]
+) -> None:
+    config: Any = {"configurable": {"thread_id": "t"}}
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "state.db")) as saver:
+        saver.serde = JsonPlusSerializer(allowed_msgpack_modules=True)
+        app = notes_graph([]).compile(checkpointer=saver)
+        await app.ainvoke(hello(), config)
+        values = (await app.aget_state(config)).values
+    assert values["notes"] == {"ticket": {"subject": "refund"}}
+    assert values["verdict"] == Verdict(intent="refund")
+    assert [(e["kind"], e["name"]) for e in serde_events] == [("msgpack_blocked", "Ticket")]
 
 
 async def test_streaming_updates_carry_each_nodes_steps() -> None:

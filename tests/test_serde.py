@@ -1,12 +1,14 @@
-"""StateSerializer writes LangGraph's bytes, and reads back what it wrote."""
+"""StateSerializer writes LangGraph's bytes, and reads back what it wrote; which classes a
+state's checkpoints may revive."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from collections import namedtuple
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, NewType
 
 import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -14,8 +16,16 @@ from langgraph.types import Command, Interrupt, Send
 from pydantic import BaseModel
 
 from agentflow.costs import StepRecord
-from agentflow.messages import AssistantMessage, ToolCall, ToolResultMessage, Usage, UserMessage
-from agentflow.serde import StateSerializer
+from agentflow.graph import AgentState
+from agentflow.messages import (
+    AssistantMessage,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from agentflow.serde import AGENTFLOW_TYPES, StateSerializer, allow_types, state_types
 
 
 class Verdict(BaseModel):
@@ -108,3 +118,48 @@ def test_round_trip_under_the_allowlist() -> None:
 def test_unencodable_value_is_langgraph_error() -> None:
     with pytest.raises(TypeError):
         StateSerializer().dumps_typed({"x": object()})
+
+
+@dataclasses.dataclass
+class Memo:
+    text: str
+
+
+Reviewed = NewType("Reviewed", Memo)
+
+
+class Customer(BaseModel):
+    boxes: list[Box]
+    colour: Colour | None = None
+
+
+class WideState(AgentState, total=False):
+    customer: Customer | None
+    verdicts: Annotated[list[Verdict], operator.add]
+    mode: Literal["a", "b"]
+    by_id: dict[str, Routed]
+    memo: Reviewed
+    pair: Pair
+    anything: Any
+
+
+def test_state_types_follow_the_annotations_into_fields() -> None:
+    messages = {SystemMessage, UserMessage, AssistantMessage, ToolResultMessage, ToolCall}
+    assert state_types(AgentState) == {*messages, StepRecord, Usage}
+    assert state_types(WideState) == {
+        *messages,
+        StepRecord,
+        Usage,
+        Customer,
+        Box,
+        Colour,
+        Verdict,
+        Routed,
+        Memo,
+        Pair,
+    }
+
+
+def test_allow_types_leaves_no_checkpointer_alone() -> None:
+    assert allow_types(None, [Box]) is None
+    assert set(AGENTFLOW_TYPES) >= state_types(AgentState)
