@@ -1,18 +1,38 @@
-# Every target bootstraps its own virtualenv (.venv) from pyproject.toml.
+# Every target bootstraps its own virtualenv (.venv) from requirements.lock: every package
+# pinned with its hashes, so each install is the one CI tested. `make lock` refreshes it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TORCH ?= 2.13.0
+LOCK := requirements.lock
+EXTRAS := dev local server docker otlp postgres
+# The CPU build of torch: from this machine's wheel folder where it has it, else from
+# PyTorch's CPU index (PyPI's torch for Linux is the multi-GB CUDA build).
+TORCH := 2.13.0+cpu
+TORCH_WHEELS := /opt/wheels
+TORCH_FROM := $(if $(wildcard $(TORCH_WHEELS)/torch-$(TORCH)-*),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench lock clean
 
-$(STAMP): pyproject.toml
+# A new lock gets a new virtualenv: nothing from the old one lingers.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	# The CPU build of torch first, so the local extra does not pull a multi-GB CUDA one.
-	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,local,server,docker,otlp,postgres]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		$(TORCH_FROM) -r $(LOCK)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip check --disable-pip-version-check >/dev/null
 	touch $(STAMP)
+	@echo "agentflow is installed in $(VENV): run $(BIN)/agentflow, or source $(BIN)/activate"
+
+# Re-resolve every dependency to the newest release pyproject.toml allows (monthly, and
+# whenever an advisory names one), then `make lint test` and commit the lock's diff.
+lock: $(STAMP)
+	echo "torch==$(TORCH)" > $(VENV)/torch-override.txt
+	$(BIN)/uv pip compile pyproject.toml $(addprefix --extra ,$(EXTRAS)) --upgrade \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--index-url https://pypi.org/simple $(TORCH_FROM) \
+		--override $(VENV)/torch-override.txt --custom-compile-command "make lock" -o $(LOCK)
 
 # The support agent on the embedded tiers (agentflow.toml: Gemma 3 270M on this CPU; no keys,
 # no GPU, no network): a question resolved by tools, a refund over the approval limit that
