@@ -278,9 +278,7 @@ class AgentGraph(Generic[DepsT]):
         """
         router = router or self.router or Router.from_config(load_config(config_file))
         self._check_state()
-        for node in self._nodes.values():
-            if node.kind is not None:
-                router.check_kind(node.kind, node=node.name)
+        router.check_kinds({n.name: n.kind for n in self._nodes.values() if n.kind is not None})
         builder: StateGraph[Any, Any, Any, Any] = StateGraph(
             self.state, context_schema=self.context
         )

@@ -18,6 +18,7 @@ when the router is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -302,15 +303,42 @@ class Router:
                 )
 
     def check_kind(self, kind: str, *, node: str) -> None:
-        """Raise `ConfigError` if no tier serves `kind` (graphs call this when compiling)."""
+        """Raise `ConfigError` if no tier serves `kind`, with the closest kind that one does."""
         if kind not in self.policy.kinds:
             known = ", ".join(self.policy.kinds) or "none"
+            close = difflib.get_close_matches(kind, self.policy.kinds, n=1)
+            fix = f"did you mean {close[0]!r}? Or add" if close else "add"
             raise ConfigError(
                 f"node {node!r} has kind {kind!r}, which no tier serves (kinds: {known}); "
-                f'add `{kind} = "<tier>"` under [routing]',
+                f'{fix} `{kind} = "<tier>"` under [routing]',
                 file=self.source,
                 key=f"routing.{kind}",
             )
+
+    def check_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Raise `ConfigError` if no tier serves the kind of one of a graph's nodes.
+
+        Graphs call this when compiling, with each node's kind. A [routing] key that no
+        node uses and that is close to a kind no tier serves is taken for that kind
+        misspelt, and the error names it. An unused key alone is no error: a config may
+        serve several graphs, and kinds are the graphs' own.
+
+        Args:
+            kinds: Node name -> its kind.
+        """
+        unused = [kind for kind in self.policy.kinds if kind not in kinds.values()]
+        for node, kind in kinds.items():
+            if kind in self.policy.kinds:
+                continue
+            close = difflib.get_close_matches(kind, unused, n=1)
+            if close:
+                raise ConfigError(
+                    f"no node has kind {close[0]!r}; did you mean {kind!r}? "
+                    f"(node {node!r} has kind {kind!r}, which no tier serves)",
+                    file=self.source,
+                    key=f"routing.{close[0]}",
+                )
+            self.check_kind(kind, node=node)
 
     def choose(
         self,

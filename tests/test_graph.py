@@ -160,6 +160,50 @@ def test_without_a_router_compile_reads_agentflow_toml(tmp_path: Path) -> None:
     assert str(config) in str(caught.value)
 
 
+ROUTES = """\
+[tiers.small]
+model = "local:gemma"
+self_hosted = true
+[routing]
+classify = "small"
+"""
+
+
+def kinds_graph(tmp_path: Path, routing: str, *kinds: str) -> tuple[AgentGraph[Any], Path]:
+    config = tmp_path / "agentflow.toml"
+    config.write_text(ROUTES + routing)
+    graph: AgentGraph[Any] = AgentGraph("g")
+    graph.agent("resolve", tools=[])  # kind "tool_call"
+    for index, kind in enumerate(kinds):
+        graph.node(lambda state: None, name=f"n{index}", kind=kind)
+    graph.edge(START, "resolve")
+    return graph, config
+
+
+def test_a_misspelt_routing_kind_is_named_when_a_graph_needs_the_kind(tmp_path: Path) -> None:
+    graph, config = kinds_graph(tmp_path, 'tool_cal = "small"\n', "classify")
+    with pytest.raises(ConfigError) as caught:
+        graph.compile(config_file=config)
+    assert (caught.value.file, caught.value.key) == (str(config), "routing.tool_cal")
+    assert caught.value.reason == (
+        "no node has kind 'tool_cal'; did you mean 'tool_call'? "
+        "(node 'resolve' has kind 'tool_call', which no tier serves)"
+    )
+
+
+def test_a_misspelt_node_kind_is_told_the_closest_routed_one(tmp_path: Path) -> None:
+    graph, config = kinds_graph(tmp_path, 'tool_call = "small"\n', "classify", "clasify")
+    with pytest.raises(ConfigError, match="did you mean 'classify'") as caught:
+        graph.compile(config_file=config)
+    assert caught.value.key == "routing.clasify"
+
+
+def test_unused_routing_kinds_are_no_error(tmp_path: Path) -> None:
+    """A config may serve several graphs: kinds one graph does not use are left alone."""
+    graph, config = kinds_graph(tmp_path, 'tool_call = "small"\ntool_calls = "small"\n')
+    assert isinstance(graph.compile(config_file=config), CompiledStateGraph)
+
+
 async def test_sqlite_checkpointer_keeps_messages_and_steps(tmp_path: Path) -> None:
     db = str(tmp_path / "state.db")
     config: Any = {"configurable": {"thread_id": "customer-7"}}
