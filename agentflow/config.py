@@ -25,16 +25,25 @@ one (see `agentflow.prices`); `price = "listed"` asks for it explicitly and is a
 when the model is not in the list.
 
 Any value can be overridden by an environment variable `AGENTFLOW_<SECTION>__<KEY>...`
-(a double underscore nests, names are lower-cased), e.g.
-`AGENTFLOW_TIERS__TOOLS__MODEL=sglang:http://gpu2:30000`. Every error is a `ConfigError`
-naming the file (or the environment variable) and the dotted key.
+(a double underscore nests), e.g. `AGENTFLOW_TIERS__TOOLS__MODEL=sglang:http://gpu2:30000`.
+Names match the file's keys regardless of case (new keys are lower-cased). A variable
+naming a key inside a table sets that key and keeps the rest of the table
+(`AGENTFLOW_TIERS__TOOLS__PRICE__INPUT=1.0`); one naming the table replaces it
+(`AGENTFLOW_TIERS__TOOLS__PRICE='{ input = 1.0, output = 5.0 }'`). Values are read as
+TOML values (numbers, booleans, quoted strings, arrays, inline tables), and as plain
+strings when they are not one.
+
+Every error is a `ConfigError` naming the file (or the environment variable) and the
+dotted key; a misspelt key gets a "did you mean" (`modle` -> `model`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from pathlib import Path
@@ -75,6 +84,9 @@ DEFAULT_FILE = "agentflow.toml"
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 _ROUTING_KEYS = ("high_stakes", "fallbacks")
+_TYPO_CUTOFF = 0.8
+"""How close (difflib's ratio) a [routing] key must be to `high_stakes`, `fallbacks` or
+`kinds` to be taken for it misspelt rather than for a step kind."""
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 
 _KeyPath: TypeAlias = tuple[str | int, ...]
@@ -180,6 +192,11 @@ class RoutingConfig(BaseModel):
         kinds = dict(explicit) if isinstance(explicit, dict) else {}
         for key, value in data.items():
             if key not in _ROUTING_KEYS and not (key == "kinds" and isinstance(value, dict)):
+                reserved = (*_ROUTING_KEYS, "kinds")
+                close = difflib.get_close_matches(key, reserved, n=1, cutoff=_TYPO_CUTOFF)
+                if close and key != "kinds":
+                    message = f"unknown key; did you mean {close[0]!r}? (other keys are step kinds)"
+                    raise _KeyValueError(message, name=key)
                 kinds[key] = value
         return {**{key: data[key] for key in _ROUTING_KEYS if key in data}, "kinds": kinds}
 
@@ -204,12 +221,13 @@ class PolicyConfig(BaseModel):
                 re.compile(pattern)
             except re.error as exc:
                 message = f"invalid regular expression {pattern!r}: {exc}"
-                raise _PatternError(message, name=name) from exc
+                raise _KeyValueError(message, name=name) from exc
         return patterns
 
 
-class _PatternError(ValueError):
-    """An invalid PII pattern; carries its name so the error key can name it."""
+class _KeyValueError(ValueError):
+    """What is wrong with one key of the table being validated (a PII pattern, a
+    [routing] key); carries the key's name so the error can name it."""
 
     def __init__(self, message: str, *, name: str) -> None:
         super().__init__(message)
@@ -321,6 +339,7 @@ def _apply_overrides(
             raise ConfigError("unknown key", file=variable, key="source")
         node, created = data, None
         for depth, part in enumerate(parts[:-1]):
+            parts[depth] = part = _existing_key(node, part, variable)
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
@@ -329,9 +348,22 @@ def _apply_overrides(
                 where = ".".join(parts[: depth + 1])
                 raise ConfigError(f"{where} is not a table", file=variable, key=".".join(parts))
             node = child
+        parts[-1] = _existing_key(node, parts[-1], variable)
         node[parts[-1]] = _parse_env_value(environ[name])
         applied.append((created or tuple(parts), name))
     return applied
+
+
+def _existing_key(table: dict[str, Any], key: str, variable: str) -> str:
+    """The table's own spelling of `key` (a lower-cased name part), matched regardless of
+    case: `AGENTFLOW_TIERS__GLM__MODEL` overrides `[tiers.GLM]` rather than adding a tier."""
+    if key in table:
+        return key
+    same = [existing for existing in table if existing.lower() == key]
+    if len(same) > 1:
+        matches = ", ".join(map(repr, same))
+        raise ConfigError(f"{key!r} matches {matches}, which differ only in case", file=variable)
+    return same[0] if same else key
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -358,12 +390,14 @@ def _translate(
 ) -> ConfigError:
     """Turn pydantic's first error into a `ConfigError` with a dotted key."""
     errors = exc.errors(include_url=False)
+    # A misspelt key is usually also why a required one is missing: report it first.
+    errors.sort(key=lambda error: _misspelt(error) is None)
     error = errors[0]
     path: _KeyPath = tuple(error["loc"])
     if path[:2] == ("routing", "kinds") and len(path) > 2:
         path = ("routing", *path[2:])
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _PatternError):
+    if isinstance(cause, _KeyValueError):
         path = (*path, cause.name)
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
     reason = _describe(error)
@@ -375,7 +409,8 @@ def _translate(
 def _describe(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        meant = _misspelt(error)
+        return "unknown key" if meant is None else f"unknown key; did you mean {meant!r}?"
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -383,3 +418,34 @@ def _describe(error: Any) -> str:
         return message
     shown = repr(error.get("input"))
     return f"{message}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def _misspelt(error: Any) -> str | None:
+    """The known key an unknown one is closest to, if it is close enough."""
+    if error["type"] != "extra_forbidden":
+        return None
+    *table, key = error["loc"]
+    close = difflib.get_close_matches(str(key), _known_keys(tuple(table)), n=1)
+    return close[0] if close else None
+
+
+def _known_keys(table: _KeyPath) -> list[str]:
+    """The keys the table at `table` (`("tiers", "tools")`) may have."""
+    model: type[BaseModel] = AgentflowConfig
+    parts = list(table)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return []
+        annotation = field.annotation
+        if typing.get_origin(annotation) is dict:  # a table of named tables: skip the name
+            if not parts:
+                return []
+            parts.pop(0)
+            annotation = typing.get_args(annotation)[1]
+        options = (annotation, *typing.get_args(annotation))
+        tables = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not tables:
+            return []
+        model = tables[0]
+    return [key for key in model.model_fields if key != "source"]

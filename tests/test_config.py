@@ -231,7 +231,8 @@ def test_wrong_values_name_the_dotted_key(
 
 def test_unknown_and_missing_keys(tmp_path: Path) -> None:
     error = load_error(write(tmp_path, MINIMAL.replace("self_hosted = true", "selfhosted = true")))
-    assert (error.key, error.reason) == ("tiers.tools.selfhosted", "unknown key")
+    assert error.key == "tiers.tools.selfhosted"
+    assert error.reason == "unknown key; did you mean 'self_hosted'?"
     error = load_error(write(tmp_path, MINIMAL + "\n[telemetry]\nx = 1\n"))
     assert (error.key, error.reason) == ("telemetry", "unknown key")
     error = load_error(write(tmp_path, MINIMAL.split("[routing]")[0]))
@@ -274,6 +275,32 @@ def test_bad_policy_values(tmp_path: Path, policy: str, key: str, message: str) 
     assert message in error.reason
     if key.startswith("policy.pii_patterns"):
         assert error.reason.startswith("invalid regular expression 'CUST-(\\\\d'")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "meant"),
+    [
+        ('model = "sglang', 'modle = "sglang', "tiers.tools.modle", "model"),
+        ("self_hosted = true", "selfhosted = true", "tiers.tools.selfhosted", "self_hosted"),
+        ("output = 15.0", "ouput = 15.0", "tiers.frontier.price.ouput", "output"),
+        ("[routing]", "[routnig]", "routnig", "routing"),
+        ('stakes = "frontier"', 'stake = "frontier"', "routing.high_stake", "high_stakes"),
+        ("fallbacks = {", "fallback = {", "routing.fallback", "fallbacks"),
+    ],
+)
+def test_a_misspelt_key_is_named_with_the_key_it_looks_like(
+    tmp_path: Path, old: str, new: str, key: str, meant: str
+) -> None:
+    assert old in MINIMAL
+    error = load_error(write(tmp_path, MINIMAL.replace(old, new, 1)))
+    assert (error.file, error.key) == (str(tmp_path / "agentflow.toml"), key)
+    assert error.reason.startswith(f"unknown key; did you mean {meant!r}?")
+
+
+def test_a_routing_key_not_close_to_a_reserved_one_is_a_step_kind(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[routing]", '[routing]\nstakes = "tools"')
+    config = load_config(write(tmp_path, text))
+    assert config.routing.kinds["stakes"] == "tools"
 
 
 def test_several_errors_are_counted(tmp_path: Path) -> None:
@@ -319,6 +346,33 @@ def test_overrides_set_strings_numbers_booleans_arrays_and_tables(tmp_path: Path
         config.origin("tiers.tools.model") == "environment variable AGENTFLOW_TIERS__TOOLS__MODEL"
     )
     assert config.origin("tiers.tools.price") == config.source
+
+
+def test_an_override_inside_a_table_keeps_the_rest_of_it(tmp_path: Path) -> None:
+    env = {
+        "AGENTFLOW_TIERS__FRONTIER__PRICE__INPUT": "1",
+        "AGENTFLOW_TIERS__TOOLS__PRICE__GPU_HOUR_USD": '"4.5"',
+    }
+    config = load_config(write(tmp_path, MINIMAL), env=env)
+    assert config.tiers["frontier"].price == PriceConfig(input=1.0, output=15.0, cached_input=0.3)
+    assert config.tiers["tools"].price == PriceConfig(gpu_hour_usd=4.5, tokens_per_s=2500)
+    assert config.origin("tiers.frontier.price.output") == config.source
+    variable = "environment variable AGENTFLOW_TIERS__FRONTIER__PRICE__INPUT"
+    assert config.origin("tiers.frontier.price.input") == variable
+
+
+def test_override_names_match_the_files_keys_whatever_their_case(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[tiers.tools]", "[tiers.GLM]").replace('= "tools"', '= "GLM"')
+    env = {"AGENTFLOW_TIERS__GLM__MODEL": "sglang:http://gpu-2:30000"}
+    config = load_config(write(tmp_path, text), env=env)
+    assert list(config.tiers) == ["GLM", "frontier"], "no tier 'glm' beside 'GLM'"
+    assert config.tiers["GLM"].model == "sglang:http://gpu-2:30000"
+    assert config.tiers["GLM"].self_hosted is True
+    assert config.origin("tiers.GLM.model") == "environment variable AGENTFLOW_TIERS__GLM__MODEL"
+    clash = text.replace("[tiers.frontier]", "[tiers.Glm]\nmodel = 'local:'\n[tiers.frontier]")
+    error = load_error(write(tmp_path, clash), env)
+    assert error.file == "environment variable AGENTFLOW_TIERS__GLM__MODEL"
+    assert error.reason == "'glm' matches 'GLM', 'Glm', which differ only in case"
 
 
 def test_values_that_are_not_toml_or_are_dates_stay_strings(tmp_path: Path) -> None:
