@@ -13,7 +13,10 @@ schema behaves here as it does on the GPU fleet:
 - a forced tool call (`tool_choice` "required" or a tool's name): the output is exactly
   `{"name": <a tool>, "arguments": <that tool's schema>}`;
 - `tool_choice="auto"`: free text, but once the model writes `<tool_call>` what follows
-  must be a valid call of an offered tool, closed by `</tool_call>`.
+  must be a valid call of an offered tool, closed by `</tool_call>`;
+- `tool_choice="none"`: free text that never contains `<tool_call>`. The tools stay in
+  the prompt, as for every other choice, so the requests of a run share their prefix
+  (system prompt and tool definitions) byte for byte, which a prefix cache reuses.
 
 Prompts use the model's chat template when it has one. Otherwise (the packaged Gemma
 is a base model without one) a plain transcript is used:
@@ -211,6 +214,11 @@ def constraint(engine: Engine, req: ModelRequest) -> Any:
             "structural_tag", json_source({"type": "structural_tag", "format": fmt})
         )
     output = req.output
+    if output is None and req.tools and req.tool_choice == "none":
+        fmt = {"type": "any_text", "excludes": [CALL_BEGIN]}
+        return engine.grammar(
+            "structural_tag", json_source({"type": "structural_tag", "format": fmt})
+        )
     if isinstance(output, JsonSchema):
         return engine.grammar("json_schema", json_source(output.schema))
     if isinstance(output, Regex):
@@ -284,8 +292,11 @@ def _as_dict(message: Message) -> dict[str, Any]:
 
 
 def render_prompt(tokenizer: Any, req: ModelRequest) -> tuple[str, bool]:
-    """Render the conversation; return the prompt and whether a chat template made it."""
-    tools = req.tools if req.tool_choice != "none" else []
+    """Render the conversation; return the prompt and whether a chat template made it.
+
+    The tools are in it whatever the tool choice: `constraint` is what keeps a call out.
+    """
+    tools = req.tools
     if getattr(tokenizer, "chat_template", None):
         specs = [
             {

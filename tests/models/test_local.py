@@ -9,6 +9,7 @@ import time
 from typing import Any, Literal
 
 import pytest
+import xgrammar
 from pydantic import BaseModel
 
 from agentflow import (
@@ -16,6 +17,7 @@ from agentflow import (
     START,
     AgentGraph,
     AgentState,
+    AssistantMessage,
     Choice,
     Ebnf,
     ModelError,
@@ -28,13 +30,14 @@ from agentflow import (
     SystemMessage,
     Tier,
     ToolCall,
+    ToolResultMessage,
     UserMessage,
     infer_model,
     output_spec,
     tool,
 )
 from agentflow.models import _engine
-from agentflow.models.local import LocalModel, parse_reply, render_prompt
+from agentflow.models.local import CALL_BEGIN, LocalModel, constraint, parse_reply, render_prompt
 
 PROMPTS = [
     "Where is my order 1042?",
@@ -116,6 +119,58 @@ async def test_auto_tool_choice_gives_text_or_valid_calls(gemma: LocalModel) -> 
     for call in message.tool_calls:
         lookup_order.validate(call.arguments)
     assert message.content or message.tool_calls
+
+
+def test_tool_choice_none_keeps_the_prompt_prefix_of_the_run(gemma: LocalModel) -> None:
+    """Requests of one run with different tool choices start with the same bytes."""
+    assert gemma._engine is not None
+    tokenizer = gemma._engine.tokenizer
+    history: list[Any] = [SystemMessage(content="Be brief."), UserMessage(content="Where?")]
+    call = ToolCall(id="c1", name="lookup_order", arguments={"order_id": 1042})
+    later = [
+        *history,
+        AssistantMessage(tool_calls=[call]),
+        ToolResultMessage(tool_call_id="c1", name="lookup_order", content="shipped"),
+    ]
+    tools = [lookup_order.spec, create_ticket.spec]
+    first, _ = render_prompt(tokenizer, ModelRequest(messages=history, tools=tools))
+    then, _ = render_prompt(
+        tokenizer, ModelRequest(messages=later, tools=tools, tool_choice="none")
+    )
+    assert "Tools you can call:\n- lookup_order:" in first
+    assert then.startswith(first)
+    templated = copy.copy(tokenizer)
+    templated.chat_template = (
+        "{% for t in tools or [] %}{{ t.function.name }};{% endfor %}"
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    )
+    prompts = {
+        choice: render_prompt(
+            templated, ModelRequest(messages=history, tools=tools, tool_choice=choice)
+        )
+        for choice in ("auto", "none")
+    }
+    assert (
+        prompts["none"]
+        == prompts["auto"]
+        == (
+            "lookup_order;create_ticket;<|system|>Be brief.<|user|>Where?<|assistant|>",
+            True,
+        )
+    )
+
+
+async def test_tool_choice_none_answers_in_text_and_cannot_call(gemma: LocalModel) -> None:
+    engine = await gemma.load()
+    settings = ModelSettings(max_tokens=24)
+    req = ask(PROMPTS[0], tools=[lookup_order.spec], tool_choice="none", settings=settings)
+    req.messages.insert(0, SystemMessage(content="Always answer with a tool call."))
+    message = (await gemma.request(req)).message
+    assert message.tool_calls == [] and CALL_BEGIN not in message.content
+    grammar = constraint(engine, req)
+    assert grammar is not None, "no call may start, while the tools are in the prompt"
+    assert xgrammar.GrammarMatcher(grammar).accept_string("It shipped on Monday.")
+    assert not xgrammar.GrammarMatcher(grammar).accept_string(f"Let me look. {CALL_BEGIN}")
 
 
 def test_auto_replies_are_parsed_into_calls() -> None:
