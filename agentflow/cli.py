@@ -6,16 +6,14 @@ Every user error is one line on stderr and exit status 1; never a traceback.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shlex
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -24,9 +22,11 @@ from agentflow._console import fail, out, steps_table, totals_table, user_errors
 from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord
 from agentflow.exceptions import AgentflowError, ConfigError
-from agentflow.graph import AgentGraph, run_usage
+from agentflow.graph import run_usage
+from agentflow.graph_files import LoadedGraph, import_file, load_graph
 from agentflow.messages import AssistantMessage, UserMessage
 from agentflow.routing import Router
+from agentflow.sandbox import closing_sandboxes
 from agentflow.server.inbox_cli import (
     DEFAULT_DATABASE_URL,
     DatabaseOption,
@@ -36,6 +36,8 @@ from agentflow.server.inbox_cli import (
 )
 from agentflow.server.threads import ThreadService
 from agentflow.serving.launch import INSTALL_HINT, sglang_installed, tier_launch_command
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="agentflow",
@@ -60,75 +62,21 @@ ConfigOption = Annotated[
 ]
 
 
-def import_file(path: Path, module_name: str) -> ModuleType:
-    """Import a Python file by path, with the current directory and its folder importable.
-
-    Raises:
-        ConfigError: The file is missing, or importing it failed.
-    """
-    if not path.is_file():
-        raise ConfigError("no such file", file=str(path))
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError("not a Python file", file=str(path))
-    module = importlib.util.module_from_spec(spec)
-    for folder in (str(Path.cwd()), str(path.parent.resolve())):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except AgentflowError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"import failed: {type(exc).__name__}: {exc}", file=str(path)) from exc
-    return module
+async def _closing_sandboxes(work: Awaitable[T]) -> T:
+    """Await `work`, then close this process's shared sandboxes (their warm containers
+    and the Docker client) on the loop that used them, whatever happened."""
+    async with closing_sandboxes():
+        return await work
 
 
-def load_graph(ref: str) -> AgentGraph[Any]:
-    """Import `path/to/file.py[:attr]` and return its AgentGraph (attr defaults to `graph`)."""
-    return load_graph_module(ref)[0]
-
-
-def load_graph_module(ref: str) -> tuple[AgentGraph[Any], ModuleType]:
-    """Import `path/to/file.py[:attr]`; return its AgentGraph and the module it is in."""
-    path_text, sep, attr = ref.rpartition(":")
-    if not sep or not attr.isidentifier():
-        path_text, attr = ref, "graph"
-    path = Path(path_text)
-    module = import_file(path, f"agentflow_graph_{path.stem}")
-    graph = getattr(module, attr, None)
-    if not isinstance(graph, AgentGraph):
-        found = [k for k, v in vars(module).items() if isinstance(v, AgentGraph)]
-        hint = f" (AgentGraphs in it: {', '.join(found)})" if found else ""
-        raise ConfigError(f"no AgentGraph named {attr!r}{hint}", file=str(path), key=attr)
-    return graph, module
-
-
-def graph_context(module: ModuleType) -> Any:
-    """What the graph module's `make_context()` returns, or None when it defines none.
-
-    Raises:
-        ConfigError: `make_context()` failed (one line, naming the module's file).
-    """
-    make_context = getattr(module, "make_context", None)
-    if not callable(make_context):
-        return None
-    try:
-        return make_context()
-    except AgentflowError:
-        raise
-    except Exception as exc:  # the user's code: one line, never a traceback
-        raise ConfigError(
-            f"make_context() failed: {type(exc).__name__}: {exc}", file=module.__file__
-        ) from exc
-
-
-async def _run(graph: AgentGraph[Any], message: str, config: Path | None) -> None:
+async def _run(loaded: LoadedGraph, context: Any, message: str, config: Path | None) -> None:
+    graph = loaded.graph
     router = graph.router or Router.from_config(load_config(config))
     compiled = graph.compile(router=router)
     run_id = uuid.uuid4()
-    state = await compiled.ainvoke({"messages": [UserMessage(content=message)]}, {"run_id": run_id})
+    state = await compiled.ainvoke(
+        {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
+    )
     steps: list[StepRecord] = state.get("steps", [])
     out.print(steps_table(steps))
     usage = run_usage(state, run_id=str(run_id))
@@ -169,19 +117,21 @@ def run(
     chosen = (trace or os.environ.get("OTEL_TRACES_EXPORTER") or "none").strip().lower()
     if chosen not in ("console", "otlp", "none"):
         fail(f"--trace must be console, otlp or none, not {chosen!r}")
+    # The graph and its context first: a broken make_context() fails before any model loads.
     if thread is not None:
         url = database_url(database)
         work = _run_thread(thread_service(graph, url, config), thread, message, customer_email)
     else:
-        work = _run(load_graph(graph), message, config)
+        loaded = load_graph(graph)
+        work = _run(loaded, loaded.context(), message, config)
     if chosen == "none":
-        asyncio.run(work)
+        asyncio.run(_closing_sandboxes(work))
         return
     from agentflow.otel import configure
 
     telemetry = configure(chosen)  # type: ignore[arg-type]
     try:
-        asyncio.run(work)
+        asyncio.run(_closing_sandboxes(work))
     finally:
         telemetry.shutdown()
 
@@ -279,11 +229,15 @@ def thread_service(graph: str, database_url: str, config: Path | str | None) -> 
     """The conversations of `GRAPH_FILE[:attr]` in a database, with the module's
     `make_context()` as the graph's context (what `serve`, `run --thread` and `inbox`
     resume with)."""
-    loaded, module = load_graph_module(graph)
+    loaded = load_graph(graph)
     # A graph that carries its router (tests, examples) needs no agentflow.toml.
-    router = None if loaded.router is not None else Router.from_config(load_config(config))
+    router = None if loaded.graph.router is not None else Router.from_config(load_config(config))
     return ThreadService(
-        loaded, database_url=database_url, context=graph_context(module), router=router
+        loaded.graph,
+        database_url=database_url,
+        context=loaded.context(),
+        router=router,
+        graph_ref=loaded.ref,
     )
 
 
@@ -442,7 +396,7 @@ def demo_seed(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 7,
 ) -> None:
     """Recreate the support demo's tables and fill them with customers, orders, shipments."""
-    module = import_file(DEMO_SEED_FILE, "agentflow_demo_seed")
+    module = import_file(DEMO_SEED_FILE)
     fill = getattr(module, "seed", None)
     if not callable(fill):
         raise ConfigError("has no seed() function", file=str(DEMO_SEED_FILE))

@@ -266,6 +266,11 @@ class ReviewQueue(ABC):
         pick = _Pick(where=where, params=tuple(v for _, v in clauses), limit=limit)
         return await self._select(pick)
 
+    async def waiting(self, thread_id: str) -> _Items:
+        """The thread's items not done with: waiting for a person (pending or claimed), or
+        decided and not yet applied (its resumed run has not finished)."""
+        return [item for item in await self.list(thread_id=thread_id) if not item.settled]
+
     async def counts(self) -> dict[ReviewStatus, int]:
         """Return how many items are in each status (every status present, zeros too)."""
         found = await self._count_by_status()

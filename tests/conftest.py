@@ -118,3 +118,14 @@ def _ensured(variable: str, script_name: str, *, timeout_s: float) -> str:
     if not lines:
         pytest.fail(f"{script} printed nothing; stderr: {done.stderr.strip()}")
     return lines[-1]
+
+
+def pytest_sessionfinish() -> None:
+    """Shared sandboxes outlive each test's event loop: remove their warm containers and
+    close the Docker client once, when the session ends."""
+    import asyncio
+    import sys
+
+    sandboxes = sys.modules.get("agentflow.sandbox")
+    if sandboxes is not None:
+        asyncio.run(sandboxes.close_shared())

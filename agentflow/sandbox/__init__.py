@@ -9,11 +9,12 @@ and the image are there, else the (weaker) `ProcessSandbox`, with a logged warni
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
@@ -27,7 +28,16 @@ from agentflow.tracing import record_sandbox
 if TYPE_CHECKING:
     from agentflow.tools import Tool
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxCall", "call_in_sandbox", "sandbox_for"]
+__all__ = [
+    "ExecResult",
+    "Limits",
+    "Sandbox",
+    "SandboxCall",
+    "call_in_sandbox",
+    "close_shared",
+    "closing_sandboxes",
+    "sandbox_for",
+]
 
 _log = logging.getLogger("agentflow")
 _shared: dict[str, Sandbox] = {}
@@ -62,10 +72,27 @@ def _choose(kind: str) -> Sandbox:
 
 
 async def close_shared() -> None:
-    """Close the shared sandboxes (their containers go with them)."""
+    """Close this process's shared sandboxes: their warm containers are removed and the
+    Docker client closed. Await it on the event loop that ran the tools, before it ends
+    (`closing_sandboxes()` does)."""
     while _shared:
         _, sandbox = _shared.popitem()
         await sandbox.aclose()
+
+
+@contextlib.asynccontextmanager
+async def closing_sandboxes() -> AsyncIterator[None]:
+    """Close the shared sandboxes when the block ends, however it ends.
+
+    ```python
+    async with closing_sandboxes():
+        await app.ainvoke(state, config, context=deps)
+    ```
+    """
+    try:
+        yield
+    finally:
+        await close_shared()
 
 
 def limits_for(tool: Tool[Any]) -> Limits:

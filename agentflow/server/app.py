@@ -52,6 +52,7 @@ from pydantic import BaseModel
 from agentflow.costs import StepRecord
 from agentflow.exceptions import AgentflowError
 from agentflow.queue import ReviewStatus
+from agentflow.sandbox import close_shared
 from agentflow.server.auth import Principal, TokenTable
 from agentflow.server.errors import ERROR_RESPONSES, error_of, install_error_handlers
 from agentflow.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -140,6 +141,7 @@ def create_app(
             await asyncio.gather(*app.state.runs)  # streamed turns whose client left
             app.state.ready = False
             await service.aclose()
+            await close_shared()  # the tools' warm sandbox containers go with the server
 
     app = FastAPI(
         title="agentflow",

@@ -8,8 +8,10 @@ agentflow inbox resolve ID --approve | --reject [--comment TEXT] | --edit JSON |
 agentflow inbox resolve --thread THREAD ...      # the thread's one waiting item
 ```
 
-`resolve` resumes the thread with the decision, so it loads the graph (and its module's
-`make_context()`), like `agentflow serve`; it prints the resumed turn's steps and reply.
+`resolve` resumes the thread with the decision, so it loads the graph the thread was
+created with (recorded by `agentflow serve` and `run --thread`; `--graph` names another)
+and its module's `make_context()`, like `agentflow serve`; it prints the resumed turn's
+tool calls, steps and reply.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from rich.table import Table
 from agentflow._console import fail, out, steps_table, user_errors
 from agentflow.exceptions import ConfigError, ReviewItemNotFound
 from agentflow.queue import ReviewItem, ReviewQueue, open_queue
-from agentflow.server.threads import ThreadService, Turn
+from agentflow.sandbox import closing_sandboxes
+from agentflow.server.threads import Turn, thread_graph
 
 __all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_turn"]
 
@@ -209,8 +212,12 @@ def resolve(
     ] = False,
     by: Annotated[str, typer.Option(help="Who decides (recorded with the decision).")] = "cli",
     graph: Annotated[
-        str, typer.Option(help="The graph to resume: GRAPH_FILE[:attr].")
-    ] = "graphs/support.py",
+        str | None,
+        typer.Option(
+            help="The graph to resume: GRAPH_FILE[:attr] (default: the one the thread was "
+            "created with)."
+        ),
+    ] = None,
     database: DatabaseOption = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="agentflow.toml to use.")
@@ -221,11 +228,18 @@ def resolve(
 
     if (item_id is None) == (thread is None):
         fail("give an escalation id or --thread, not both")
-    service = thread_service(graph, database_url(database), config)
+    url = database_url(database)
+    item = _with_queue(database, lambda queue: _find(queue, item_id, thread))
+    ref = graph or asyncio.run(thread_graph(url, item.thread_id))
+    if ref is None:
+        raise ConfigError(
+            f"thread {item.thread_id!r} has no recorded graph; name it with --graph FILE.py",
+            key="--graph",
+        )
+    service = thread_service(ref, url, config)
 
     async def run() -> Turn:
-        async with service:
-            item = await _find(service, item_id, thread)
+        async with service, closing_sandboxes():
             decision = decision_for(
                 item,
                 approve=approve,
@@ -249,11 +263,11 @@ async def _item(queue: ReviewQueue, item_id: str) -> ReviewItem:
     return item
 
 
-async def _find(service: ThreadService, item_id: str | None, thread: str | None) -> ReviewItem:
+async def _find(queue: ReviewQueue, item_id: str | None, thread: str | None) -> ReviewItem:
     if item_id is not None:
-        return await _item(service.queue, item_id)
+        return await _item(queue, item_id)
     assert thread is not None  # `resolve` takes an id or a thread, never neither
-    waiting = await service.waiting(thread)
+    waiting = await queue.waiting(thread)
     if len(waiting) != 1:
         raise ConfigError(
             f"thread {thread!r} has {len(waiting)} waiting escalations; give the id",

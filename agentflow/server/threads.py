@@ -65,12 +65,65 @@ _THREADS = "agentflow_threads"
 _HELD = "agentflow_held_messages"
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_THREADS} (thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-    "customer_email TEXT, created_at TEXT NOT NULL);\n"
+    "customer_email TEXT, created_at TEXT NOT NULL, graph TEXT);\n"
     f"CREATE TABLE IF NOT EXISTS {_HELD} (item_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
     "text TEXT NOT NULL, at TEXT NOT NULL);\n"
     f"CREATE INDEX IF NOT EXISTS {_HELD}_item ON {_HELD} (item_id, at)"
 )
-"""Who owns which thread; what customers wrote while a person held their thread."""
+"""Who owns which thread, and which graph file runs it; what customers wrote while a
+person held their thread."""
+_ADDED_COLUMNS = ((_THREADS, "graph", "TEXT"),)
+"""Added since the tables' first release, to older databases where missing."""
+_PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
+
+_Directory: TypeAlias = SqliteDatabase | PostgresDatabase
+
+
+def _open_directory(database_url: str) -> _Directory:
+    location = parse_store_url(database_url, what="thread database")
+    if location.backend == "postgres":
+        return PostgresDatabase(database_url, schema=_PG_SCHEMA, what="thread directory")
+    return SqliteDatabase(
+        location.target, schema=_SCHEMA, what="thread directory", added_columns=_ADDED_COLUMNS
+    )
+
+
+async def _sql(
+    directory: _Directory,
+    statement: str,
+    params: tuple[Any, ...],
+    *,
+    write: bool = True,
+    fetch: bool = False,
+) -> list[tuple[Any, ...]]:
+    """One statement (`?` placeholders) on the directory's tables, in a transaction of
+    its own; its rows when `fetch`."""
+    if isinstance(directory, PostgresDatabase):
+        async with directory.transaction() as cursor:
+            await cursor.execute(statement, params)
+            return await cursor.fetchall() if fetch else []
+
+    def work(conn: Any) -> list[tuple[Any, ...]]:
+        if not write:
+            return conn.execute(statement, params).fetchall()
+        with write_transaction(conn):
+            rows = conn.execute(statement, params).fetchall()
+        return rows if fetch else []
+
+    return await directory.run(work)
+
+
+async def thread_graph(database_url: str, thread_id: str) -> str | None:
+    """The graph (`FILE.py[:attr]`) the thread was created with, if it was recorded:
+    what `agentflow inbox resolve` resumes it with."""
+    directory = _open_directory(database_url)
+    try:
+        select = f"SELECT graph FROM {_THREADS} WHERE thread_id = ?"
+        rows = await _sql(directory, select, (thread_id,), write=False, fetch=True)
+    finally:
+        if isinstance(directory, PostgresDatabase):
+            await directory.aclose()
+    return rows[0][0] if rows else None
 
 
 @dataclass(kw_only=True)
@@ -134,6 +187,8 @@ class ThreadService:
         context: What the graph's nodes and tools get as their context (`ctx.deps`).
         router: Overrides the graph's router (tests pass scripted tiers).
         sla: How long an escalation may wait before it expires.
+        graph_ref: Where the graph is (`FILE.py[:attr]`), recorded with each new thread so
+            other processes resume it with the same graph (`agentflow inbox resolve`).
     """
 
     def __init__(
@@ -144,8 +199,10 @@ class ThreadService:
         context: Any = None,
         router: Router | None = None,
         sla: timedelta = DEFAULT_SLA,
+        graph_ref: str | None = None,
     ) -> None:
         self.graph = graph
+        self.graph_ref = graph_ref
         self.database_url = database_url
         self.context = context
         self.router = router
@@ -155,11 +212,7 @@ class ThreadService:
         self._app: Any = None
         self.queue = open_queue(database_url)
         self.journal = open_journal(database_url)
-        self._directory: SqliteDatabase | PostgresDatabase = (
-            PostgresDatabase(database_url, schema=_SCHEMA, what="thread directory")
-            if self._location.backend == "postgres"
-            else SqliteDatabase(self._location.target, schema=_SCHEMA, what="thread directory")
-        )
+        self._directory = _open_directory(database_url)
 
     async def __aenter__(self) -> ThreadService:
         await self.open()
@@ -223,39 +276,27 @@ class ThreadService:
     ) -> str:
         """Open a new thread owned by `owner` (with `thread_id`, else a new id); return its id."""
         thread_id = thread_id or uuid.uuid4().hex
-        row = (thread_id, owner, customer_email, datetime.now(UTC).isoformat())
-        await self._sql(f"INSERT INTO {_THREADS} VALUES (?, ?, ?, ?)", row)
+        row = (thread_id, owner, customer_email, datetime.now(UTC).isoformat(), self.graph_ref)
+        insert = (
+            f"INSERT INTO {_THREADS} (thread_id, owner, customer_email, created_at, graph) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        await _sql(self._directory, insert, row)
         return thread_id
 
     async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
         """The thread's owner and customer email, or None if there is no such thread."""
         select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = ?"
-        rows = await self._sql(select, (thread_id,), write=False, fetch=True)
+        rows = await _sql(self._directory, select, (thread_id,), write=False, fetch=True)
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def held(self, item_id: str) -> list[str]:
         """What the customer wrote while the handoff `item_id` waited, oldest first."""
         select = f"SELECT text FROM {_HELD} WHERE item_id = ? ORDER BY at"
-        return [row[0] for row in await self._sql(select, (item_id,), write=False, fetch=True)]
-
-    async def _sql(
-        self, statement: str, params: tuple[Any, ...], *, write: bool = True, fetch: bool = False
-    ) -> list[tuple[Any, ...]]:
-        """One statement (`?` placeholders) on the directory's tables, in a transaction
-        of its own; its rows when `fetch`."""
-        if isinstance(self._directory, PostgresDatabase):
-            async with self._directory.transaction() as cursor:
-                await cursor.execute(statement, params)
-                return await cursor.fetchall() if fetch else []
-
-        def work(conn: Any) -> list[tuple[Any, ...]]:
-            if not write:
-                return conn.execute(statement, params).fetchall()
-            with write_transaction(conn):
-                rows = conn.execute(statement, params).fetchall()
-            return rows if fetch else []
-
-        return await self._directory.run(work)
+        return [
+            row[0]
+            for row in await _sql(self._directory, select, (item_id,), write=False, fetch=True)
+        ]
 
     # -- turns --------------------------------------------------------------------
 
@@ -290,7 +331,7 @@ class ThreadService:
         for item in await self.waiting(thread_id):
             if item.kind == "handoff" and item.status in ("pending", "claimed"):
                 row = (item.id, thread_id, text, datetime.now(UTC).isoformat())
-                await self._sql(f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
+                await _sql(self._directory, f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
                 said: list[Message] = [UserMessage(content=text)]
                 return Turn(thread_id=thread_id, messages=said, pending=[item], held=True)
             # A new run would leave the paused one behind: its item could never resume
@@ -338,7 +379,7 @@ class ThreadService:
         if item.kind != "handoff":
             return decision
         taken = f"DELETE FROM {_HELD} WHERE item_id = ? RETURNING at, text"
-        rows = sorted(await self._sql(taken, (item.id,), fetch=True))
+        rows = sorted(await _sql(self._directory, taken, (item.id,), fetch=True))
         return {**decision, "customer_messages": [text for _, text in rows]}
 
     async def expire(self, now: datetime | None = None) -> list[Turn]:
@@ -419,8 +460,7 @@ class ThreadService:
     async def waiting(self, thread_id: str) -> list[ReviewItem]:
         """The thread's escalations not done with: waiting for a person (pending or
         claimed), or decided and their resumed run not finished (not yet applied)."""
-        items = await self.queue.list(thread_id=thread_id)
-        return [item for item in items if not item.settled]
+        return await self.queue.waiting(thread_id)
 
     async def view(self, thread_id: str) -> ThreadView | None:
         """The thread's transcript, every step with its tier and cost, and what waits."""

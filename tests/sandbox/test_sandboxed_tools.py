@@ -23,6 +23,7 @@ from agentflow import (
 from agentflow.exceptions import SandboxUnavailable
 from agentflow.sandbox.docker import DockerSandbox
 from agentflow.sandbox.process import ProcessSandbox
+from agentflow.tools import RunContext
 from tests.helpers import three_tiers
 from tests.sandbox import sandboxed_tools as tools
 
@@ -130,3 +131,34 @@ def test_a_tools_limits_apply_with_its_timeout_winning() -> None:
     assert limits_for(tool(sandbox="docker", limits=allowed)(fetch)) == allowed
     assert limits_for(tool(sandbox="docker", limits=allowed, timeout_s=5)(fetch)).timeout_s == 5
     assert limits_for(tool(sandbox="docker")(fetch)) == Limits()
+
+
+async def test_the_servers_shutdown_takes_the_warm_containers_with_it(tmp_path: Any) -> None:
+    """`agentflow serve`'s app closes the shared sandboxes when its lifespan ends."""
+    import docker
+
+    from agentflow.server.app import create_app
+    from agentflow.server.auth import TokenTable
+    from agentflow.server.threads import ThreadService
+
+    graph: AgentGraph[None] = AgentGraph("idle")
+
+    @graph.node
+    def noop(state: Any) -> dict[str, Any]:
+        return {}
+
+    graph.edge(START, "noop").edge("noop", END)
+    router = three_tiers(ScriptedModel([]), ScriptedModel([]), ScriptedModel([]))
+    service = ThreadService(graph, database_url=f"sqlite:///{tmp_path / 's.sqlite'}", router=router)
+    app = create_app(service, TokenTable.parse("admin:ops:t"), expire_every_s=0)
+    async with app.router.lifespan_context(app):
+        assert await tools.add.call({"a": 1, "b": 2}, RunContext(deps=None, run_id="r")) == 3
+        sandbox = sandboxes.sandbox_for("docker")
+        assert isinstance(sandbox, DockerSandbox)
+    assert sandboxes._shared == {}
+    client = docker.from_env()
+    try:
+        mine: dict[str, Any] = {"label": f"agentflow.instance={sandbox.instance}"}
+        assert client.containers.list(all=True, filters=mine) == []
+    finally:
+        client.close()

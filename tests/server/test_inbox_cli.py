@@ -50,19 +50,8 @@ def test_a_refund_is_escalated_listed_and_approved_from_the_terminal(
     assert "issue_refund" in cli("inbox", "show", item["id"], "--database", url)
     assert shop.counts()["refunds"] == 0
 
-    done = cli(
-        "inbox",
-        "resolve",
-        "--thread",
-        "t1",
-        "--approve",
-        "--by",
-        "sam",
-        "--graph",
-        GRAPH,
-        "--database",
-        url,
-    )
+    # No --graph: the thread was created with the scripted graph, and resumes with it.
+    done = cli("inbox", "resolve", "--thread", "t1", "--approve", "--by", "sam", "--database", url)
     assert "resumed:" in done and "All done" in done
     assert shop.counts()["refunds"] == 1
     assert listed(url, "pending") == []
@@ -106,3 +95,30 @@ def test_options_that_do_not_fit_the_item_are_one_line_errors(
         assert result.exit_code == 1
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_thread_without_a_recorded_graph_asks_for_one(
+    databases: tuple[str, SupportDB],
+) -> None:
+    """Threads created by a ThreadService given no graph file (a library user's) record
+    none: resolving their escalations from the terminal names the option to give."""
+    import asyncio
+
+    from agentflow.server.threads import ThreadService
+    from tests.server.scripted_support import graph
+
+    url, _ = databases
+
+    async def escalate() -> None:
+        async with ThreadService(graph, database_url=url) as service:
+            await service.create_thread("lib", thread_id="t4")
+            await service.post("t4", "a human please")
+
+    asyncio.run(escalate())
+    result = runner.invoke(
+        app, ["inbox", "resolve", "--thread", "t4", "--reply", "hi", "--database", url]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --graph: thread 't4' has no recorded graph; name it with --graph FILE.py"
+    )
