@@ -56,10 +56,10 @@ demo: $(STAMP)
 	$(BIN)/agentflow inbox resolve --thread demo-human --by sam --database $(DEMO_DB) \
 		--reply "Hi Ada, Sam here. I'll sort this out with you."
 
+# Docker, a throwaway PostgreSQL (stopped again if this run started it) and Chromium, then
+# pytest with coverage: tests/run-suite.sh.
 test: $(STAMP)
-	sandbox/ensure-docker.sh
-	tests/ensure-postgres.sh >/dev/null
-	AGENTFLOW_TEST_POSTGRES_URL=$$(tests/ensure-postgres.sh | tail -1) AGENTFLOW_TEST_CHROMIUM=$$(tests/ensure-chromium.sh | tail -1) $(BIN)/pytest --cov=agentflow --cov-report=term --cov-fail-under=90
+	tests/run-suite.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

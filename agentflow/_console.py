@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -14,11 +17,49 @@ from rich.table import Table
 from agentflow.costs import StepRecord, UsageTotals
 from agentflow.exceptions import AgentflowError
 
-__all__ = ["err", "fail", "out", "steps_table", "totals_table", "user_errors"]
+__all__ = [
+    "err",
+    "fail",
+    "out",
+    "quiet_libraries",
+    "steps_table",
+    "totals_table",
+    "user_errors",
+]
 
-out = Console()
-err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+PIPED_WIDTH = 10_000
+"""Columns of a console writing to a pipe or file: lines as long as their content, so
+IDs and JSON are never folded for the next program (unless `$COLUMNS` says otherwise)."""
+
+
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+def quiet_libraries(*, verbose: bool) -> None:
+    """Keep a command's output to its own: without `verbose`, libraries' progress bars
+    (model loading), their warnings and info logs stay off; agentflow's warnings stay.
+
+    Set before the libraries are imported (the embedded model imports transformers on
+    first use), through the variables they read.
+    """
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"agentflow(\.|$)")
 
 
 def fail(message: object) -> NoReturn:

@@ -18,7 +18,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from agentflow._console import fail, out, steps_table, totals_table, user_errors
+from agentflow._console import (
+    fail,
+    out,
+    quiet_libraries,
+    steps_table,
+    totals_table,
+    user_errors,
+)
 from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord
 from agentflow.exceptions import AgentflowError, ConfigError
@@ -51,6 +58,19 @@ app.add_typer(sandbox_app, name="sandbox")
 demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this directory).")
 app.add_typer(demo_app, name="demo")
 app.add_typer(inbox_app, name="inbox")
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show libraries' progress bars, warnings and info logs."
+        ),
+    ] = False,
+) -> None:
+    """Agent graphs on the cheapest model tier that clears each step's bar."""
+    quiet_libraries(verbose=verbose)
+
 
 ConfigOption = Annotated[
     Path | None,

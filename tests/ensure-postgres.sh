@@ -12,6 +12,10 @@
 #   `postgres` user when run as root, since initdb refuses root), trust auth, listening on
 #   127.0.0.1 only, durability off (it is thrown away), start it detached (it outlives
 #   make), and wait up to $AGENTFLOW_PG_WAIT_S seconds (60) for pg_isready.
+#
+# `tests/ensure-postgres.sh --answers` only says (exit status) whether a server answers;
+# `--stop` stops the cluster in $AGENTFLOW_PG_DIR if it runs (`make test` stops the one it
+# started).
 set -eu
 port="${AGENTFLOW_PG_PORT:-54329}"
 dir="${AGENTFLOW_PG_DIR:-/tmp/agentflow-pg-$port}"
@@ -121,6 +125,19 @@ EOF
   as_owner "$bindir/pg_ctl" start -W -D "$dir" -l "$log" </dev/null >/dev/null 9>&- ||
     fail "pg_ctl start failed: $(tail -n 1 "$log") (log: $log)"
 }
+
+case "${1:-}" in
+  --answers)
+    answers
+    exit
+    ;;
+  --stop)
+    if running; then as_owner "$bindir/pg_ctl" stop -D "$dir" -m fast >/dev/null; fi
+    exit 0
+    ;;
+  "") ;;
+  *) fail "unknown option $1 (use --answers or --stop)" ;;
+esac
 
 if ! answers; then
   # Two callers at once (parallel make jobs) must not both initdb: the second waits here.

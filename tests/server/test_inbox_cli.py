@@ -46,6 +46,9 @@ def test_a_refund_is_escalated_listed_and_approved_from_the_terminal(
     assert "waiting for a person (approval" in said and "issue_refund" in said
     [item] = listed(url, "pending")
     assert (item["thread_id"], item["kind"]) == ("t1", "approval")
+    # Piped, the table keeps each row on one line: the id can be cut out for a script.
+    [row] = [line for line in cli("inbox", "list", "--database", url).splitlines() if "t1" in line]
+    assert item["id"] in row and "issue_refund" in row
     assert item["payload"]["calls"][0]["name"] == "issue_refund"
     assert "issue_refund" in cli("inbox", "show", item["id"], "--database", url)
     assert shop.counts()["refunds"] == 0
