@@ -1,14 +1,17 @@
-"""Fill the support database with a deterministic demo shop: same seed, same rows.
+"""Fill the support database with a demo shop: same seed and day, same rows.
 
 ```sh
 agentflow demo seed                                   # .agentflow/support.sqlite
 agentflow demo seed --database postgresql://app:secret@db/support --customers 1000
 ```
 
+Every date is relative to the day of seeding (`today`, default the current date), so
+orders are recent and a parcel in transit is due in the days ahead, never in the past.
 A few rows are always there, for demos and tests:
 
-- order 1042: Ada Lovelace's (ada@example.com), shipped, arriving `ADA_ORDER_ETA`;
-- order 1043: Ada's laptop, delivered, over 500 USD (a refund that needs approval);
+- order 1042: Ada Lovelace's (ada@example.com), placed two days ago, shipped, due in
+  three days (`ada_order_eta(today)`);
+- order 1043: Ada's laptop, delivered, 1,249 USD (a refund that needs approval);
 - order 1044: Grace Hopper's (grace@example.com), delivered, 39.95 USD (a small refund);
 - order 1045: Ada's, placed and not shipped yet (its address can still change).
 """
@@ -24,19 +27,15 @@ from tools.db import SupportDB
 
 __all__ = [
     "ADA_ORDER",
-    "ADA_ORDER_ETA",
     "DELIVERED_ORDER",
     "LARGE_ORDER",
     "PLACED_ORDER",
-    "TODAY",
     "SeedSummary",
+    "ada_order_eta",
     "seed",
 ]
 
-TODAY = date(2025, 3, 3)
-"""The day the demo shop lives in: every date is relative to it, so seeding is repeatable."""
 ADA_ORDER = 1042
-ADA_ORDER_ETA = "2025-03-06"
 LARGE_ORDER = 1043
 DELIVERED_ORDER = 1044
 PLACED_ORDER = 1045
@@ -150,6 +149,11 @@ _PRODUCTS: tuple[tuple[str, str, int], ...] = (
 _LAPTOP = ("LPT-13", "14-inch laptop", 124900)
 
 
+def ada_order_eta(today: date) -> str:
+    """When order 1042's parcel is due, for a shop seeded on `today`."""
+    return (today + timedelta(days=3)).isoformat()
+
+
 @dataclass(kw_only=True, frozen=True)
 class SeedSummary:
     """What `seed` wrote, and where."""
@@ -176,14 +180,17 @@ class _Rows:
     shipments: list[tuple[Any, ...]]
 
 
-def seed(url: str | None = None, *, customers: int = 300, seed: int = 7) -> SeedSummary:
+def seed(
+    url: str | None = None, *, customers: int = 300, seed: int = 7, today: date | None = None
+) -> SeedSummary:
     """Recreate the support tables and fill them: `customers` customers, ~3.3 orders each.
 
     Args:
         url: The database (see `tools.db`); default `AGENTFLOW_DATABASE_URL`, else
             `.agentflow/support.sqlite`.
         customers: How many customers (at least 2: Ada Lovelace and Grace Hopper).
-        seed: The random seed; the same seed gives the same rows.
+        seed: The random seed; the same seed and day give the same rows.
+        today: The shop's today, which every date is relative to (default: the current date).
 
     Raises:
         ValueError: Fewer than 2 customers.
@@ -192,7 +199,7 @@ def seed(url: str | None = None, *, customers: int = 300, seed: int = 7) -> Seed
     if customers < 2:
         raise ValueError(f"customers must be at least 2, not {customers!r}")
     db = SupportDB(url)
-    rows = _generate(random.Random(seed), customers)
+    rows = _generate(random.Random(seed), customers, today or date.today())
     db.recreate_schema()
     with db.session() as session:
         session.insert_many("customers", ("id", "name", "email", "phone", "tier"), rows.customers)
@@ -220,7 +227,7 @@ def seed(url: str | None = None, *, customers: int = 300, seed: int = 7) -> Seed
     )
 
 
-def _generate(rng: random.Random, customers: int) -> _Rows:
+def _generate(rng: random.Random, customers: int, today: date) -> _Rows:
     rows = _Rows(customers=[], orders=[], items=[], shipments=[])
     addresses: dict[int, str] = {}
     for customer_id in range(1, customers + 1):
@@ -232,11 +239,12 @@ def _generate(rng: random.Random, customers: int) -> _Rows:
     for order_id in range(FIRST_ORDER, FIRST_ORDER + order_count):
         customer_id = rng.randint(1, customers)
         products = [(*rng.choice(_PRODUCTS), rng.randint(1, 2)) for _ in range(rng.randint(1, 3))]
-        placed = TODAY - timedelta(days=rng.randint(0, 120))
-        status = _status(rng, placed)
+        age = rng.randint(0, 120)
+        placed = today - timedelta(days=age)
+        status = _status(rng, age)
         _add_order(rows, order_id, customer_id, status, placed, addresses[customer_id], products)
-        _add_shipment(rows, rng, order_id, status, placed)
-    _pin_known_orders(rows, addresses)
+        _add_shipment(rows, rng, order_id, status, placed, today)
+    _pin_known_orders(rows, addresses, today)
     return rows
 
 
@@ -258,8 +266,8 @@ def _address(rng: random.Random) -> str:
     return f"{street}, {city}, {state} {zip_code}"
 
 
-def _status(rng: random.Random, placed: date) -> str:
-    age = (TODAY - placed).days
+def _status(rng: random.Random, age: int) -> str:
+    """An order's status, `age` days after it was placed."""
     if rng.random() < 0.04:
         return "cancelled"
     if age <= 1:
@@ -288,22 +296,24 @@ def _add_order(
 
 
 def _add_shipment(
-    rows: _Rows, rng: random.Random, order_id: int, status: str, placed: date
+    rows: _Rows, rng: random.Random, order_id: int, status: str, placed: date, today: date
 ) -> None:
     if status in ("placed", "cancelled"):
         return
     carrier = rng.choice(_CARRIERS)
     tracking = f"{carrier[:2].upper()}{rng.randrange(10**9, 10**10)}"
-    eta = placed + timedelta(days=rng.randint(3, 6))
-    if status == "shipped":
-        event = f"{eta - timedelta(days=2):%b %d}: departed the regional sort facility"
+    if status == "shipped":  # in transit: due from tomorrow on, scanned yesterday at the latest
+        eta = max(placed + timedelta(days=rng.randint(3, 6)), today + timedelta(days=1))
+        scanned = min(placed + timedelta(days=1), today - timedelta(days=1))
+        event = f"{scanned:%b %d}: departed the regional sort facility"
         rows.shipments.append((order_id, carrier, tracking, "in_transit", eta.isoformat(), event))
         return
+    eta = min(placed + timedelta(days=rng.randint(3, 6)), today)  # delivered: in the past
     event = f"{eta:%b %d}: delivered, left at the front door"
     rows.shipments.append((order_id, carrier, tracking, "delivered", eta.isoformat(), event))
 
 
-def _pin_known_orders(rows: _Rows, addresses: dict[int, str]) -> None:
+def _pin_known_orders(rows: _Rows, addresses: dict[int, str], today: date) -> None:
     """Replace the generated orders 1042-1045 with the well-known ones."""
     known = {ADA_ORDER, LARGE_ORDER, DELIVERED_ORDER, PLACED_ORDER}
     rows.orders = [row for row in rows.orders if row[0] not in known]
@@ -311,34 +321,45 @@ def _pin_known_orders(rows: _Rows, addresses: dict[int, str]) -> None:
     rows.shipments = [row for row in rows.shipments if row[0] not in known]
     ada, grace = addresses[1], addresses[2]
     headphones, notebook, mug = _PRODUCTS[4], _PRODUCTS[7], _PRODUCTS[0]
-    _add_order(rows, ADA_ORDER, 1, "shipped", TODAY - timedelta(days=2), ada, [(*headphones, 1)])
+
+    def day(offset: int) -> date:
+        return today + timedelta(days=offset)
+
+    _add_order(rows, ADA_ORDER, 1, "shipped", day(-2), ada, [(*headphones, 1)])
     rows.shipments.append(
         (
             ADA_ORDER,
             "UPS",
             "1Z999AA10123456784",
             "in_transit",
-            ADA_ORDER_ETA,
-            "Mar 02: departed the regional sort facility in Portland, OR",
+            ada_order_eta(today),
+            f"{day(-1):%b %d}: departed the UPS hub in Louisville, KY",
         )
     )
-    laptop_day = TODAY - timedelta(days=20)
-    _add_order(rows, LARGE_ORDER, 1, "delivered", laptop_day, ada, [(*_LAPTOP, 1)])
+    _add_order(rows, LARGE_ORDER, 1, "delivered", day(-20), ada, [(*_LAPTOP, 1)])
+    delivered = day(-17)
     rows.shipments.append(
-        (LARGE_ORDER, "FedEx", "7712 3456 7890", "delivered", "2025-02-14", "Feb 14: delivered")
+        (
+            LARGE_ORDER,
+            "FedEx",
+            "7712 3456 7890",
+            "delivered",
+            delivered.isoformat(),
+            f"{delivered:%b %d}: delivered",
+        )
     )
-    grace_day = TODAY - timedelta(days=12)
-    _add_order(rows, DELIVERED_ORDER, 2, "delivered", grace_day, grace, [(*notebook, 2), (*mug, 1)])
+    _add_order(rows, DELIVERED_ORDER, 2, "delivered", day(-12), grace, [(*notebook, 2), (*mug, 1)])
+    delivered = day(-9)
     rows.shipments.append(
         (
             DELIVERED_ORDER,
             "USPS",
             "9400 1000 0000 0000 0001",
             "delivered",
-            "2025-02-24",
-            "Feb 24: delivered, left in the mailbox",
+            delivered.isoformat(),
+            f"{delivered:%b %d}: delivered, left in the mailbox",
         )
     )
-    _add_order(rows, PLACED_ORDER, 1, "placed", TODAY, ada, [(*_PRODUCTS[6], 1)])
+    _add_order(rows, PLACED_ORDER, 1, "placed", today, ada, [(*_PRODUCTS[6], 1)])
     for table in (rows.orders, rows.items, rows.shipments):
         table.sort(key=lambda row: (row[0], row[1]))

@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +22,14 @@ from agentflow.sandbox.docker import DockerSandbox
 from agentflow.tools import ToolOutcome
 from tools import kb
 from tools.db import SupportDB
-from tools.seed import ADA_ORDER, ADA_ORDER_ETA, DELIVERED_ORDER, LARGE_ORDER, PLACED_ORDER, seed
+from tools.seed import (
+    ADA_ORDER,
+    DELIVERED_ORDER,
+    LARGE_ORDER,
+    PLACED_ORDER,
+    ada_order_eta,
+    seed,
+)
 from tools.support import (
     REFUND_APPROVAL_LIMIT_ENV,
     SUPPORT_TOOLS,
@@ -93,7 +101,7 @@ async def test_lookup_order_returns_the_order_its_customer_and_shipment(db: Supp
     order = payload(await call(db, lookup_order, {"order_id": ADA_ORDER}))
     assert order["status"] == "shipped"
     assert (order["customer_name"], order["customer_email"]) == ("Ada Lovelace", "ada@example.com")
-    assert order["shipment"]["eta"] == ADA_ORDER_ETA
+    assert order["shipment"]["eta"] == ada_order_eta(date.today())
     assert order["total_usd"] == sum(i["unit_usd"] * i["quantity"] for i in order["items"])
 
 
@@ -120,7 +128,7 @@ async def test_order_history_of_an_unknown_email_says_so(db: SupportDB) -> None:
 
 async def test_track_shipment(db: SupportDB) -> None:
     shipment = payload(await call(db, track_shipment, {"order_id": ADA_ORDER}))
-    assert (shipment["carrier"], shipment["eta"]) == ("UPS", ADA_ORDER_ETA)
+    assert (shipment["carrier"], shipment["eta"]) == ("UPS", ada_order_eta(date.today()))
     waiting = await call(db, track_shipment, {"order_id": PLACED_ORDER})
     assert "placed and has no shipment yet" in waiting.message.content
 
@@ -286,6 +294,23 @@ def test_the_same_seed_gives_the_same_rows(database_url: str) -> None:
     summary = seed(database_url, customers=30, seed=12)
     assert db.dump() != first
     assert summary.customers == 30 and summary.orders == len(first["orders"]) == 100
+
+
+@pytest.mark.parametrize("today", [date(2024, 2, 29), date(2031, 12, 31)])
+def test_dates_are_relative_to_the_day_of_seeding(tmp_path: Any, today: date) -> None:
+    """Orders are placed by `today`; a parcel in transit is due after it, never before."""
+    url = f"sqlite:///{tmp_path}/shop.sqlite"
+    seed(url, customers=60, today=today)
+    rows = SupportDB(url).dump()
+    assert max(date.fromisoformat(o["placed_at"]) for o in rows["orders"]) == today
+    etas = {s["status"]: set() for s in rows["shipments"]}
+    for shipment in rows["shipments"]:
+        etas[shipment["status"]].add(date.fromisoformat(shipment["eta"]))
+    assert min(etas["in_transit"]) > today and max(etas["delivered"]) <= today
+    order = SupportDB(url).find_order(ADA_ORDER)
+    assert order is not None and order.shipment is not None
+    assert order.shipment.eta == ada_order_eta(today) == (today + timedelta(days=3)).isoformat()
+    assert order.placed_at == (today - timedelta(days=2)).isoformat()
 
 
 def test_the_default_seed_is_a_few_hundred_customers_and_a_thousand_orders(
