@@ -97,9 +97,9 @@ class AgentLoop:
     system: str | SystemPrompt | None
     """The system prompt: a constant, or a function returning it for each request."""
     settings: ModelSettings
-    tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto"
-    """Each request's tool choice, or a function of the state and the round returning it
-    (see `AgentGraph.agent`)."""
+    tool_choice: ToolChoice | Callable[[Any, int], ToolChoice | None] = "auto"
+    """Each request's tool choice, or a function of the state and the round returning it,
+    or None to end the turn without asking the model (see `AgentGraph.agent`)."""
     _system_takes_context: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +128,8 @@ class AgentLoop:
                 max_steps=self.max_steps,
             )
         choice = self.tool_choice(state, rounds) if callable(self.tool_choice) else self.tool_choice
+        if choice is None:
+            return {}  # the turn's tools have run; the graph's next node answers
         if choice not in ("auto", "required", "none") and choice not in self.tools:
             raise ConfigError(
                 f"tool_choice chose {choice!r}, which is not one of its tools",

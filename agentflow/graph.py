@@ -181,7 +181,7 @@ class AgentGraph(Generic[DepsT]):
         system: str | SystemPrompt | None = None,
         high_stakes: HighStakes = False,
         settings: ModelSettings | None = None,
-        tool_choice: ToolChoice | Callable[[Any, int], ToolChoice] = "auto",
+        tool_choice: ToolChoice | Callable[[Any, int], ToolChoice | None] = "auto",
     ) -> AgentGraph[DepsT]:
         """Add a tool-calling agent: it calls tools until it gives a final answer.
 
@@ -197,8 +197,10 @@ class AgentGraph(Generic[DepsT]):
                 tool), `"none"` (answer in text) or a tool's name (call that one), all
                 grammar-enforced on SGLang and the local engine; or a function of the state
                 and the turn's round (0 for its first request, 1 after the first tool
-                results, ...) returning one. Playing a known intent's tools in order this
-                way is cheaper and surer than hoping a small model picks them.
+                results, ...) returning one, or None to leave the loop without asking the
+                model again (its last tool results are the turn's outcome, for a later
+                node to put into words). Playing a known intent's tools in order this way
+                is cheaper and surer than hoping a small model picks them.
         """
         self._check_new(name)
         if max_steps < 1:

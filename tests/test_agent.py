@@ -353,6 +353,28 @@ async def test_tool_choice_can_play_a_turn_round_by_round() -> None:
     assert required.requests[0].tool_choice == "required"
 
 
+async def test_a_tool_choice_of_none_ends_the_turn_without_asking_the_model() -> None:
+    """After its last tool, a played turn leaves the loop: no free-text answer is asked
+    for (a later node words the outcome), and a play of nothing asks nothing at all."""
+    model = ScriptedModel([call("lookup_order", order_id=1042)])
+    plays: list[str | None] = ["lookup_order", None]
+    graph = agent_graph(model, tool_choice=lambda state, round: plays[round])
+    state = await graph.compile().ainvoke(ask(), context=Shop())
+    assert [r.tool_choice for r in model.requests] == ["lookup_order"]
+    assert [type(m).__name__ for m in state["messages"]] == [
+        "UserMessage",
+        "AssistantMessage",
+        "ToolResultMessage",
+    ]
+    idle = ScriptedModel([])
+    state = (
+        await agent_graph(idle, tool_choice=lambda s, r: None)
+        .compile()
+        .ainvoke(ask(), context=Shop())
+    )
+    assert idle.requests == [] and len(state["messages"]) == 1
+
+
 async def test_a_tool_choice_naming_no_tool_of_the_agent_is_a_config_error() -> None:
     graph = agent_graph(ScriptedModel(["hi"]), tool_choice="launch_rocket")
     with pytest.raises(ConfigError, match="tool_choice chose 'launch_rocket'"):
