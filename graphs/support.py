@@ -2,10 +2,11 @@
 escalation to a person when it should.
 
 ```text
-            +--> escalate (hand off to a person) ------------------------------+
-            |                                                                   |
-START -> triage --> legal (frontier drafts) -> review (a person approves) -----+--> END
-            |                                                                   |
+            +--> handoff (tell the customer) --> escalate (a person takes over) ------+
+            |                                        ^                                 |
+            |                                        | rejected                        |
+START -> triage --> legal (frontier drafts) -> review (a person approves) -----------+--> END
+            |                                                                          |
             +--> [plan] --> resolve (tools; refunds over the limit need a person) --> respond
 ```
 
@@ -16,9 +17,13 @@ Routes, in order (each with its reason in the run's steps):
 - a legal or compliance topic -> legal: the frontier tier drafts, a person approves,
   edits or rejects the draft (rejected: the conversation is handed off);
 - a request triage calls multi-step -> plan (planning tier), then resolve;
-- otherwise -> resolve: the tools tier calls the company's tools. `issue_refund` above
-  the approval limit is high-stakes (the frontier tier re-decides it) and waits for a
-  person's approval; every side effect is journaled, so a resume never repeats it.
+- otherwise -> resolve: the tools tier calls the company's tools, the intent's in order
+  (`PLAYS`). `issue_refund` above the approval limit is high-stakes (the frontier tier
+  re-decides it) and waits for a person's approval; every side effect is journaled, so a
+  resume never repeats it;
+- respond words the outcome: the reply's facts are rendered from the tool results and
+  the model only picks among them (`graphs/support_replies.py`), so even a 270M model's
+  reply says dates and amounts as the tools returned them, and nothing else.
 
 Hard triggers (asking for a person, legal words, a refund) are also matched by rules, so
 they do not depend on a small model's judgement; the model's triage adds intent,
@@ -42,11 +47,19 @@ from agentflow import (
     RunContext,
     StepContext,
     ToolCall,
-    ToolResultMessage,
     UserMessage,
 )
 from agentflow.hitl import ProposedCall, arguments_digest, ask_approval, hand_off
+from graphs.support_replies import (
+    CHOOSE_PROMPT,
+    HANDOFF_NOTICE,
+    choice_type,
+    facts_from,
+    prompt,
+    render,
+)
 from tools.db import SupportDB
+from tools.records import Ticket
 from tools.support import SUPPORT_TOOLS, SupportContext, create_ticket
 
 NEGATIVE_TURNS = 2
@@ -59,6 +72,8 @@ _HUMAN = re.compile(
     re.IGNORECASE,
 )
 _REFUND = re.compile(r"\b(refund|money back|reimburse)", re.IGNORECASE)
+_WHERE = re.compile(r"\b(where is|where's|track|status of|arriv|deliver)", re.IGNORECASE)
+_ADDRESS = re.compile(r"\b(address|ship it to|send it to)\b", re.IGNORECASE)
 _LEGAL = re.compile(
     r"\b(lawyer|attorney|legal|lawsuit|sue|court|gdpr|data protection|chargeback|"
     r"compliance|regulator|consumer rights)\b",
@@ -116,7 +131,6 @@ RESOLVE_PROMPT = (
     "up, track shipments, change addresses, refund and search the help centre. Never "
     "invent order data. When done, answer in two or three sentences."
 )
-RESPOND_PROMPT = "Write the reply to the customer: short, friendly, concrete. No greeting line."
 LEGAL_PROMPT = (
     "Draft a careful answer to a customer's legal or compliance question for the shop's "
     "support team. State what the shop's policy says, promise nothing beyond it, and "
@@ -156,6 +170,10 @@ async def triage(state: SupportState, ctx: StepContext[SupportContext]) -> dict[
     """Classify the last message; rules settle the hard triggers."""
     text = last_customer_text(state)
     result = await ctx.llm(text, output=Triage, system=TRIAGE_PROMPT)
+    if _WHERE.search(text):
+        result = result.model_copy(update={"intent": "order_status"})
+    if _ADDRESS.search(text):
+        result = result.model_copy(update={"intent": "address_change"})
     if _REFUND.search(text):
         result = result.model_copy(update={"intent": "refund"})
     if _LEGAL.search(text):
@@ -174,11 +192,11 @@ def route(state: SupportState) -> str:
     """Where the conversation goes after triage."""
     found = state.get("triage", UNTRIAGED)
     if state.get("human_active"):
-        return "escalate"
+        return "escalate"  # the person holding the conversation answers
     if found.intent == "human" or found.confidence < MIN_CONFIDENCE:
-        return "escalate"
+        return "handoff"
     if state.get("negative_turns", 0) >= NEGATIVE_TURNS:
-        return "escalate"
+        return "handoff"
     if found.intent == "legal":
         return "legal"
     return "plan" if found.multi_step else "resolve"
@@ -211,18 +229,17 @@ PLAYS: dict[str, tuple[str, ...]] = {
     "refund": ("lookup_order", "issue_refund"),
     "address_change": ("update_shipping_address",),
     "product_question": ("search_kb",),
+    "other": ("search_kb",),
 }
-"""The tools a turn plays, in order, by intent; then the model answers. Each call is
-grammar-enforced, so even a small model calls the right tool (it fills in the
-arguments); intents without a play leave the model free."""
+"""The tools a turn plays, in order, by intent; then respond words the outcome. Each
+call is grammar-enforced, so even a small model calls the right tool (it fills in the
+arguments)."""
 
 
-def tool_choice(state: SupportState, round: int) -> str:
-    """The tool for this round of the turn's play, then `none` (answer); `auto` off-play."""
-    play = PLAYS.get(state.get("triage", UNTRIAGED).intent)
-    if play is None:
-        return "auto"
-    return play[round] if round < len(play) else "none"
+def tool_choice(state: SupportState, round: int) -> str | None:
+    """The tool for this round of the turn's play; None when the play is over."""
+    play = PLAYS.get(state.get("triage", UNTRIAGED).intent, ())
+    return play[round] if round < len(play) else None
 
 
 graph.agent(
@@ -232,16 +249,14 @@ graph.agent(
 
 @graph.node(kind="respond")
 async def respond(state: SupportState, ctx: StepContext[SupportContext]) -> dict[str, Any]:
-    """Turn the agent's findings (its answer, then this turn's tool results) into the reply."""
-    results = [m.content for m in this_turn(state) if isinstance(m, ToolResultMessage)]
-    answer = state["messages"][-1].content
-    if "<tool_call>" in answer:  # a small model sometimes writes a call instead of an answer
-        answer = ""
-    findings = "\n".join([answer, *results]).strip()
-    reply = await ctx.llm(
-        f"Customer: {last_customer_text(state)}\nFindings: {findings}", system=RESPOND_PROMPT
-    )
-    return {"messages": [AssistantMessage(content=reply)]}
+    """Word the turn's outcome: facts rendered from its tool results, the model choosing
+    the opening, the optional facts and the closing (never free text)."""
+    facts = facts_from(this_turn(state))
+    found = state.get("triage", UNTRIAGED)
+    upset = found.sentiment == "negative" or found.intent == "refund"  # something went wrong
+    question = prompt(last_customer_text(state), facts)
+    choice = await ctx.llm(question, output=choice_type(facts, upset), system=CHOOSE_PROMPT)
+    return {"messages": [AssistantMessage(content=render(choice, facts))]}
 
 
 @graph.node(kind="respond", high_stakes=True)
@@ -273,6 +288,13 @@ def review(state: SupportState) -> dict[str, Any]:
 def _check_reply(call: ProposedCall, arguments: dict[str, Any]) -> str | None:
     text = arguments.get("text")
     return None if isinstance(text, str) and text.strip() else "text: a non-empty reply"
+
+
+@graph.node
+def handoff(state: SupportState) -> dict[str, Any]:
+    """Tell the customer a person is coming (a node of its own: it is said once, before
+    the handoff waits, and not again on resume)."""
+    return {"messages": [AssistantMessage(content=HANDOFF_NOTICE)]}
 
 
 @graph.node
@@ -317,16 +339,17 @@ async def _apologise_with_ticket(
         tool_call_id=call.id,
     )
     outcome = await create_ticket.run(call, run_ctx)
+    ticket = Ticket.model_validate_json(outcome.message.content)
     reply = (
-        "I'm sorry, no colleague could take your conversation just now. "
-        f"I've opened a ticket for you ({outcome.message.content}); we'll get back to you."
+        "I'm sorry, no colleague could take your conversation just now. I've opened a "
+        f"ticket for you (#{ticket.ticket_id}), and we'll get back to you by email."
     )
     return {"messages": [*said, AssistantMessage(content=reply)], "human_active": False}
 
 
 graph.edge(START, "triage")
-graph.branch("triage", route, ["escalate", "legal", "plan", "resolve"])
+graph.branch("triage", route, ["handoff", "escalate", "legal", "plan", "resolve"])
 graph.edge("plan", "resolve").edge("resolve", "respond").edge("respond", END)
 graph.edge("legal", "review")
-graph.branch("review", lambda s: "escalate" if s.get("human_active") else END, ["escalate", END])
-graph.edge("escalate", END)
+graph.branch("review", lambda s: "handoff" if s.get("human_active") else END, ["handoff", END])
+graph.edge("handoff", "escalate").edge("escalate", END)

@@ -133,7 +133,7 @@ def test_run_gives_the_tools_the_modules_context(project: Path) -> None:
         app, ["run", "helpdesk/bot.py", "-m", "vpn is down"], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
-    assert "reply: filed" in result.output
+    assert "agent: filed" in result.output
     import helpdesk.bot  # type: ignore[import-not-found]
 
     [*_, last] = helpdesk.bot.CALLS

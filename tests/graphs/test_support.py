@@ -16,6 +16,7 @@ from langgraph.types import Command
 from agentflow import Model, ScriptedModel, ToolCall, ToolResultMessage, UserMessage
 from agentflow.hitl import TIMED_OUT, arguments_digest
 from graphs.support import Triage, graph
+from graphs.support_replies import HANDOFF_NOTICE, ReplyChoice
 from tests.helpers import three_tiers
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER, LARGE_ORDER, seed
@@ -63,6 +64,15 @@ def triage(intent: str, **fields: Any) -> Triage:
     return Triage.model_validate({"intent": intent, "confidence": 0.9, **fields})
 
 
+SORRY = "Sorry about the trouble."
+
+
+def choose(*facts: str, opening: str = "Thanks for reaching out.") -> ReplyChoice:
+    """What the respond step's model picks: an opening, optional facts, a closing."""
+    closing = "Is there anything else I can help with?"
+    return ReplyChoice(opening=opening, facts=list(facts), closing=closing)  # type: ignore[arg-type]
+
+
 def routes(state: dict[str, Any]) -> list[tuple[str, str]]:
     return [(s.node, s.tier) for s in state["steps"]]
 
@@ -75,25 +85,25 @@ async def test_an_order_question_is_resolved_by_tools_on_the_cheap_tier(
         [
             triage("order_status"),
             ToolCall(id="c1", name="lookup_order", arguments={"order_id": ADA_ORDER}),
-            "Order 1042 has shipped.",
-            "Your order 1042 has shipped and arrives on 6 March.",
+            choose("items"),
         ],
     )
     state = await chat.say("Where is my order 1042?")
     [result] = [m for m in state["messages"] if isinstance(m, ToolResultMessage)]
     assert '"status":"shipped"' in result.content
-    assert state["messages"][-1].content == "Your order 1042 has shipped and arrives on 6 March."
-    assert routes(state) == [
-        ("triage", "tools"),
-        ("resolve", "tools"),
-        ("resolve", "tools"),
-        ("respond", "tools"),
-    ]
+    order = shop.db.find_order(ADA_ORDER)
+    assert order is not None and order.shipment is not None
+    assert state["messages"][-1].content == (
+        "Thanks for reaching out. Order 1042 has shipped. It is on its way with UPS "
+        f"(tracking number 1Z999AA10123456784) and should arrive on {order.shipment.eta}. "
+        "It contains: Wireless headphones (1). Is there anything else I can help with?"
+    )
+    assert routes(state) == [("triage", "tools"), ("resolve", "tools"), ("respond", "tools")]
     assert "__interrupt__" not in state
     tools_tier = chat.models["tools"]
     assert isinstance(tools_tier, ScriptedModel)
     plays = [r.tool_choice for r in tools_tier.requests if r.tools]
-    assert plays == ["lookup_order", "none"], "the intent's play: its tool, then an answer"
+    assert plays == ["lookup_order"], "the intent's play: its tool, then respond words it"
 
 
 async def test_a_multi_step_request_is_planned_on_the_planning_tier_first(
@@ -101,7 +111,11 @@ async def test_a_multi_step_request_is_planned_on_the_planning_tier_first(
 ) -> None:
     chat = Conversation(
         shop,
-        [triage("shipping", multi_step=True), "Nothing to do.", "Done."],
+        [
+            triage("shipping", multi_step=True),
+            ToolCall(id="c1", name="track_shipment", arguments={"order_id": ADA_ORDER}),
+            choose(),
+        ],
         planning=["1. look the order up\n2. track it"],
     )
     state = await chat.say("Check order 1042 and tell me where the parcel is")
@@ -116,19 +130,22 @@ REFUND = ToolCall(
 )
 
 
-def refund_chat(shop: SupportContext, *after: str) -> Conversation:
+LOOKUP = ToolCall(id="l1", name="lookup_order", arguments={"order_id": LARGE_ORDER})
+
+
+def refund_chat(shop: SupportContext, *after: Any) -> Conversation:
     """A refund of 600 USD, over the approval limit; `after` is what the tools tier says
-    once the refund call has a result (its summary, then the reply)."""
+    once the refund call has a result (the respond step's choice)."""
     return Conversation(
         shop,
-        [triage("refund"), REFUND, *after],
+        [triage("refund"), LOOKUP, REFUND, *after],
         frontier=[REFUND],  # the high-stakes tier re-decides the refund
     )
 
 
 async def test_a_large_refund_waits_for_approval_and_happens_once(shop: SupportContext) -> None:
     refund = REFUND
-    chat = refund_chat(shop, "Refunded 600 USD.", "We refunded 600 USD.")
+    chat = refund_chat(shop, choose("status", opening=SORRY))
     paused = await chat.say("My laptop arrived broken, refund 600 USD please")
     [interrupt] = paused["__interrupt__"]
     assert interrupt.value["type"] == "approval"
@@ -139,8 +156,12 @@ async def test_a_large_refund_waits_for_approval_and_happens_once(shop: SupportC
 
     digest = arguments_digest("issue_refund", refund.arguments)
     done = await chat.resume({"r1": {"action": "approve", "digest": digest}})
-    assert done["messages"][-1].content == "We refunded 600 USD."
-    assert shop.db.counts()["refunds"] == 1
+    [refund] = shop.db.dump()["refunds"]
+    assert done["messages"][-1].content == (
+        "Sorry about the trouble. I've refunded 600.00 USD for order 1043 to your original "
+        f"payment method (refund #{refund['id']}). Order 1043 has been delivered. "
+        "Is there anything else I can help with?"
+    )
 
 
 async def test_asking_for_a_person_hands_off_until_they_hand_back(shop: SupportContext) -> None:
@@ -151,25 +172,28 @@ async def test_asking_for_a_person_hands_off_until_they_hand_back(shop: SupportC
             triage("other"),  # the next message goes to the person holding the thread
             triage("order_status"),  # handed back: the agent answers again
             ToolCall(id="c1", name="lookup_order", arguments={"order_id": ADA_ORDER}),
-            "Shipped.",
-            "Your order has shipped.",
+            choose(),
         ],
     )
     paused = await chat.say("I want to talk to a human")
     [interrupt] = paused["__interrupt__"]
     assert interrupt.value["type"] == "handoff"
     assert interrupt.value["reason"] == "the customer asked for a person"
+    assert paused["messages"][-1].content == HANDOFF_NOTICE, "told before the wait, once"
 
     held = await chat.resume({"action": "reply", "message": "Hi, Sam here.", "by": "sam"})
     assert held["messages"][-1].content == "Hi, Sam here." and held["human_active"] is True
 
     again = await chat.say("Thanks Sam, where is it?")
     assert again["__interrupt__"][0].value["reason"] == "a person holds this conversation"
+    assert HANDOFF_NOTICE not in [m.content for m in again["messages"][-2:]]
     back = await chat.resume({"action": "hand_back", "message": "Handing you back.", "by": "sam"})
     assert back["human_active"] is False
 
     answered = await chat.say("And order 1042?")
-    assert answered["messages"][-1].content == "Your order has shipped."
+    assert answered["messages"][-1].content.startswith(
+        "Thanks for reaching out. Order 1042 has shipped."
+    )
     assert "__interrupt__" not in answered
 
 
@@ -183,7 +207,8 @@ async def test_asking_for_a_person_hands_off_until_they_hand_back(shop: SupportC
 async def test_low_confidence_and_lasting_anger_go_to_a_person(
     shop: SupportContext, found: Triage, turns: int, reason: str
 ) -> None:
-    first_turn = [triage("shipping", sentiment="negative"), "Looking.", "It is on its way."]
+    track = ToolCall(id="t1", name="track_shipment", arguments={"order_id": ADA_ORDER})
+    first_turn = [triage("shipping", sentiment="negative"), track, choose(opening=SORRY)]
     script = [*first_turn, found] if turns == 2 else [found]
     chat = Conversation(shop, script)
     if turns == 2:
@@ -234,10 +259,15 @@ async def test_a_handoff_nobody_takes_opens_a_ticket_and_apologises(shop: Suppor
 
 
 async def test_an_approval_timeout_is_not_a_refund(shop: SupportContext) -> None:
-    chat = refund_chat(shop, "No refund yet.", "A colleague will follow up.")
+    chat = refund_chat(shop, choose(opening=SORRY))
     await chat.say("refund 600 please")
     done = await chat.resume({"action": "timeout"})
     assert shop.db.counts()["refunds"] == 0
     assert any(
         isinstance(m, ToolResultMessage) and m.content == TIMED_OUT for m in done["messages"]
+    )
+    assert done["messages"][-1].content == (
+        "Sorry about the trouble. Nobody could approve this for order 1043 in time, so "
+        "nothing was done yet; a colleague will follow up. Is there anything else I can "
+        "help with?"
     )

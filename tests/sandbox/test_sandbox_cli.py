@@ -109,7 +109,7 @@ def test_run_leaves_no_warm_container_behind(client: docker.DockerClient, tmp_pa
         [str(exe), "run", "loud.py", "-m", "hi"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
     ) as process:
         out, _ = process.communicate(timeout=120)
-    assert process.returncode == 0 and "reply: HI" in out
+    assert process.returncode == 0 and "agent: HI" in out
     owner = owner_id(process.pid).rpartition(":")[0]  # host:pid (the process is gone)
     left = client.containers.list(all=True, filters={"label": LABEL})
     assert [c.id for c in left if (c.labels or {})[OWNER_LABEL].startswith(f"{owner}:")] == []

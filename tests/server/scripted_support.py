@@ -8,10 +8,12 @@ Every tier is a `FunctionModel` that answers by the customer's words:
 
 - triage: "human" or "person" -> intent `human` (the graph's rule escalates too);
   "refund" -> `refund`; anything else -> `order_status`;
-- resolve: a refund request -> `issue_refund` of 600 USD on the large order (over the
-  approval limit: the frontier tier re-decides it, a person approves it); anything else
-  -> `lookup_order` of Ada's order; after a tool result -> a short summary;
-- respond: "All done: ..." with the findings.
+- resolve: the tool its `tool_choice` forces, as a grammar-constrained model would:
+  `lookup_order` of the large order for a refund request, else of Ada's order;
+  `issue_refund` of 600 USD on the large order (over the approval limit: the frontier
+  tier re-decides it, a person approves it); `search_kb` of the customer's words;
+- respond: the first opening it may use, no optional fact, the first closing (so a
+  reply reads "Thanks for reaching out. Order 1042 has shipped. ...").
 
 The shop's database is `$SCRIPTED_SHOP_URL`, which the test seeds.
 """
@@ -22,11 +24,11 @@ import copy
 import os
 
 from agentflow import AgentGraph, ToolCall, UserMessage
-from agentflow.messages import ToolResultMessage
-from agentflow.models.base import ModelRequest
+from agentflow.models.base import JsonSchema, ModelRequest
 from agentflow.models.test import FunctionModel, Reply
 from graphs.support import Triage
 from graphs.support import graph as support_graph
+from graphs.support_replies import ReplyChoice
 from tests.helpers import three_tiers
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER, LARGE_ORDER
@@ -52,25 +54,35 @@ def _triage(text: str) -> Triage:
 
 
 def _resolve(req: ModelRequest) -> Reply:
-    last = req.messages[-1]
-    if isinstance(last, ToolResultMessage):
-        return f"{last.name} said: {last.content[:200]}"
+    text = _customer_text(req)
     # Unique within the thread (its length grows every turn): the journal keys on it.
     call_id = f"call-{len(req.messages)}"
-    if "refund" in _customer_text(req):
+    if req.tool_choice == "issue_refund":
         arguments = {"order_id": LARGE_ORDER, "amount_usd": REFUND_USD, "reason": "arrived broken"}
         return ToolCall(id=call_id, name="issue_refund", arguments=arguments)
-    return ToolCall(id=call_id, name="lookup_order", arguments={"order_id": ADA_ORDER})
+    if req.tool_choice == "search_kb":
+        return ToolCall(id=call_id, name="search_kb", arguments={"query": text})
+    order = LARGE_ORDER if "refund" in text else ADA_ORDER
+    return ToolCall(id=call_id, name="lookup_order", arguments={"order_id": order})
+
+
+def _reply(req: ModelRequest) -> Reply:
+    assert isinstance(req.output, JsonSchema)
+    properties = req.output.schema["properties"]
+    return ReplyChoice(
+        opening=properties["opening"]["enum"][0],
+        facts=[],
+        closing=properties["closing"]["enum"][0],
+    )
 
 
 def answer(req: ModelRequest) -> Reply:
     """Answer any of the support graph's requests from the customer's words."""
+    if isinstance(req.output, JsonSchema) and req.output.name == "ReplyChoice":
+        return _reply(req)
     if req.output is not None:
         return _triage(_customer_text(req))
-    if req.tools:
-        return _resolve(req)
-    findings = req.messages[-1].content.rpartition("Findings: ")[2]
-    return f"All done: {findings}"
+    return _resolve(req)
 
 
 graph: AgentGraph[SupportContext] = copy.copy(support_graph)

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentflow.cli import app as cli
+from graphs.support_replies import HANDOFF_NOTICE
 from tests.server.live_server import GRAPH, LiveServer, seeded_server
 from tools.db import SupportDB
 from tools.seed import LARGE_ORDER, seed
@@ -82,18 +83,11 @@ def test_a_message_gets_a_reply_with_its_steps(shared: LiveServer) -> None:
         turn = ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
         view = ok(ada.get(f"/threads/{thread}"))
     assert turn["thread_id"] == thread
-    assert turn["reply"].startswith("All done: lookup_order said:") and "shipped" in turn["reply"]
-    assert [m["role"] for m in turn["messages"]] == [
-        "user",
-        "assistant",
-        "tool",
-        "assistant",
-        "assistant",
-    ]
+    assert turn["reply"].startswith("Thanks for reaching out. Order 1042 has shipped.")
+    assert [m["role"] for m in turn["messages"]] == ["user", "assistant", "tool", "assistant"]
     assert turn["messages"][1]["tool_calls"][0]["name"] == "lookup_order"
     assert [(s["node"], s["tier"]) for s in turn["steps"]] == [
         ("triage", "tools"),
-        ("resolve", "tools"),
         ("resolve", "tools"),
         ("respond", "tools"),
     ]
@@ -139,21 +133,22 @@ def test_a_turn_streams_as_server_sent_events_in_order(shared: LiveServer) -> No
         "resolve",
         "assistant",  # the lookup_order call
         "tool",
-        "resolve",
-        "assistant",
         "respond",
         "assistant",  # the reply
         None,  # done
     ]
     done = answered[-1][1]
-    assert done["thread_id"] == thread and done["reply"].startswith("All done")
-    assert done["reply"] == view["messages"][4]["content"]
+    assert done["thread_id"] == thread and done["reply"].startswith(
+        "Thanks for reaching out. Order 1042 has shipped."
+    )
+    assert done["reply"] == view["messages"][3]["content"]
 
-    assert [name for name, _ in escalated] == ["message", "step", "escalation", "done"]
-    item = escalated[2][1]
+    # The customer is told a person is coming, then the handoff waits for one.
+    assert [name for name, _ in escalated] == ["message", "step", "message", "escalation", "done"]
+    item = escalated[3][1]
     assert (item["kind"], item["status"], item["thread_id"]) == ("handoff", "pending", thread)
     assert item["payload"]["reason"] == "the customer asked for a person"
-    assert escalated[-1][1]["reply"] is None
+    assert escalated[-1][1]["reply"] == escalated[2][1]["content"] == HANDOFF_NOTICE
     assert [p["id"] for p in view["pending"]] == [item["id"]]
 
     assert held["held"] and held["reply"] is None and held["steps"] == []
@@ -175,11 +170,11 @@ def test_a_client_that_leaves_mid_stream_does_not_cut_the_turn_short(tmp_path: P
                 first = next(response.iter_lines())
             assert first == "event: message"  # the customer's own message, then gone
             deadline = time.monotonic() + 60
-            while len((view := ok(ada.get(f"/threads/{thread}")))["steps"]) < 4:  # 4 calls
+            while len((view := ok(ada.get(f"/threads/{thread}")))["steps"]) < 3:  # 3 calls
                 assert time.monotonic() < deadline, view["messages"]
                 time.sleep(0.05)  # poll interval: the loop checks the condition
-    assert view["messages"][-1]["content"].startswith("All done: lookup_order said:")
-    assert [s["node"] for s in view["steps"]] == ["triage", "resolve", "resolve", "respond"]
+    assert view["messages"][-1]["content"].startswith("Thanks for reaching out. Order 1042")
+    assert [s["node"] for s in view["steps"]] == ["triage", "resolve", "respond"]
 
 
 def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
@@ -219,7 +214,7 @@ def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
         ok(sam.post(f"/escalations/{item['id']}/claim"))
 
         done = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)}))
-        assert done["reply"].startswith("All done: issue_refund said:")
+        assert done["reply"].startswith("Sorry about the trouble. I've refunded 600.00 USD")
         assert done["pending"] == []
         again = sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)})
         assert again.status_code == 409 and again.json()["error"]["type"] == "review_item_closed"
@@ -230,7 +225,7 @@ def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
         assert view["pending"] == [] and view["messages"][-1]["content"] == done["reply"]
         # The thread goes on after the refund.
         later = ok(ada.post(f"/threads/{thread}/messages", json={"text": WHERE}))
-        assert later["reply"].startswith("All done: lookup_order said:")
+        assert later["reply"].startswith("Thanks for reaching out. Order 1042 has shipped.")
     [row] = refunds(shop_url)
     assert row["amount_cents"] == 60_000
 
@@ -253,7 +248,7 @@ def test_a_killed_server_loses_neither_the_thread_nor_the_escalation(
         [waiting] = ok(sam.get("/escalations", params={"status": "pending"}))
         assert waiting["id"] == item["id"]
         done = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": approve(item)}))
-        assert done["reply"].startswith("All done: issue_refund said:")
+        assert done["reply"].startswith("Sorry about the trouble. I've refunded 600.00 USD")
         after = ok(ada.get(f"/threads/{thread}"))
     assert after["messages"][: len(before["messages"])] == before["messages"]
     assert after["pending"] == []
@@ -431,7 +426,7 @@ def test_metrics_count_turns_model_calls_cost_escalations_and_requests(shared: L
         return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert grew("agentflow_turns_total", source="message") == 2
-    assert grew("agentflow_model_calls_total", tier="tools") == 5  # 4 + the second triage
+    assert grew("agentflow_model_calls_total", tier="tools") == 4  # 3 + the second triage
     assert grew("agentflow_model_cost_usd_total", tier="tools") > 0
     assert grew("agentflow_model_tokens_total", tier="tools", direction="input") > 0
     assert grew("agentflow_escalations", status="pending") == 1

@@ -16,6 +16,7 @@ from tools.db import SupportDB
 from tools.seed import seed
 
 GRAPH = "tests/server/scripted_support.py"
+REFUNDED = "Sorry about the trouble. I've refunded 600.00 USD for order 1043"
 runner = CliRunner()
 
 
@@ -55,7 +56,8 @@ def test_a_refund_is_escalated_listed_and_approved_from_the_terminal(
 
     # No --graph: the thread was created with the scripted graph, and resumes with it.
     done = cli("inbox", "resolve", "--thread", "t1", "--approve", "--by", "sam", "--database", url)
-    assert "resumed:" in done and "All done" in done
+    assert f"agent: {REFUNDED}" in done, done
+    assert "-> issue_refund" not in done and '<- {"refund_id":1,"order_id":1043' in done
     assert shop.counts()["refunds"] == 1
     assert listed(url, "pending") == []
     [resolved] = listed(url, "resolved")
@@ -78,7 +80,7 @@ def test_a_handoff_is_answered_from_the_terminal(databases: tuple[str, SupportDB
         "--database",
         url,
     )
-    assert "resumed: Hi, Sam here." in done
+    assert "agent: Hi, Sam here." in done
 
 
 def test_options_that_do_not_fit_the_item_are_one_line_errors(

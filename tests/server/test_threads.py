@@ -19,15 +19,20 @@ from agentflow.models.base import ModelRequest
 from agentflow.models.test import FunctionModel, Reply
 from agentflow.server.threads import ThreadService, Turn
 from graphs.support import Triage, graph
+from graphs.support_replies import ReplyChoice
 from tests.helpers import three_tiers
 from tools.db import SupportDB
 from tools.seed import LARGE_ORDER, seed
 from tools.support import SupportContext
 
+LOOKUP = ToolCall(id="l1", name="lookup_order", arguments={"order_id": LARGE_ORDER})
 REFUND = ToolCall(
     id="r1",
     name="issue_refund",
     arguments={"order_id": LARGE_ORDER, "amount_usd": 600.0, "reason": "arrived broken"},
+)
+CHOICE = ReplyChoice(
+    opening="Sorry about the trouble.", facts=[], closing="Is there anything else I can help with?"
 )
 
 
@@ -54,7 +59,7 @@ def triage(intent: str) -> Triage:
 async def test_an_approval_waits_in_the_queue_and_survives_a_restart(
     store_url: str, shop: SupportContext
 ) -> None:
-    async with service(store_url, shop, [triage("refund"), REFUND], [REFUND]) as first:
+    async with service(store_url, shop, [triage("refund"), LOOKUP, REFUND], [REFUND]) as first:
         thread = await first.create_thread("client-1", customer_email="ada@example.com")
         turn = await first.post(thread, "refund 600 USD, it arrived broken")
         [item] = turn.pending
@@ -64,7 +69,7 @@ async def test_an_approval_waits_in_the_queue_and_survives_a_restart(
     assert shop.db.counts()["refunds"] == 0
 
     # Everything closed and opened again: a new process would see the same.
-    after = ["Refunded 600 USD.", "We refunded 600 USD."]
+    after = [CHOICE]
     async with service(store_url, shop, after, []) as second:
         assert (await second.owner(thread)) == ("client-1", "ada@example.com")
         [waiting] = await second.queue.list(status="pending")
@@ -73,7 +78,8 @@ async def test_an_approval_waits_in_the_queue_and_survives_a_restart(
         done = await second.resolve(
             item.id, {"r1": {"action": "approve", "digest": digest}}, by="sam", force=True
         )
-        assert done.reply == "We refunded 600 USD."
+        assert done.reply is not None
+        assert done.reply.startswith("Sorry about the trouble. I've refunded 600.00 USD for order")
         assert done.pending == []
         view = await second.view(thread)
         assert view is not None and view.pending == []
@@ -143,7 +149,7 @@ async def test_messages_during_a_handoff_wait_for_the_person_and_come_before_the
 async def test_a_thread_waiting_for_an_approval_takes_no_new_message(
     store_url: str, shop: SupportContext
 ) -> None:
-    async with service(store_url, shop, [triage("refund"), REFUND], [REFUND]) as chat:
+    async with service(store_url, shop, [triage("refund"), LOOKUP, REFUND], [REFUND]) as chat:
         thread = await chat.create_thread("client-3")
         [item] = (await chat.post(thread, "refund 600 USD")).pending
         with pytest.raises(EscalationPending) as refused:
@@ -231,8 +237,8 @@ async def test_a_streamed_turn_yields_each_step_while_the_next_is_still_running(
         rest = [event async for event in events]
     turn = rest[-1]
     assert isinstance(turn, Turn) and turn.reply is not None
-    assert turn.reply.startswith("All done: lookup_order said:")
-    assert [s.node for s in turn.steps] == ["triage", "resolve", "resolve", "respond"]
+    assert turn.reply.startswith("Thanks for reaching out. Order 1042 has shipped.")
+    assert [s.node for s in turn.steps] == ["triage", "resolve", "respond"]
     streamed = [first, second, *rest[:-1]]
     assert [e for e in streamed if isinstance(e, StepRecord)] == turn.steps
     assert [e for e in streamed if not isinstance(e, StepRecord)] == turn.messages
