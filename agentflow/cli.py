@@ -31,7 +31,7 @@ from agentflow.costs import RunUsage, StepRecord
 from agentflow.exceptions import AgentflowError, ConfigError
 from agentflow.graph import run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
-from agentflow.messages import AssistantMessage, UserMessage
+from agentflow.messages import UserMessage
 from agentflow.routing import Router
 from agentflow.sandbox import closing_sandboxes
 from agentflow.server.inbox_cli import (
@@ -39,6 +39,7 @@ from agentflow.server.inbox_cli import (
     DatabaseOption,
     database_url,
     inbox_app,
+    print_message,
     print_turn,
 )
 from agentflow.server.threads import ThreadService
@@ -58,6 +59,7 @@ app.add_typer(sandbox_app, name="sandbox")
 demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this directory).")
 app.add_typer(demo_app, name="demo")
 app.add_typer(inbox_app, name="inbox")
+
 
 @app.callback()
 def _options(
@@ -97,15 +99,14 @@ async def _run(loaded: LoadedGraph, context: Any, message: str, config: Path | N
     state = await compiled.ainvoke(
         {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
     )
+    for said in state.get("messages", []):
+        print_message(said)
     steps: list[StepRecord] = state.get("steps", [])
     out.print(steps_table(steps))
     usage = run_usage(state, run_id=str(run_id))
     out.print(totals_table(usage.by_tier, usage.total))
     for interrupt in state.get("__interrupt__", []):
         out.print(f"[yellow]paused[/] awaiting a decision: {interrupt.value}")
-    replies = [m for m in state.get("messages", []) if isinstance(m, AssistantMessage)]
-    if replies and replies[-1].content:
-        out.print(f"[bold]reply:[/] {replies[-1].content}", highlight=False)
 
 
 @app.command()
@@ -163,7 +164,7 @@ async def _run_thread(
         if await service.owner(thread) is None:
             await service.create_thread("cli", customer_email=customer_email, thread_id=thread)
         turn = await service.post(thread, message)
-    print_turn(turn, "reply")
+    print_turn(turn)
     usage = RunUsage.from_steps(turn.steps)
     out.print(totals_table(usage.by_tier, usage.total))
 
@@ -400,6 +401,7 @@ def sandbox_gc(
 
 
 DEMO_SEED_FILE = Path("tools") / "seed.py"
+DEMO_DB_FILE = Path("tools") / "db.py"
 
 
 @demo_app.command("seed")
@@ -427,6 +429,42 @@ def demo_seed(
     except Exception as exc:  # the user's seed code: one line, never a traceback
         fail(f"{DEMO_SEED_FILE}: seeding failed: {type(exc).__name__}: {exc}")
     out.print(str(summary), highlight=False, soft_wrap=True)
+
+
+@demo_app.command("refunds")
+@user_errors
+def demo_refunds(
+    order: Annotated[int | None, typer.Option(help="Only this order's refunds.")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///PATH, a file path or postgresql://... "
+            "(default: $AGENTFLOW_DATABASE_URL, else .agentflow/support.sqlite).",
+        ),
+    ] = None,
+) -> None:
+    """Print the refunds in the demo shop's database: what issue_refund really wrote."""
+    module = import_file(DEMO_DB_FILE)
+    try:
+        rows = module.SupportDB(database).dump()["refunds"]
+    except AgentflowError:
+        raise
+    except Exception as exc:  # the user's database code: one line, never a traceback
+        fail(f"{DEMO_DB_FILE}: reading the refunds failed: {type(exc).__name__}: {exc}")
+    table = Table(title="refunds", title_justify="left")
+    for column in ("id", "order", "amount", "reason", "created", "idempotency key"):
+        table.add_column(column)
+    for row in rows:
+        if order is None or row["order_id"] == order:
+            table.add_row(
+                str(row["id"]),
+                str(row["order_id"]),
+                f"{row['amount_cents'] / 100:.2f} USD",
+                row["reason"],
+                row["created_at"],
+                row["idempotency_key"] or "-",
+            )
+    out.print(table)
 
 
 @app.command()

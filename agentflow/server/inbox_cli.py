@@ -24,15 +24,17 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentflow._console import fail, out, steps_table, user_errors
 from agentflow.exceptions import ConfigError, ReviewItemNotFound
+from agentflow.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
 from agentflow.queue import ReviewItem, ReviewQueue, open_queue
 from agentflow.sandbox import closing_sandboxes
 from agentflow.server.threads import Turn, thread_graph
 
-__all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_turn"]
+__all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_message", "print_turn"]
 
 DEFAULT_DATABASE_URL = "sqlite:///.agentflow/support.sqlite"
 T = TypeVar("T")
@@ -88,20 +90,44 @@ def items_table(items: list[ReviewItem]) -> Table:
     return table
 
 
-def print_turn(turn: Turn, title: str) -> None:
-    """Print a turn's steps (node, tier, reason, tokens, cost), its reply and what waits."""
+RESULT_CHARS = 400
+"""How much of a tool's result a printed turn shows."""
+
+
+def print_turn(turn: Turn) -> None:
+    """Print a turn as it happened (the customer's words, each tool call with its
+    arguments and result, the agent's replies), then its steps (node, tier, reason,
+    tokens, cost) and what waits for a person."""
+    for message in turn.messages:
+        print_message(message)
     if turn.held:
         out.print("[yellow]held for the person who has this conversation[/]")
-    else:
+    elif turn.steps:
         out.print(steps_table(turn.steps))
-    if turn.reply:
-        out.print(f"[bold]{title}:[/] {turn.reply}", highlight=False)
     for item in turn.pending:
         out.print(
             f"[yellow]waiting for a person[/] ({item.kind}, escalation {item.id}): "
             f"{_summary(item)}",
             highlight=False,
         )
+
+
+def print_message(message: Message) -> None:
+    """One line (or a few) of a transcript: who said it, what was called, what came back."""
+    if isinstance(message, UserMessage):
+        out.print(f"[bold cyan]customer:[/] {escape(message.content)}", highlight=False)
+    elif isinstance(message, ToolResultMessage):
+        content = message.content
+        if len(content) > RESULT_CHARS:
+            content = f"{content[:RESULT_CHARS]}... ({len(content) - RESULT_CHARS} more chars)"
+        mark = "[red]error[/] " if message.is_error else ""
+        out.print(f"    [dim]<-[/] {mark}{escape(content)}", highlight=False)
+    elif isinstance(message, AssistantMessage):
+        for call in message.tool_calls:
+            arguments = json.dumps(call.arguments, ensure_ascii=False)
+            out.print(f"    [dim]->[/] [bold]{call.name}[/]({escape(arguments)})", highlight=False)
+        if message.content and not message.tool_calls:
+            out.print(f"[bold green]agent:[/] {escape(message.content)}", highlight=False)
 
 
 @inbox_app.command("list")
@@ -252,8 +278,7 @@ def resolve(
             )
             return await service.resolve(item.id, decision, by=by, force=True)
 
-    turn = asyncio.run(run())
-    print_turn(turn, "resumed")
+    print_turn(asyncio.run(run()))
 
 
 async def _item(queue: ReviewQueue, item_id: str) -> ReviewItem:
