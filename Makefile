@@ -34,27 +34,11 @@ lock: $(STAMP)
 		--index-url https://pypi.org/simple $(TORCH_FROM) \
 		--override $(VENV)/torch-override.txt --custom-compile-command "make lock" -o $(LOCK)
 
-# The support agent on the embedded tiers (agentflow.toml: Gemma 3 270M on this CPU; no keys,
-# no GPU, no network): a question resolved by tools, a refund over the approval limit that
-# waits for a person and is approved from the CLI, and a conversation handed to a person.
-DEMO_DB := sqlite:///.agentflow/demo-threads.sqlite
-DEMO := $(BIN)/agentflow run graphs/support.py --database $(DEMO_DB) --customer-email ada@example.com
-# Checkpoints revive only the graph state's own types, as production should run.
-demo: export LANGGRAPH_STRICT_MSGPACK = true
+# The support agent on the embedded tiers (Gemma 3 270M on this CPU; no keys, no GPU, no
+# network): a question the tools answer, a refund that waits for a person and is approved
+# from the CLI, and a conversation handed to a person. See examples/demo.sh.
 demo: $(STAMP)
-	rm -f .agentflow/demo-threads.sqlite .agentflow/demo-threads.sqlite-wal .agentflow/demo-threads.sqlite-shm
-	$(BIN)/agentflow demo seed
-	@echo; echo "== 1. A question the tools answer"
-	$(DEMO) --thread demo-order -m "Where is my order 1042?"
-	@echo; echo "== 2. A refund over the approval limit"
-	$(DEMO) --thread demo-refund -m "My laptop from order 1043 arrived broken. Please refund the full 1249 USD."
-	$(BIN)/agentflow inbox list --status pending --database $(DEMO_DB)
-	@echo; echo "== A reviewer approves it from the CLI; the thread resumes"
-	$(BIN)/agentflow inbox resolve --thread demo-refund --approve --by sam --database $(DEMO_DB)
-	@echo; echo "== 3. A customer who wants a person"
-	$(DEMO) --thread demo-human -m "I want to talk to a human, please."
-	$(BIN)/agentflow inbox resolve --thread demo-human --by sam --database $(DEMO_DB) \
-		--reply "Hi Ada, Sam here. I'll sort this out with you."
+	examples/demo.sh
 
 # Docker, a throwaway PostgreSQL (stopped again if this run started it) and Chromium, then
 # pytest with coverage: tests/run-suite.sh.
