@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema
 
+from agentflow._docstrings import parse_docstring
 from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
@@ -59,15 +60,6 @@ Sandboxing = Literal["none", "docker", "auto"]
 
 _SANDBOXES: tuple[str, ...] = ("none", "docker", "auto")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_SECTION = re.compile(
-    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters"
-    r"|Returns?|Yields?|Raises|Examples?|Notes?|Attributes|See Also|Warnings?|Todo"
-    r"|References):\s*$"
-)
-_ARG_SECTIONS = frozenset(
-    {"Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments"}
-)
-_ARG_ENTRY = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:(.*)$")
 _MAX_INPUT_REPR = 80
 
 
@@ -128,14 +120,6 @@ class ToolOutcome:
     """True when the arguments were invalid or the tool raised `ToolRetry`."""
     value: Any = None
     """The tool's return value, when it succeeded."""
-
-
-@dataclass(kw_only=True, frozen=True)
-class _Docstring:
-    summary: str
-    """Everything before the first section."""
-    params: dict[str, str]
-    """Parameter name -> its `Args:` description."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -211,7 +195,7 @@ class Tool(Generic[DepsT]):
         self.name = _tool_name(function, name)
         key = f"tool {self.name}"
         _check_options(key, requires_approval, high_stakes, sandbox, timeout_s, retries)
-        docstring = _parse_docstring(inspect.getdoc(function))
+        docstring = parse_docstring(inspect.getdoc(function))
         self._signature = _analyse_signature(function, key, docstring.params)
         self.description = docstring.summary if description is None else description
         self.function = function
@@ -513,35 +497,6 @@ def _takes_context(option: str, predicate: Callable[..., Any], key: str) -> bool
             key=key,
         )
     return len(required) == 2
-
-
-def _parse_docstring(doc: str | None) -> _Docstring:
-    """Split a (cleaned) Google-style docstring into its summary and `Args:` entries."""
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    section: str | None = None
-    entry_indent: int | None = None
-    current: str | None = None
-    for line in (doc or "").splitlines():
-        text = line.strip()
-        indent = len(line) - len(line.lstrip())
-        header = _SECTION.match(line)
-        if header is not None:
-            section, entry_indent, current = header.group(1), None, None
-        elif section is None:
-            summary.append(line)
-        elif section not in _ARG_SECTIONS or not text:
-            continue
-        elif indent == 0:
-            section = ""  # free text after a section ends it
-        elif entry_indent is None or indent <= entry_indent:
-            entry = _ARG_ENTRY.match(text)
-            entry_indent, current = indent, None if entry is None else entry.group(1)
-            if entry is not None:
-                params[entry.group(1)] = entry.group(2).strip()
-        elif current is not None:
-            params[current] = f"{params[current]} {text}".strip()
-    return _Docstring(summary="\n".join(summary).strip(), params=params)
 
 
 def _analyse_signature(
