@@ -44,12 +44,15 @@ from agentflow import (
     AgentState,
     AssistantMessage,
     Message,
+    ProposedCall,
     RunContext,
     StepContext,
     ToolCall,
     UserMessage,
+    ask_approval,
+    hand_off,
 )
-from agentflow.hitl import ProposedCall, arguments_digest, ask_approval, hand_off
+from agentflow.hitl import arguments_digest
 from graphs.support_replies import (
     CHOOSE_PROMPT,
     HANDOFF_NOTICE,
