@@ -20,13 +20,12 @@ status, a failure) is always said; what else the model picks can only be true.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import GenericAlias
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from agentflow import AssistantMessage, Message, ToolResultMessage
 from agentflow.hitl import TIMED_OUT
@@ -145,29 +144,32 @@ def facts_from(messages: Sequence[Message]) -> list[Fact]:
     facts: dict[str, Fact] = {}
     for index, result in enumerate(results):
         last = index == len(results) - 1
-        reader = _READERS.get(result.name, _unknown)
-        for fact in reader(result, calls.get(result.tool_call_id, {})):
+        for fact in _read(result, calls.get(result.tool_call_id, {})):
             facts.setdefault(fact.key, replace(fact, outcome=last and fact.outcome))
     return list(facts.values())
 
 
-# -- one reader per tool --------------------------------------------------------------
+def _read(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
+    """A result's facts: its record's, by its tool's reader; else what went wrong."""
+    reader = _READERS.get(result.name)
+    if reader is None:  # a tool with no reader: nothing of its raw result is said
+        if result.is_error:
+            return _problem(result, arguments)
+        return [Fact(key=f"{result.name}_done", text="That's done.", outcome=True)]
+    record, read = reader
+    if not result.is_error:
+        try:
+            return read(record.validate_json(result.content))
+        except ValidationError:
+            pass  # a plain message: not found, refused, nothing shipped yet
+    return _problem(result, arguments)
 
-_Reader = Callable[[ToolResultMessage, dict[str, Any]], list[Fact]]
+
+# -- what each tool's record says -----------------------------------------------------
 
 
 def _usd(amount: float) -> str:
     return f"{amount:.2f} USD"
-
-
-def _parsed(result: ToolResultMessage, record: type[BaseModel]) -> Any:
-    """The result as `record`, or None when it is an error or a plain message."""
-    if result.is_error:
-        return None
-    try:
-        return record.model_validate_json(result.content)
-    except ValidationError:
-        return None
 
 
 def _first_clause(text: str) -> str:
@@ -225,10 +227,7 @@ _STATUS = {
 }
 
 
-def _order(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    order: Order | None = _parsed(result, Order)
-    if order is None:
-        return _problem(result, arguments)
+def _order(order: Order) -> list[Fact]:
     items = ", ".join(f"{i.description} ({i.quantity})" for i in order.items)
     facts = [
         Fact(key="status", text=f"Order {order.order_id} {_STATUS[order.status]}.", outcome=True),
@@ -238,27 +237,18 @@ def _order(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
         Fact(key="placed", text=f"It was placed on {order.placed_at}."),
     ]
     if order.refunded_usd:
-        facts.append(
-            Fact(key="refunded", text=f"{_usd(order.refunded_usd)} of it has been refunded so far.")
-        )
+        text = f"{_usd(order.refunded_usd)} of it has been refunded so far."
+        facts.append(Fact(key="refunded", text=text))
     return facts
 
 
-def _shipment(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    shipment: Shipment | None = _parsed(result, Shipment)
-    if shipment is None:
-        return _problem(result, arguments)
+def _shipment(shipment: Shipment) -> list[Fact]:
     status = "was delivered" if shipment.status == "delivered" else "is on its way"
-    head = Fact(
-        key="status", text=f"Your parcel for order {shipment.order_id} {status}.", outcome=True
-    )
-    return [head, *_shipment_facts(shipment)]
+    text = f"Your parcel for order {shipment.order_id} {status}."
+    return [Fact(key="status", text=text, outcome=True), *_shipment_facts(shipment)]
 
 
-def _refund(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    refund: Refund | None = _parsed(result, Refund)
-    if refund is None:
-        return _problem(result, arguments)
+def _refund(refund: Refund) -> list[Fact]:
     text = (
         f"I've refunded {_usd(refund.amount_usd)} for order {refund.order_id} to your "
         f"original payment method (refund #{refund.refund_id})."
@@ -266,27 +256,18 @@ def _refund(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
     return [Fact(key="refund", text=text, outcome=True)]
 
 
-def _address(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    change: AddressChange | None = _parsed(result, AddressChange)
-    if change is None:
-        return _problem(result, arguments)
+def _address(change: AddressChange) -> list[Fact]:
     # The new address is the customer's own words; the old one is not repeated.
     text = f"Order {change.order_id} will now ship to {change.new_address}."
     return [Fact(key="address", text=text, outcome=True)]
 
 
-def _ticket(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    ticket: Ticket | None = _parsed(result, Ticket)
-    if ticket is None:
-        return _problem(result, arguments)
+def _ticket(ticket: Ticket) -> list[Fact]:
     text = f"I've opened ticket #{ticket.ticket_id} for you; a colleague will follow up."
     return [Fact(key="ticket", text=text, outcome=True)]
 
 
-def _history(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    history: OrderHistory | None = _parsed(result, OrderHistory)
-    if history is None:
-        return _problem(result, arguments)
+def _history(history: OrderHistory) -> list[Fact]:
     if not history.orders:
         return [Fact(key="orders", text="I found no orders on your account.", outcome=True)]
     listed = "; ".join(
@@ -296,38 +277,30 @@ def _history(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]
     return [Fact(key="orders", text=f"Your latest orders: {listed}.", outcome=True)]
 
 
-def _articles(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    try:
-        articles = [] if result.is_error else json.loads(result.content)
-    except json.JSONDecodeError:
-        articles = []
-    if not isinstance(articles, list) or not articles:
-        text = "I couldn't find an answer to that in our help centre."
-        return [Fact(key="help", text=f"{text} {ASK_AGAIN}", outcome=True, bad_news=True)]
+class _Article(BaseModel):
+    title: str
+    body: str
+
+
+def _articles(articles: list[_Article]) -> list[Fact]:
+    if not articles:
+        text = f"I couldn't find an answer to that in our help centre. {ASK_AGAIN}"
+        return [Fact(key="help", text=text, outcome=True, bad_news=True)]
     best, *more = articles
-    facts = [
-        Fact(
-            key="help", text=f"From our help centre ({best['title']}): {best['body']}", outcome=True
-        )
-    ]
+    text = f"From our help centre ({best.title}): {best.body}"
+    facts = [Fact(key="help", text=text, outcome=True)]
     for n, article in enumerate(more[:2], start=2):
-        facts.append(Fact(key=f"help_{n}", text=f"See also: {article['title']}."))
+        facts.append(Fact(key=f"help_{n}", text=f"See also: {article.title}."))
     return facts
 
 
-def _unknown(result: ToolResultMessage, arguments: dict[str, Any]) -> list[Fact]:
-    """A tool this module has no reader for: nothing of its raw result is said."""
-    if result.is_error:
-        return _problem(result, arguments)
-    return [Fact(key=f"{result.name}_done", text="That's done.", outcome=True)]
-
-
-_READERS: dict[str, _Reader] = {
-    "lookup_order": _order,
-    "track_shipment": _shipment,
-    "issue_refund": _refund,
-    "update_shipping_address": _address,
-    "create_ticket": _ticket,
-    "order_history": _history,
-    "search_kb": _articles,
+_READERS: dict[str, tuple[TypeAdapter[Any], Callable[[Any], list[Fact]]]] = {
+    "lookup_order": (TypeAdapter(Order), _order),
+    "track_shipment": (TypeAdapter(Shipment), _shipment),
+    "issue_refund": (TypeAdapter(Refund), _refund),
+    "update_shipping_address": (TypeAdapter(AddressChange), _address),
+    "create_ticket": (TypeAdapter(Ticket), _ticket),
+    "order_history": (TypeAdapter(OrderHistory), _history),
+    "search_kb": (TypeAdapter(list[_Article]), _articles),
 }
+"""Each support tool's record type, and what its record says."""
