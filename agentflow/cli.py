@@ -402,18 +402,20 @@ def sandbox_gc(
 
 DEMO_SEED_FILE = Path("tools") / "seed.py"
 DEMO_DB_FILE = Path("tools") / "db.py"
+ShopOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="The demo shop's database: sqlite:///PATH, a file path or postgresql://... "
+        "(default: $AGENTFLOW_DATABASE_URL, else .agentflow/support.sqlite).",
+    ),
+]
 
 
 @demo_app.command("seed")
 @user_errors
 def demo_seed(
-    database: Annotated[
-        str | None,
-        typer.Option(
-            help="sqlite:///PATH, a file path or postgresql://... "
-            "(default: $AGENTFLOW_DATABASE_URL, else .agentflow/support.sqlite).",
-        ),
-    ] = None,
+    database: ShopOption = None,
     customers: Annotated[int, typer.Option(min=2, help="How many customers to create.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 7,
 ) -> None:
@@ -435,13 +437,7 @@ def demo_seed(
 @user_errors
 def demo_refunds(
     order: Annotated[int | None, typer.Option(help="Only this order's refunds.")] = None,
-    database: Annotated[
-        str | None,
-        typer.Option(
-            help="sqlite:///PATH, a file path or postgresql://... "
-            "(default: $AGENTFLOW_DATABASE_URL, else .agentflow/support.sqlite).",
-        ),
-    ] = None,
+    database: ShopOption = None,
 ) -> None:
     """Print the refunds in the demo shop's database: what issue_refund really wrote."""
     module = import_file(DEMO_DB_FILE)

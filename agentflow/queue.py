@@ -154,16 +154,10 @@ _COLUMNS = (
     "thread_id",
     "kind",
     "payload",
-    "status",
     "priority",
     "created_at",
     "sla_deadline",
-    "assignee",
-    "claimed_at",
-    "resolved_at",
-    "decision",
-    "resolved_by",
-    "applied_at",
+    *_MUTABLE,
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {TABLE}"
 _INSERT = (

@@ -127,3 +127,19 @@ def test_demo_seed_outside_a_project_with_tools_is_one_line(
     assert result.exit_code == 1
     assert result.output.strip() == "error: tools/seed.py: no such file"
     assert not (tmp_path / ".agentflow").exists()
+
+
+def test_demo_refunds_prints_what_was_refunded(tmp_path: Path) -> None:
+    from tools.db import SupportDB
+    from tools.seed import ADA_ORDER, LARGE_ORDER, seed
+
+    url = f"sqlite:///{tmp_path}/shop.sqlite"
+    seed(url, customers=5)
+    SupportDB(url).refund(LARGE_ORDER, 124_900, "arrived broken", key="t:c1")
+    SupportDB(url).refund(ADA_ORDER, 500, "late", key="t:c2")
+    result = runner.invoke(app, ["demo", "refunds", "--order", str(LARGE_ORDER), "--database", url])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if "USD" in line]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:4] == ["1", str(LARGE_ORDER), "1249.00 USD", "arrived broken"]
+    assert cells[-1] == "t:c1"
