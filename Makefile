@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.sandbox --json
 	$(BIN)/python -m bench.tracing --json
 	$(BIN)/python -m bench.support --json
+	$(BIN)/python -m bench.demo --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

@@ -3,8 +3,8 @@
 A real `agentflow serve` process on 127.0.0.1 serves the support graph on scripted
 models that answer after a simulated 100 ms (bench/support_graph.py), over a SQLite
 database and a seeded shop. `--conversations` clients start at once; each opens a
-thread and posts `--turns` order questions, each resolved with a tool call (four model
-calls a turn: triage, resolve, resolve after the tool result, respond).
+thread and posts `--turns` order questions, each resolved with a tool call (three model
+calls a turn: triage, resolve, respond).
 
 - `p50_ms`, `p99_ms`: added latency per turn, i.e. the latency the client sees minus
   the simulated model time (100 ms x the model calls the turn's steps report);
