@@ -193,7 +193,10 @@ class AgentLoop:
         decisions = self._approvals(calls, ctx)
         results: list[ToolResultMessage] = []
         for call in calls:
-            results.append(await self._run_one(call, decisions.get(call.id), history, ctx))
+            # Earlier results of this round count too: six invalid calls in one round are
+            # six failures in a row.
+            seen = [*history, *results]
+            results.append(await self._run_one(call, decisions.get(call.id), seen, ctx))
         return {"messages": results}
 
     def _approvals(
@@ -245,14 +248,15 @@ class AgentLoop:
             call = replace(call, arguments=decision.arguments)
         run_ctx = self._run_context(call, ctx)
         if tool.side_effects and ctx.journal is not None:
-            return await self._run_once(tool, call, run_ctx, ctx.journal)
-        outcome = await tool.run(call, run_ctx)
+            outcome = await self._run_once(tool, call, run_ctx, ctx.journal)
+        else:
+            outcome = await tool.run(call, run_ctx)
         self._check_retries(tool, outcome, history)
         return outcome.message
 
     async def _run_once(
         self, tool: Tool[Any], call: ToolCall, run_ctx: RunContext[Any], journal: ToolJournal
-    ) -> ToolResultMessage:
+    ) -> ToolOutcome:
         """Run a side-effecting call at most once per idempotency key, journaled.
 
         A call the journal has as done is not run again: its recorded result is replayed.
@@ -263,19 +267,24 @@ class AgentLoop:
         assert key is not None  # the context carries the call's id, so it has a key
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
-            return ToolResultMessage(
+            message = ToolResultMessage(
                 tool_call_id=call.id,
                 name=call.name,
                 content=entry.content or "",
                 is_error=entry.is_error,
             )
+            # `Tool.run` returns an error result only for a retryable error (invalid
+            # arguments, `ToolRetry`); any other failure raises and is never finished. So
+            # a replayed error counts towards the cap as it did when it was first made.
+            return ToolOutcome(message=message, retryable_error=entry.is_error)
         outcome = await tool.run(call, run_ctx)
         await journal.finish(key, outcome.message.content, outcome.message.is_error)
-        return outcome.message
+        return outcome
 
     def _check_retries(
         self, tool: Tool[Any], outcome: ToolOutcome, history: Sequence[Message]
     ) -> None:
+        """Raise `ToolError` once a call is the tool's `retries + 1`-th failure in a row."""
         if outcome.retryable_error and _failures_in_a_row(history, tool.name) >= tool.retries:
             raise ToolError(
                 f"the model called {tool.name!r} wrongly {tool.retries + 1} times in a row; "

@@ -163,3 +163,79 @@ async def test_a_journaled_call_is_on_disk_before_its_tool_runs(
     else:
         assert order[:2] == ["ran c1", "stored c1"], "what the sync default is there to prevent"
     await journal.aclose()
+
+
+def bad_payouts(model_calls: list[list[ToolCall] | str]) -> Any:
+    """A till graph whose model answers `model_calls` in order (tool rounds, then text)."""
+    model = ScriptedModel(model_calls)
+    graph: AgentGraph[Till] = AgentGraph(
+        "till", context=Till, router=three_tiers(model, model, model)
+    )
+    graph.agent("work", tools=[pay_out, print_receipt], max_steps=10)
+    graph.edge(START, "work").edge("work", END)
+    return graph, model
+
+
+def invalid(call_id: str) -> ToolCall:
+    return ToolCall(id=call_id, name="pay_out", arguments={"amount": "lots"})
+
+
+async def test_invalid_side_effecting_calls_are_capped_with_a_journal(tmp_path: Any) -> None:
+    """pay_out allows 2 retries: the third invalid call in a row is a ToolError, as without
+    a journal (the journaled path used to skip the check: the model was asked until
+    max_steps)."""
+    graph, model = bad_payouts([[invalid(f"c{i}")] for i in range(6)])
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
+    app = graph.compile(checkpointer=InMemorySaver(), journal=journal)
+    till = Till()
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(ToolError, match="3 times in a row") as caught:
+        await app.ainvoke({"messages": [UserMessage(content="pay")]}, config, context=till)
+    assert caught.value.tool == "pay_out"
+    assert len(model.requests) == 3
+    assert till.payouts == []
+
+    # Resuming replays the third call's journaled error: it counts again, so the run
+    # stops at the same cap instead of asking the model a fourth time.
+    with pytest.raises(ToolError, match="3 times in a row"):
+        await app.ainvoke(None, config, context=till)
+    assert len(model.requests) == 3
+    entry = await journal.get("t:c2")
+    assert entry is not None and entry.state == "done" and entry.is_error
+    await journal.aclose()
+
+
+async def test_a_replayed_invalid_call_counts_once(tmp_path: Any) -> None:
+    """Round 2's invalid call is journaled, then its round crashes; on resume it is
+    replayed as the second failure in a row (not the third), and round 3's invalid call
+    is the third."""
+    receipt = ToolCall(id="r1", name="print_receipt")
+    graph, model = bad_payouts([[invalid("c0")], [invalid("c1"), receipt], [invalid("c2")], "x"])
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
+    app = graph.compile(checkpointer=InMemorySaver(), journal=journal)
+    till = Till()
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(ToolError, match="printer on fire"):
+        await app.ainvoke({"messages": [UserMessage(content="pay")]}, config, context=till)
+    assert len(model.requests) == 2
+    with pytest.raises(ToolError, match="3 times in a row") as caught:
+        await app.ainvoke(None, config, context=till)
+    assert "amount" in str(caught.value)
+    assert len(model.requests) == 3, "the resumed round passed; round 3 hit the cap"
+    await journal.aclose()
+
+
+@pytest.mark.parametrize("journaled", [False, True])
+async def test_invalid_calls_in_one_round_count_in_a_row(journaled: bool, tmp_path: Any) -> None:
+    """Six invalid calls in one round are six failures in a row: the third raises."""
+    graph, model = bad_payouts([[invalid(f"c{i}") for i in range(6)], "unreached"])
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.sqlite'}") if journaled else None
+    app = graph.compile(checkpointer=InMemorySaver(), journal=journal)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(ToolError, match="3 times in a row"):
+        await app.ainvoke({"messages": [UserMessage(content="pay")]}, config, context=Till())
+    assert len(model.requests) == 1
+    if journal is not None:
+        assert await journal.get("t:c2") is not None
+        assert await journal.get("t:c3") is None, "no call ran after the cap"
+        await journal.aclose()
