@@ -1,8 +1,10 @@
-"""The databases under the review queue and the tool journal: URLs, connections, errors.
+"""The databases under the review queue, the tool journal and the thread directory: URLs,
+one async transaction API over SQLite and PostgreSQL, errors.
 
 A store URL is `sqlite:///PATH` (`sqlite:///rel/path.sqlite`, `sqlite:////abs/path.sqlite`),
-a plain file path, or `postgresql://...` (`postgres://` too). SQLite runs through
-`asyncio.to_thread` with one connection per call; PostgreSQL through a psycopg 3 async
+a plain file path, or `postgresql://...` (`postgres://` too). A store writes its SQL once
+(`?` placeholders) against `Database.transaction()`: SQLite runs it through
+`asyncio.to_thread` on a connection per transaction; PostgreSQL through a psycopg 3 async
 connection pool, imported only when asked for. Every sqlite3 and psycopg error becomes a
 `StoreError` here, at one choke point.
 """
@@ -10,10 +12,13 @@ connection pool, imported only when asked for. Every sqlite3 and psycopg error b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +30,7 @@ from agentflow.exceptions import ConfigError, StoreError
 if TYPE_CHECKING:
     from psycopg import AsyncCursor
     from psycopg_pool import AsyncConnectionPool
+
 
 T = TypeVar("T")
 
@@ -109,8 +115,112 @@ def from_iso(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text).astimezone(UTC)
 
 
-class SqliteDatabase:
-    """One SQLite file: a fresh connection per call, in a worker thread, WAL mode."""
+class Cursor(ABC):
+    """One transaction's statements, the same on both backends: `?` placeholders, rows as
+    tuples. The stores build their SQL from constants, never from input."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; return how many rows it changed (-1 when not known)."""
+
+    @abstractmethod
+    async def fetchone(self) -> tuple[Any, ...] | None:
+        """The next row of the last statement, or None."""
+
+    @abstractmethod
+    async def fetchall(self) -> list[tuple[Any, ...]]:
+        """The remaining rows of the last statement."""
+
+
+class Database(ABC):
+    """A store's database: SQLite or PostgreSQL behind one async transaction API.
+
+    ```python
+    async with db.transaction() as cursor:
+        await cursor.execute("UPDATE t SET a = ? WHERE id = ?", (1, "x"))
+    ```
+
+    The differences the stores' SQL must know are attributes: `text_values` (SQLite keeps
+    times and JSON as text) and `locking(skip_locked)` (PostgreSQL's row locks; SQLite
+    holds the whole file's write lock from a write transaction's first statement).
+    """
+
+    backend: Literal["sqlite", "postgres"]
+    text_values: bool
+    """Times and JSON are stored as text (SQLite), not as native types (PostgreSQL)."""
+
+    @abstractmethod
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[Cursor]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A write transaction on SQLite takes the write lock up front (`BEGIN IMMEDIATE`):
+        two processes cannot both read a row as free and both take it.
+        """
+
+    @abstractmethod
+    def locking(self, *, skip_locked: bool = False) -> str:
+        """The SQL a `SELECT` ends with to lock the rows it reads until the transaction
+        ends (`FOR UPDATE [SKIP LOCKED]`; nothing on SQLite, whose lock is the file's)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections; the data stays."""
+
+    def value(self, value: Any) -> Any:
+        """A Python value as this database stores it: times as ISO text on SQLite."""
+        if self.text_values and isinstance(value, datetime):
+            return iso(value)
+        return value
+
+
+class _SqliteConnection:
+    """A connection used from worker threads, one call at a time: a call whose awaiting
+    task was cancelled goes on in its thread, and the next (the rollback, the return to
+    the pool) waits for it instead of running beside it (sqlite3 is not safe for that)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return work(self.conn)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call, work)
+
+
+class _SqliteCursor(Cursor):
+    def __init__(self, conn: _SqliteConnection) -> None:
+        self._conn = conn
+        self._rows: list[tuple[Any, ...]] = []
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        def work(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+            rows = conn.execute(sql, params)
+            return rows.fetchall(), rows.rowcount
+
+        self._rows, count = await self._conn.run(work)
+        return count
+
+    async def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self._rows = self._rows, []
+        return rows
+
+
+_IDLE_CONNECTIONS = 4
+"""How many connections a SQLite database keeps open between transactions."""
+
+
+class SqliteDatabase(Database):
+    """One SQLite file in WAL mode: connections kept between transactions, their calls in
+    worker threads."""
+
+    backend = "sqlite"
+    text_values = True
 
     def __init__(
         self,
@@ -131,22 +241,30 @@ class SqliteDatabase:
         """
         self.path = Path(path)
         self._schema = schema
-        self._added_columns = added_columns
         self._what = what
+        self._added_columns = added_columns
         self._ready = False
         self._prepare_lock = threading.Lock()
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` with a connection of its own in a worker thread; return its result."""
-        return await asyncio.to_thread(self._run, work)
+    def _failed(self, exc: Exception) -> StoreError:
+        where = str(self.path)
+        return StoreError(f"the {self._what} at {where!r} failed: {exc}", url=where)
 
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _connect(self) -> sqlite3.Connection:
         try:
             if not self._ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit mode: transactions are begun explicitly (`transaction`). The timeout
-            # is SQLite's busy wait for another process's write lock.
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # Autocommit mode: transactions are begun explicitly. The timeout is SQLite's
+            # busy wait for another process's write lock. Used by one task at a time,
+            # from whichever worker thread runs its next call.
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
                 f"cannot open the {self._what} at {str(self.path)!r}: {exc}", url=str(self.path)
@@ -154,13 +272,10 @@ class SqliteDatabase:
         try:
             if not self._ready:
                 self._prepare(conn)
-            return work(conn)
         except sqlite3.Error as exc:
-            raise StoreError(
-                f"the {self._what} at {str(self.path)!r} failed: {exc}", url=str(self.path)
-            ) from exc
-        finally:
             conn.close()
+            raise self._failed(exc) from exc
+        return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Once per instance, one thread at a time: SQLite refuses to switch a file to WAL
@@ -173,51 +288,99 @@ class SqliteDatabase:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(self._schema)
             for table, column, kind in self._added_columns:
-                with write_transaction(conn):
-                    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                    if column not in present:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                conn.execute("BEGIN IMMEDIATE")
+                present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                conn.execute("COMMIT")
             self._ready = True
 
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[Cursor]:
+        # This process's writers queue here, not in worker threads: a thread blocked in
+        # BEGIN IMMEDIATE behind a writer that needs a thread itself would starve the pool.
+        async with self._writer() if write else contextlib.nullcontext():
+            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+            conn = _SqliteConnection(await asyncio.to_thread(self._checkout, begin))
+            try:
+                yield _SqliteCursor(conn)
+            except BaseException:
+                await asyncio.shield(conn.run(lambda c: self._checkin(c, "ROLLBACK")))
+                raise
+            try:
+                await conn.run(lambda c: self._checkin(c, "COMMIT"))
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
 
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Hold SQLite's write lock from the first read, so read-decide-write is atomic.
+    def _checkout(self, begin: str) -> sqlite3.Connection:
+        """An idle connection (or a new one), its transaction begun (in a worker thread)."""
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
+        conn = conn or self._connect()
+        try:
+            conn.execute(begin)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._failed(exc) from exc
+        return conn
 
-    `BEGIN IMMEDIATE` takes the lock up front: two processes cannot both read a row as
-    pending and both claim it. Any exception rolls the transaction back.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    def _checkin(self, conn: sqlite3.Connection, end: str) -> None:
+        """End the transaction and keep the connection for the next (a worker thread)."""
+        try:
+            conn.execute(end)
+        except BaseException:
+            conn.close()
+            raise
+        with self._idle_lock:
+            if len(self._idle) < _IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _writer(self) -> asyncio.Lock:
+        """This event loop's lock for write transactions on this file."""
+        loop = asyncio.get_running_loop()
+        lock = self._writers.get(loop)
+        if lock is None:
+            lock = self._writers[loop] = asyncio.Lock()
+        return lock
+
+    def locking(self, *, skip_locked: bool = False) -> str:
+        return ""
+
+    async def aclose(self) -> None:
+        """Close the idle connections; a later transaction opens new ones."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
-class PostgresCursor:
-    """A psycopg cursor that takes the stores' SQL: `?` placeholders, shared with SQLite."""
-
+class _PostgresCursor(Cursor):
     def __init__(self, cursor: AsyncCursor[tuple[Any, ...]]) -> None:
         self._cursor = cursor
 
-    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """Run one statement. `sql` is built by the stores from constants, never from input."""
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         query = cast("LiteralString", sql.replace("?", "%s"))
         await self._cursor.execute(query, params)
+        return self._cursor.rowcount
 
     async def fetchone(self) -> tuple[Any, ...] | None:
-        """The next row of the last statement, or None."""
+        if self._cursor.description is None:  # a statement that returns no rows
+            return None
         return await self._cursor.fetchone()
 
     async def fetchall(self) -> list[tuple[Any, ...]]:
-        """The remaining rows of the last statement."""
+        if self._cursor.description is None:
+            return []
         return await self._cursor.fetchall()
 
 
-class PostgresDatabase:
+class PostgresDatabase(Database):
     """One PostgreSQL database through a psycopg async pool, opened on first use."""
+
+    backend = "postgres"
+    text_values = False
 
     def __init__(self, url: str, *, schema: str, what: str, max_size: int = 8) -> None:
         """Check that psycopg is installed; connect lazily.
@@ -267,14 +430,16 @@ class PostgresDatabase:
             return pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PostgresCursor]:
-        """Yield a cursor inside one transaction: committed at the end, rolled back on error."""
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[Cursor]:
         pool = await self._opened()
         try:
             async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-                yield PostgresCursor(cursor)
+                yield _PostgresCursor(cursor)
         except self._psycopg.Error as exc:
             raise self._failed(exc) from exc
+
+    def locking(self, *, skip_locked: bool = False) -> str:
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
     async def aclose(self) -> None:
         """Close the pool; a later call opens a new one."""
@@ -282,3 +447,32 @@ class PostgresDatabase:
             pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+def open_database(
+    url: str,
+    *,
+    sqlite_schema: str,
+    postgres_schema: str,
+    what: str,
+    added_columns: tuple[tuple[str, str, str], ...] = (),
+) -> Database:
+    """Open the database at a store URL (lazily: nothing is touched before the first call).
+
+    Args:
+        url: `sqlite:///PATH`, a plain path, or `postgresql://...`.
+        sqlite_schema: The tables, for SQLite (`CREATE ... IF NOT EXISTS`).
+        postgres_schema: The same tables for PostgreSQL, with `ADD COLUMN IF NOT EXISTS`
+            for columns added since their first release.
+        what: What the store is for, for error messages.
+        added_columns: `(table, column, type)` SQLite adds to an older file where missing.
+
+    Raises:
+        ConfigError: The URL is not one of those, or psycopg is missing for PostgreSQL.
+    """
+    location = parse_store_url(url, what=what)
+    if location.backend == "postgres":
+        return PostgresDatabase(location.target, schema=postgres_schema, what=what)
+    return SqliteDatabase(
+        location.target, schema=sqlite_schema, what=what, added_columns=added_columns
+    )

@@ -17,21 +17,18 @@ Stored in SQLite (`sqlite:///PATH` or a plain path) or PostgreSQL (`postgresql:/
 
 from __future__ import annotations
 
-import sqlite3
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from agentflow._stores import (
-    PostgresCursor,
+    Cursor,
+    Database,
     PostgresDatabase,
     SqliteDatabase,
     from_iso,
-    iso,
     parse_store_url,
-    write_transaction,
 )
 from agentflow.exceptions import JournalDigestMismatch, ToolJournalError
 
@@ -126,13 +123,16 @@ def _checked_finish(
     return entry
 
 
-class ToolJournal(ABC):
-    """Where side-effecting tool calls are recorded as started and done.
+class ToolJournal:
+    """Where side-effecting tool calls are recorded as started and done, in a database
+    (SQLite or PostgreSQL).
 
     Use it as an async context manager, or call `aclose()` when done.
     """
 
-    @abstractmethod
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
     async def begin(self, key: str, tool: str, arguments_digest: str) -> JournalEntry:
         """Record the call as `started` unless the key is known; return the key's entry.
 
@@ -142,8 +142,13 @@ class ToolJournal(ABC):
         Raises:
             JournalDigestMismatch: The key is known with another arguments digest.
         """
+        now = self._db.value(datetime.now(UTC))
+        async with self._db.transaction() as cursor:
+            await cursor.execute(_INSERT, (key, tool, arguments_digest, False, now))
+            entry = await self._read(cursor, key)
+        assert entry is not None
+        return _checked_begin(entry, arguments_digest)
 
-    @abstractmethod
     async def finish(self, key: str, content: str, is_error: bool) -> JournalEntry:
         """Record the call's result and mark it `done`; return the entry.
 
@@ -152,14 +157,27 @@ class ToolJournal(ABC):
         Raises:
             ToolJournalError: The key was never begun, or is done with another result.
         """
+        now = self._db.value(datetime.now(UTC))
+        async with self._db.transaction() as cursor:
+            updated = await cursor.execute(_FINISH, (content, is_error, now, key)) == 1
+            entry = await self._read(cursor, key)
+        if updated and entry is not None:
+            return entry
+        return _checked_finish(entry, key, content, is_error)
 
-    @abstractmethod
     async def get(self, key: str) -> JournalEntry | None:
         """Return the key's entry, or None."""
+        async with self._db.transaction(write=False) as cursor:
+            return await self._read(cursor, key)
 
-    @abstractmethod
+    async def _read(self, cursor: Cursor, key: str) -> JournalEntry | None:
+        await cursor.execute(_SELECT, (key,))
+        row = await cursor.fetchone()
+        return None if row is None else _entry(row, text=self._db.text_values)
+
     async def aclose(self) -> None:
         """Release connections; the journal's data stays."""
+        await self._db.aclose()
 
     async def __aenter__(self) -> ToolJournal:
         return self
@@ -187,47 +205,9 @@ class SqliteToolJournal(ToolJournal):
 
     def __init__(self, path: str | Path) -> None:
         """Use the SQLite file at `path`, created with its table on first use."""
-        self._db = SqliteDatabase(path, schema=_SQLITE_SCHEMA, what="tool journal")
-        self.path = self._db.path
-
-    async def begin(self, key: str, tool: str, arguments_digest: str) -> JournalEntry:
-        """See `ToolJournal.begin`."""
-
-        def work(conn: sqlite3.Connection) -> JournalEntry:
-            now = iso(datetime.now(UTC))
-            with write_transaction(conn):
-                conn.execute(_INSERT, (key, tool, arguments_digest, False, now))
-                row = conn.execute(_SELECT, (key,)).fetchone()
-            return _entry(row, text=True)
-
-        return _checked_begin(await self._db.run(work), arguments_digest)
-
-    async def finish(self, key: str, content: str, is_error: bool) -> JournalEntry:
-        """See `ToolJournal.finish`."""
-
-        def work(conn: sqlite3.Connection) -> tuple[bool, JournalEntry | None]:
-            now = iso(datetime.now(UTC))
-            with write_transaction(conn):
-                updated = conn.execute(_FINISH, (content, is_error, now, key)).rowcount
-                row = conn.execute(_SELECT, (key,)).fetchone()
-            return updated == 1, None if row is None else _entry(row, text=True)
-
-        updated, entry = await self._db.run(work)
-        if updated and entry is not None:
-            return entry
-        return _checked_finish(entry, key, content, is_error)
-
-    async def get(self, key: str) -> JournalEntry | None:
-        """See `ToolJournal.get`."""
-
-        def work(conn: sqlite3.Connection) -> JournalEntry | None:
-            row = conn.execute(_SELECT, (key,)).fetchone()
-            return None if row is None else _entry(row, text=True)
-
-        return await self._db.run(work)
-
-    async def aclose(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""
+        db = SqliteDatabase(path, schema=_SQLITE_SCHEMA, what="tool journal")
+        super().__init__(db)
+        self.path = db.path
 
 
 _PG_SCHEMA = f"""
@@ -253,43 +233,7 @@ class PostgresToolJournal(ToolJournal):
         Raises:
             ConfigError: psycopg is not installed.
         """
-        self._db = PostgresDatabase(url, schema=_PG_SCHEMA, what="tool journal")
-
-    @staticmethod
-    async def _read(cursor: PostgresCursor, key: str) -> JournalEntry | None:
-        await cursor.execute(_SELECT, (key,))
-        row = await cursor.fetchone()
-        return None if row is None else _entry(row, text=False)
-
-    async def begin(self, key: str, tool: str, arguments_digest: str) -> JournalEntry:
-        """See `ToolJournal.begin`."""
-        async with self._db.transaction() as cursor:
-            now = datetime.now(UTC)
-            await cursor.execute(_INSERT, (key, tool, arguments_digest, False, now))
-            entry = await self._read(cursor, key)
-        assert entry is not None
-        return _checked_begin(entry, arguments_digest)
-
-    async def finish(self, key: str, content: str, is_error: bool) -> JournalEntry:
-        """See `ToolJournal.finish`."""
-        async with self._db.transaction() as cursor:
-            await cursor.execute(
-                _FINISH + " RETURNING key", (content, is_error, datetime.now(UTC), key)
-            )
-            updated = await cursor.fetchone() is not None
-            entry = await self._read(cursor, key)
-        if updated and entry is not None:
-            return entry
-        return _checked_finish(entry, key, content, is_error)
-
-    async def get(self, key: str) -> JournalEntry | None:
-        """See `ToolJournal.get`."""
-        async with self._db.transaction() as cursor:
-            return await self._read(cursor, key)
-
-    async def aclose(self) -> None:
-        """Close the connection pool; the journal's data stays."""
-        await self._db.aclose()
+        super().__init__(PostgresDatabase(url, schema=_PG_SCHEMA, what="tool journal"))
 
 
 def open_journal(url: str) -> ToolJournal:

@@ -33,8 +33,6 @@ await queue.resolve(item.id, {"action": "approve"}, "ana")
 from __future__ import annotations
 
 import json
-import sqlite3
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,13 +40,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from agentflow._stores import (
+    Database,
     PostgresDatabase,
     SqliteDatabase,
     from_iso,
     iso,
     parse_store_url,
     utc,
-    write_transaction,
 )
 from agentflow.exceptions import (
     AlreadyClaimed,
@@ -232,11 +230,14 @@ def _applied(now: datetime) -> _Change:
     return change
 
 
-class ReviewQueue(ABC):
-    """The review queue: the state machine here, row storage and locking in a backend.
+class ReviewQueue:
+    """The review queue in a database (SQLite or PostgreSQL): the rules here, written once.
 
     Use it as an async context manager, or call `aclose()` when done.
     """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def put(self, item: ReviewItem) -> ReviewItem:
         """Add an item unless one with its id exists; return the stored item.
@@ -348,32 +349,52 @@ class ReviewQueue(ABC):
             raise ReviewItemNotFound(item_id=item_id)
         return changed[0]
 
-    @abstractmethod
     async def _insert(self, item: ReviewItem) -> ReviewItem:
-        """Insert the item unless its id exists; return the stored item."""
+        text = self._db.text_values
+        async with self._db.transaction() as cursor:
+            await cursor.execute(_INSERT, _to_row(item, _COLUMNS, text=text))
+            await cursor.execute(f"{_SELECT} WHERE id = ?", (item.id,))
+            row = await cursor.fetchone()
+        assert row is not None
+        return _from_row(row, text=text)
 
-    @abstractmethod
     async def _fetch(self, item_id: str) -> ReviewItem | None:
-        """Return the item with this id, or None."""
+        async with self._db.transaction(write=False) as cursor:
+            await cursor.execute(f"{_SELECT} WHERE id = ?", (item_id,))
+            row = await cursor.fetchone()
+        return None if row is None else _from_row(row, text=self._db.text_values)
 
-    @abstractmethod
     async def _select(self, pick: _Pick) -> _Items:
-        """Return the picked items in queue order."""
+        async with self._db.transaction(write=False) as cursor:
+            await cursor.execute(_select_sql(pick), self._params(pick))
+            rows = await cursor.fetchall()
+        return [_from_row(row, text=self._db.text_values) for row in rows]
 
-    @abstractmethod
     async def _count_by_status(self) -> dict[str, int]:
-        """Return the number of items per status that has any."""
+        async with self._db.transaction(write=False) as cursor:
+            await cursor.execute(_COUNT)
+            return dict(await cursor.fetchall())
 
-    @abstractmethod
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
-        """Lock the picked rows, apply `change` to each, store the results, in one transaction.
+        """Lock the picked rows, apply `change` to each, store the results, in one
+        transaction; an exception from `change` rolls everything back."""
+        text = self._db.text_values
+        changed: _Items = []
+        async with self._db.transaction() as cursor:
+            locking = self._db.locking(skip_locked=pick.skip_locked)
+            await cursor.execute(_select_sql(pick) + locking, self._params(pick))
+            for row in await cursor.fetchall():
+                item = change(_from_row(row, text=text))
+                await cursor.execute(_UPDATE, (*_to_row(item, _MUTABLE, text=text), item.id))
+                changed.append(item)
+        return changed
 
-        An exception from `change` rolls everything back.
-        """
+    def _params(self, pick: _Pick) -> tuple[Any, ...]:
+        return tuple(self._db.value(p) for p in pick.params)
 
-    @abstractmethod
     async def aclose(self) -> None:
         """Release connections; the queue's data stays."""
+        await self._db.aclose()
 
     async def __aenter__(self) -> ReviewQueue:
         return self
@@ -382,7 +403,7 @@ class ReviewQueue(ABC):
         await self.aclose()
 
 
-def _from_row(row: tuple[Any, ...] | sqlite3.Row, *, text: bool) -> ReviewItem:
+def _from_row(row: tuple[Any, ...], *, text: bool) -> ReviewItem:
     """Build an item from a row; `text`: JSON and times are stored as text (SQLite)."""
     values = dict(zip(_COLUMNS, row, strict=True))
     if text:
@@ -433,64 +454,15 @@ _ADDED_COLUMNS = ((TABLE, "applied_at", "TEXT"),)
 
 
 class SqliteReviewQueue(ReviewQueue):
-    """The review queue in one SQLite file (WAL mode; claims under `BEGIN IMMEDIATE`)."""
+    """The review queue in one SQLite file (WAL mode; changes under `BEGIN IMMEDIATE`)."""
 
     def __init__(self, path: str | Path) -> None:
         """Use the SQLite file at `path`, created with its table on first use."""
-        self._db = SqliteDatabase(
+        db = SqliteDatabase(
             path, schema=_SQLITE_SCHEMA, what="review queue", added_columns=_ADDED_COLUMNS
         )
-        self.path = self._db.path
-
-    @staticmethod
-    def _params(pick: _Pick) -> tuple[Any, ...]:
-        return tuple(iso(p) if isinstance(p, datetime) else p for p in pick.params)
-
-    async def _insert(self, item: ReviewItem) -> ReviewItem:
-        def work(conn: sqlite3.Connection) -> ReviewItem:
-            with write_transaction(conn):
-                conn.execute(_INSERT, _to_row(item, _COLUMNS, text=True))
-                row = conn.execute(f"{_SELECT} WHERE id = ?", (item.id,)).fetchone()
-            return _from_row(row, text=True)
-
-        return await self._db.run(work)
-
-    async def _fetch(self, item_id: str) -> ReviewItem | None:
-        def work(conn: sqlite3.Connection) -> ReviewItem | None:
-            row = conn.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
-            return None if row is None else _from_row(row, text=True)
-
-        return await self._db.run(work)
-
-    async def _select(self, pick: _Pick) -> _Items:
-        def work(conn: sqlite3.Connection) -> _Items:
-            rows = conn.execute(_select_sql(pick), self._params(pick)).fetchall()
-            return [_from_row(row, text=True) for row in rows]
-
-        return await self._db.run(work)
-
-    async def _count_by_status(self) -> dict[str, int]:
-        def work(conn: sqlite3.Connection) -> dict[str, int]:
-            return dict(conn.execute(_COUNT).fetchall())
-
-        return await self._db.run(work)
-
-    async def _update(self, pick: _Pick, change: _Change) -> _Items:
-        def work(conn: sqlite3.Connection) -> _Items:
-            changed: _Items = []
-            # The write lock is held from this first read: nobody changes the rows between.
-            with write_transaction(conn):
-                rows = conn.execute(_select_sql(pick), self._params(pick)).fetchall()
-                for row in rows:
-                    item = change(_from_row(row, text=True))
-                    conn.execute(_UPDATE, (*_to_row(item, _MUTABLE, text=True), item.id))
-                    changed.append(item)
-            return changed
-
-        return await self._db.run(work)
-
-    async def aclose(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""
+        super().__init__(db)
+        self.path = db.path
 
 
 _PG_SCHEMA = f"""
@@ -525,48 +497,7 @@ class PostgresReviewQueue(ReviewQueue):
         Raises:
             ConfigError: psycopg is not installed.
         """
-        self._db = PostgresDatabase(url, schema=_PG_SCHEMA, what="review queue")
-
-    async def _insert(self, item: ReviewItem) -> ReviewItem:
-        async with self._db.transaction() as cursor:
-            await cursor.execute(_INSERT, _to_row(item, _COLUMNS, text=False))
-            await cursor.execute(f"{_SELECT} WHERE id = ?", (item.id,))
-            row = await cursor.fetchone()
-        assert row is not None
-        return _from_row(row, text=False)
-
-    async def _fetch(self, item_id: str) -> ReviewItem | None:
-        async with self._db.transaction() as cursor:
-            await cursor.execute(f"{_SELECT} WHERE id = ?", (item_id,))
-            row = await cursor.fetchone()
-        return None if row is None else _from_row(row, text=False)
-
-    async def _select(self, pick: _Pick) -> _Items:
-        async with self._db.transaction() as cursor:
-            await cursor.execute(_select_sql(pick), pick.params)
-            rows = await cursor.fetchall()
-        return [_from_row(row, text=False) for row in rows]
-
-    async def _count_by_status(self) -> dict[str, int]:
-        async with self._db.transaction() as cursor:
-            await cursor.execute(_COUNT)
-            rows = await cursor.fetchall()
-        return dict(rows)
-
-    async def _update(self, pick: _Pick, change: _Change) -> _Items:
-        lock = " FOR UPDATE SKIP LOCKED" if pick.skip_locked else " FOR UPDATE"
-        changed: _Items = []
-        async with self._db.transaction() as cursor:
-            await cursor.execute(_select_sql(pick) + lock, pick.params)
-            for row in await cursor.fetchall():
-                item = change(_from_row(row, text=False))
-                await cursor.execute(_UPDATE, (*_to_row(item, _MUTABLE, text=False), item.id))
-                changed.append(item)
-        return changed
-
-    async def aclose(self) -> None:
-        """Close the connection pool; the queue's data stays."""
-        await self._db.aclose()
+        super().__init__(PostgresDatabase(url, schema=_PG_SCHEMA, what="review queue"))
 
 
 def open_queue(url: str) -> ReviewQueue:

@@ -36,12 +36,11 @@ from typing import Any, TypeAlias
 from langgraph.types import Command
 
 from agentflow._stores import (
-    PostgresDatabase,
-    SqliteDatabase,
+    Database,
     import_psycopg,
+    open_database,
     parse_store_url,
     redact_url,
-    write_transaction,
 )
 from agentflow.costs import StepRecord
 from agentflow.exceptions import (
@@ -76,41 +75,25 @@ _ADDED_COLUMNS = ((_THREADS, "graph", "TEXT"),)
 """Added since the tables' first release, to older databases where missing."""
 _PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
 
-_Directory: TypeAlias = SqliteDatabase | PostgresDatabase
 
-
-def _open_directory(database_url: str) -> _Directory:
-    location = parse_store_url(database_url, what="thread database")
-    if location.backend == "postgres":
-        return PostgresDatabase(database_url, schema=_PG_SCHEMA, what="thread directory")
-    return SqliteDatabase(
-        location.target, schema=_SCHEMA, what="thread directory", added_columns=_ADDED_COLUMNS
+def _open_directory(database_url: str) -> Database:
+    return open_database(
+        database_url,
+        sqlite_schema=_SCHEMA,
+        postgres_schema=_PG_SCHEMA,
+        what="thread directory",
+        added_columns=_ADDED_COLUMNS,
     )
 
 
 async def _sql(
-    directory: _Directory,
-    statement: str,
-    params: tuple[Any, ...],
-    *,
-    write: bool = True,
-    fetch: bool = False,
+    directory: Database, statement: str, params: tuple[Any, ...], *, write: bool = True
 ) -> list[tuple[Any, ...]]:
     """One statement (`?` placeholders) on the directory's tables, in a transaction of
-    its own; its rows when `fetch`."""
-    if isinstance(directory, PostgresDatabase):
-        async with directory.transaction() as cursor:
-            await cursor.execute(statement, params)
-            return await cursor.fetchall() if fetch else []
-
-    def work(conn: Any) -> list[tuple[Any, ...]]:
-        if not write:
-            return conn.execute(statement, params).fetchall()
-        with write_transaction(conn):
-            rows = conn.execute(statement, params).fetchall()
-        return rows if fetch else []
-
-    return await directory.run(work)
+    its own; the rows it returns."""
+    async with directory.transaction(write=write) as cursor:
+        await cursor.execute(statement, params)
+        return await cursor.fetchall()
 
 
 async def thread_graph(database_url: str, thread_id: str) -> str | None:
@@ -119,10 +102,9 @@ async def thread_graph(database_url: str, thread_id: str) -> str | None:
     directory = _open_directory(database_url)
     try:
         select = f"SELECT graph FROM {_THREADS} WHERE thread_id = ?"
-        rows = await _sql(directory, select, (thread_id,), write=False, fetch=True)
+        rows = await _sql(directory, select, (thread_id,), write=False)
     finally:
-        if isinstance(directory, PostgresDatabase):
-            await directory.aclose()
+        await directory.aclose()
     return rows[0][0] if rows else None
 
 
@@ -185,6 +167,8 @@ class ThreadService:
         graph: The agent graph (compiled here with the database's checkpointer and journal).
         database_url: `sqlite:///PATH`, a path, or `postgresql://...`.
         context: What the graph's nodes and tools get as their context (`ctx.deps`).
+            If it has a `for_customer(customer_email)` method, each run gets what that
+            returns for the thread's customer instead (see `run_context`).
         router: Overrides the graph's router (tests pass scripted tiers).
         sla: How long an escalation may wait before it expires.
         graph_ref: Where the graph is (`FILE.py[:attr]`), recorded with each new thread so
@@ -266,8 +250,7 @@ class ThreadService:
         self._app = None
         await self.queue.aclose()
         await self.journal.aclose()
-        if isinstance(self._directory, PostgresDatabase):
-            await self._directory.aclose()
+        await self._directory.aclose()
 
     # -- threads ------------------------------------------------------------------
 
@@ -287,16 +270,13 @@ class ThreadService:
     async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
         """The thread's owner and customer email, or None if there is no such thread."""
         select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = ?"
-        rows = await _sql(self._directory, select, (thread_id,), write=False, fetch=True)
+        rows = await _sql(self._directory, select, (thread_id,), write=False)
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def held(self, item_id: str) -> list[str]:
         """What the customer wrote while the handoff `item_id` waited, oldest first."""
         select = f"SELECT text FROM {_HELD} WHERE item_id = ? ORDER BY at"
-        return [
-            row[0]
-            for row in await _sql(self._directory, select, (item_id,), write=False, fetch=True)
-        ]
+        return [row[0] for row in await _sql(self._directory, select, (item_id,), write=False)]
 
     # -- turns --------------------------------------------------------------------
 
@@ -379,7 +359,7 @@ class ThreadService:
         if item.kind != "handoff":
             return decision
         taken = f"DELETE FROM {_HELD} WHERE item_id = ? RETURNING at, text"
-        rows = sorted(await _sql(self._directory, taken, (item.id,), fetch=True))
+        rows = sorted(await _sql(self._directory, taken, (item.id,)))
         return {**decision, "customer_messages": [text for _, text in rows]}
 
     async def expire(self, now: datetime | None = None) -> list[Turn]:
@@ -421,7 +401,8 @@ class ThreadService:
         interrupts: list[Any] = []
         # What ainvoke itself streams: the state after each superstep, and interrupts.
         modes = ["updates", "values"]
-        stream = self._app.astream(update, config, context=self.context, stream_mode=modes)
+        context = await self.run_context(thread_id)
+        stream = self._app.astream(update, config, context=context, stream_mode=modes)
         async for mode, data in stream:
             if mode == "updates":
                 interrupts.extend(data.get("__interrupt__", ()))
@@ -441,6 +422,17 @@ class ThreadService:
         for interrupt in interrupts:
             turn.pending.append(await self._enqueue(thread_id, interrupt))
         yield turn
+
+    async def run_context(self, thread_id: str) -> Any:
+        """The context a run of the thread gets: `context.for_customer(customer_email)`
+        with the customer the thread was opened for, where the context has that method
+        (so tools know whose conversation it is, e.g. to serve only that customer's
+        orders); else the shared `context` itself."""
+        bind = getattr(self.context, "for_customer", None)
+        if bind is None:
+            return self.context
+        found = await self.owner(thread_id)
+        return bind(found[1] if found is not None else None)
 
     async def _enqueue(self, thread_id: str, interrupt: Any) -> ReviewItem:
         value = interrupt.value if isinstance(interrupt.value, dict) else {"value": interrupt.value}
