@@ -3,10 +3,16 @@
 A price is either per token (hosted APIs) or per GPU-hour at an assumed throughput
 (self-hosted tiers). A call on a tier without a price is *unpriced*: its cost is
 `None`, never `0.0`, and totals say so (`"$0.000120 + unpriced"`).
+
+Budgets read a `SpendLedger`: what each run has spent and holds reserved for calls in
+flight, across all the nodes running it in this process (see `RunSpend`).
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -17,7 +23,10 @@ from agentflow.messages import Usage
 __all__ = [
     "GpuPrice",
     "Price",
+    "Reservation",
+    "RunSpend",
     "RunUsage",
+    "SpendLedger",
     "StepRecord",
     "TokenPrice",
     "UsageTotals",
@@ -26,6 +35,15 @@ __all__ = [
 ]
 
 _PER_MILLION = 1_000_000
+
+_PROCESS = uuid.uuid4().hex[:16]
+_serial = itertools.count(1)
+
+
+def new_call_id() -> str:
+    """Return an id no other call gets, in this process or another (a per-process random
+    prefix and a counter: cheaper than a uuid per call)."""
+    return f"{_PROCESS}-{next(_serial)}"
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -128,6 +146,9 @@ class StepRecord:
     prefix_chars: int | None = None
     """Characters at the start of this prompt identical to the run's previous request
     (what a prefix cache can reuse); None for a run's first request."""
+    call_id: str = ""
+    """The call's unique id, by which the run's `SpendLedger` tells the calls a state holds
+    from those it does not; empty in records made before calls had ids."""
 
 
 @dataclass(kw_only=True)
@@ -209,3 +230,147 @@ class RunUsage:
             usage.by_tier.setdefault(step.tier, UsageTotals()).add_step(step)
             usage.by_node.setdefault(step.node, UsageTotals()).add_step(step)
         return usage
+
+
+@dataclass(kw_only=True, slots=True)
+class Reservation:
+    """Budget held for one call in flight: its estimate, until settled or released."""
+
+    call_id: str
+    tokens: int
+    """Prompt estimate + max_tokens."""
+    cost_usd: float | None
+    """The estimated cost; None on an unpriced tier (nothing held against a USD budget)."""
+
+
+class _Run:
+    """One run's spend in this process, shared by the nodes running it."""
+
+    __slots__ = ("cost_usd", "nodes", "reserved_tokens", "reserved_usd", "settled", "tokens")
+
+    def __init__(self) -> None:
+        self.settled: set[str] = set()
+        """The ids of the calls settled here."""
+        self.tokens = 0
+        self.cost_usd = 0.0
+        """What those calls used (tokens) and cost (priced ones)."""
+        self.reserved_tokens = 0
+        self.reserved_usd = 0.0
+        """Sums over the reservations in flight."""
+        self.nodes = 0
+        """Nodes of the run running now; a run with none may be forgotten."""
+
+
+class SpendLedger:
+    """What each run has spent and holds reserved, in this process, across its nodes.
+
+    A budget check and the reservation it allows are one step (`Router.reserve`), so
+    nodes running in parallel cannot together pass a budget: they are tasks of one event
+    loop, and nothing awaits between a check and its hold. A call's spend is settled here
+    as soon as it is answered, so it counts for the rest of the run even if its node then
+    raises and its step record never reaches the state. What survives a restart is the
+    state's step records only.
+
+    Args:
+        max_runs: How many runs are remembered; beyond it, the oldest runs with no node
+            running are forgotten. A forgotten run's budget reads its state's records
+            alone, as after a restart.
+    """
+
+    def __init__(self, max_runs: int = 1024) -> None:
+        self.max_runs = max_runs
+        self._runs: dict[str, _Run] = {}
+        """Run key -> its spend, oldest first."""
+        self._adding = threading.Lock()
+        """Guards adding and forgetting runs, for graphs run from several threads."""
+
+    def open(self, key: str, steps: Iterable[StepRecord], *, run_id: str) -> RunSpend:
+        """Start a node of a run: its view of the run's spend, given the node's state.
+
+        Args:
+            key: The run's key in this process (its run id, thread or invocation).
+            steps: The state's step records; those of `run_id` count.
+            run_id: The run id the records carry.
+        """
+        run = self._runs.get(key)
+        if run is None:
+            with self._adding:
+                run = self._runs.setdefault(key, _Run())
+                run.nodes += 1  # running before anything is forgotten: never itself
+                if len(self._runs) > self.max_runs:
+                    self._forget_idle()
+        else:
+            run.nodes += 1
+        # Calls are settled here before their records can reach any state, so the run's
+        # sums already count the state's records of them; the state adds the others
+        # (made by another process, or before a restart).
+        settled = run.settled
+        tokens, usd = 0, 0.0
+        for step in steps:
+            if step.run_id == run_id and step.call_id not in settled:
+                tokens += step.usage.input_tokens + step.usage.output_tokens
+                usd += step.cost_usd or 0.0
+        return RunSpend(run, tokens, usd)
+
+    def _forget_idle(self) -> None:
+        idle = (key for key, run in self._runs.items() if run.nodes == 0)
+        for key in list(itertools.islice(idle, len(self._runs) - self.max_runs)):
+            del self._runs[key]
+
+
+class RunSpend:
+    """One node's view of its run's spend: the state's records of the run, plus the calls
+    settled in this process that the node's state does not hold (other nodes' calls in
+    flight or just done, calls of nodes that raised), plus the reservations in flight."""
+
+    __slots__ = ("_base_tokens", "_base_usd", "_run")
+
+    def __init__(self, run: _Run, base_tokens: int, base_usd: float) -> None:
+        self._run = run
+        self._base_tokens = base_tokens
+        self._base_usd = base_usd
+        """What the state holds beyond the ledger's calls."""
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the run's calls have used (input + output)."""
+        return self._base_tokens + self._run.tokens
+
+    @property
+    def cost_usd(self) -> float:
+        """What the run's priced calls have cost."""
+        return self._base_usd + self._run.cost_usd
+
+    def totals(self) -> tuple[float, int, float, int]:
+        """USD and tokens spent, then USD and tokens reserved (one read, for checks)."""
+        run = self._run
+        return (
+            self._base_usd + run.cost_usd,
+            self._base_tokens + run.tokens,
+            run.reserved_usd,
+            run.reserved_tokens,
+        )
+
+    def hold(self, tokens: int, cost: float | None) -> Reservation:
+        """Reserve a call's estimate, checked against the budget with no await between."""
+        self._run.reserved_tokens += tokens
+        self._run.reserved_usd += cost or 0.0
+        return Reservation(call_id=new_call_id(), tokens=tokens, cost_usd=cost)
+
+    def settle(self, reservation: Reservation, usage: Usage, cost: float | None) -> None:
+        """Replace a call's reservation by what it used."""
+        run = self._run
+        run.reserved_tokens -= reservation.tokens
+        run.reserved_usd -= reservation.cost_usd or 0.0
+        run.settled.add(reservation.call_id)
+        run.tokens += usage.input_tokens + usage.output_tokens
+        run.cost_usd += cost or 0.0
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back the reservation of a call that failed (no usage to settle)."""
+        self._run.reserved_tokens -= reservation.tokens
+        self._run.reserved_usd -= reservation.cost_usd or 0.0
+
+    def close(self) -> None:
+        """End the node (once): its run may be forgotten when no other node runs it."""
+        self._run.nodes -= 1

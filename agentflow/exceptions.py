@@ -174,15 +174,25 @@ class BudgetExceeded(AgentflowError):
     """A model call would take the run past its budget; the call was not made."""
 
     def __init__(
-        self, *, unit: Literal["usd", "tokens"], limit: float, spent: float, estimate: float
+        self,
+        *,
+        unit: Literal["usd", "tokens"],
+        limit: float,
+        spent: float,
+        estimate: float,
+        reserved: float = 0.0,
     ) -> None:
         self.unit = unit
         self.limit = limit
         self.spent = spent
+        """What the run's calls have used (settled)."""
         self.estimate = estimate
+        self.reserved = reserved
+        """What the run's calls in flight (in parallel nodes) hold, by their estimates."""
         amount = (lambda v: f"${v:.6f}") if unit == "usd" else (lambda v: f"{v:,.0f} tokens")
+        held = f" (+ {amount(reserved)} held by calls in flight)" if reserved else ""
         super().__init__(
-            f"run budget of {amount(limit)} would be exceeded: spent {amount(spent)}, "
+            f"run budget of {amount(limit)} would be exceeded: spent {amount(spent)}{held}, "
             f"next call estimated at {amount(estimate)}"
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import operator
 import typing
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
@@ -36,7 +36,7 @@ from langgraph.types import Checkpointer, Command
 
 from agentflow.agent import AgentLoop, SystemPrompt, route_after_model
 from agentflow.config import load_config
-from agentflow.costs import RunUsage, StepRecord, UsageTotals
+from agentflow.costs import RunUsage, StepRecord, new_call_id
 from agentflow.exceptions import ConfigError
 from agentflow.messages import Message
 from agentflow.models.base import ModelSettings, ToolChoice
@@ -44,7 +44,7 @@ from agentflow.routing import Router
 from agentflow.serde import allow_types, state_types
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
-from agentflow.tracing import instrument_graph, node_span
+from agentflow.tracing import TracedGraph, node_span
 
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal
@@ -81,6 +81,40 @@ def _run_id(runtime: Runtime[Any]) -> str:
     if info is None:  # pragma: no cover - LangGraph always sets it for graph nodes
         return "run"
     return info.run_id or info.thread_id or "run"
+
+
+_INVOCATION = "__agentflow_invocation"
+"""The configurable key naming an invocation that has neither a run id nor a thread."""
+
+
+def _ledger_key(runtime: Runtime[Any], config: RunnableConfig) -> str:
+    """The run's key in the router's spend ledger: its run id, else its thread, else the
+    invocation (all of whose nodes are the run: without a thread nothing outlives it)."""
+    info = runtime.execution_info
+    if info is not None and info.run_id:
+        return f"run:{info.run_id}"
+    if info is not None and info.thread_id:
+        return f"thread:{info.thread_id}"
+    invocation = (config.get("configurable") or {}).get(_INVOCATION)
+    return f"invocation:{invocation or new_call_id()}"
+
+
+class _CompiledGraph(TracedGraph):
+    """The compiled graph: LangGraph's, traced, whose runs without a run id or a thread
+    each get a name of their own for the spend ledger (every node of such an
+    invocation shares one budget, and no two invocations share one)."""
+
+    def astream(  # type: ignore[override]
+        self, input: Any, config: Any = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        config = config or {}
+        configurable = config.get("configurable") or {}
+        if not (
+            config.get("run_id") or configurable.get("thread_id") or _INVOCATION in configurable
+        ):
+            configurable = {**configurable, _INVOCATION: new_call_id()}
+            config = {**config, "configurable": configurable}
+        return super().astream(input, config, **kwargs)
 
 
 @dataclass(kw_only=True)
@@ -296,7 +330,8 @@ class AgentGraph(Generic[DepsT]):
         # A journal replays a call by its id, so the checkpoint holding the call must be
         # on disk before the tool runs: "sync", not LangGraph's default "async", which
         # may still be writing it when a crash comes.
-        return instrument_graph(compiled, durability="sync" if journal is not None else None)
+        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
+        return _CompiledGraph(**attrs, default_durability="sync" if journal is not None else None)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)
@@ -346,27 +381,31 @@ class AgentGraph(Generic[DepsT]):
     ) -> Callable[..., Awaitable[Any]]:
         async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
             run_id = _run_id(runtime)
-            spent = UsageTotals()
-            for record in state.get("steps", ()):
-                if record.run_id == run_id:
-                    spent.add(record.usage, record.cost_usd)
-            stakes = node.high_stakes
-            ctx = StepContext(
-                node=node.name,
-                kind=node.kind,
-                high_stakes=stakes(state) if callable(stakes) else stakes,
-                deps=runtime.context,
-                run_id=run_id,
-                thread_id=(config.get("configurable") or {}).get("thread_id"),
-                router=router,
-                spent=spent,
-                prefixes=prefixes,
-                journal=journal,
+            spend = router.spend.open(
+                _ledger_key(runtime, config), state.get("steps", ()), run_id=run_id
             )
-            with node_span(node.name, node.kind, config, ctx.records, router.pii):
-                result = node.function(state, ctx) if node.takes_context else node.function(state)
-                if inspect.isawaitable(result):
-                    result = await result
+            try:
+                stakes = node.high_stakes
+                ctx = StepContext(
+                    node=node.name,
+                    kind=node.kind,
+                    high_stakes=stakes(state) if callable(stakes) else stakes,
+                    deps=runtime.context,
+                    run_id=run_id,
+                    thread_id=(config.get("configurable") or {}).get("thread_id"),
+                    router=router,
+                    spend=spend,
+                    prefixes=prefixes,
+                    journal=journal,
+                )
+                with node_span(node.name, node.kind, config, ctx.records, router.pii):
+                    result = (
+                        node.function(state, ctx) if node.takes_context else node.function(state)
+                    )
+                    if inspect.isawaitable(result):
+                        result = await result
+            finally:
+                spend.close()
             return _with_records(result, ctx.records)
 
         run.__name__ = node.name

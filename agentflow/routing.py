@@ -7,7 +7,9 @@ The rules the router enforces:
   map to it, and a fallback never escalates a step that is not flagged;
 - before a request leaves for a tier with `self_hosted=False`, the PII boundary redacts
   or blocks personal data (`policy.pii`);
-- budgets stop a run before a call would exceed them; unpriced tiers are reported as
+- budgets stop a run before a call would exceed them: each call's estimate is reserved
+  in the run's ledger before it is sent (so parallel nodes cannot together pass a
+  budget) and replaced by what it used once answered; unpriced tiers are reported as
   unpriced, never as $0.
 
 A tier that is not self-hosted and has no price takes its model's published API price
@@ -24,7 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from agentflow.costs import Price, UsageTotals, estimate_cost_usd
+from agentflow.costs import (
+    Price,
+    Reservation,
+    RunSpend,
+    SpendLedger,
+    UsageTotals,
+    estimate_cost_usd,
+)
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
 from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
 from agentflow.models import infer_model, parse_spec
@@ -185,6 +194,8 @@ class Router:
         self.source = source
         self.policy = policy
         self.tiers: dict[str, Tier] = {}
+        self.spend = SpendLedger()
+        """What each run has spent and holds reserved in this process, for budgets."""
         self._plans: dict[tuple[str, bool], _Plan] = {}
         shared: dict[str, Model] = {}
         for tier in tiers:
@@ -491,23 +502,59 @@ class Router:
             BudgetExceeded: The call would exceed the run's USD or token budget.
         """
         estimate = estimate_cost_usd(est_input_tokens, max_tokens, decision_tier.price)
+        self._check(estimate, est_input_tokens + max_tokens, spent.cost_usd, spent.total_tokens)
+        return estimate
+
+    def reserve(
+        self, tier: Tier, *, est_input_tokens: int, max_tokens: int, spend: RunSpend
+    ) -> Reservation:
+        """Check a call against the run's budget and hold its estimate until it is settled.
+
+        As `check_budget`, counting what the run's calls in flight hold as spent. The check
+        and the hold are one step, so nodes running in parallel cannot together pass the
+        budget: one of them is refused.
+
+        Raises:
+            BudgetExceeded: The call would exceed the run's USD or token budget.
+        """
+        estimate = estimate_cost_usd(est_input_tokens, max_tokens, tier.price)
+        tokens = est_input_tokens + max_tokens
+        # Nothing awaits between the check and the hold, so no other node of the run (a
+        # task of the same event loop) can check in between.
+        self._check(estimate, tokens, *spend.totals())
+        return spend.hold(tokens, estimate)
+
+    def _check(
+        self,
+        estimate: float | None,
+        tokens: int,
+        spent_usd: float,
+        spent_tokens: int,
+        reserved_usd: float = 0.0,
+        reserved_tokens: int = 0,
+    ) -> None:
         usd_budget = self.policy.budget_usd_per_run
         if (
             usd_budget is not None
             and estimate is not None
-            and spent.cost_usd + estimate > usd_budget
+            and spent_usd + reserved_usd + estimate > usd_budget
         ):
             raise BudgetExceeded(
-                unit="usd", limit=usd_budget, spent=spent.cost_usd, estimate=estimate
+                unit="usd",
+                limit=usd_budget,
+                spent=spent_usd,
+                estimate=estimate,
+                reserved=reserved_usd,
             )
         token_budget = self.policy.budget_tokens_per_run
-        if token_budget is not None:
-            tokens = est_input_tokens + max_tokens
-            if spent.total_tokens + tokens > token_budget:
-                raise BudgetExceeded(
-                    unit="tokens", limit=token_budget, spent=spent.total_tokens, estimate=tokens
-                )
-        return estimate
+        if token_budget is not None and spent_tokens + reserved_tokens + tokens > token_budget:
+            raise BudgetExceeded(
+                unit="tokens",
+                limit=token_budget,
+                spent=spent_tokens,
+                estimate=tokens,
+                reserved=reserved_tokens,
+            )
 
     def routes(self) -> list[tuple[str, str, str]]:
         """Return `(kind, tier, model)` rows, kinds first, then `("high_stakes", tier, model)`."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import ValidationError
 
-from agentflow.costs import StepRecord, UsageTotals, cost_usd
+from agentflow.costs import Reservation, RunSpend, StepRecord, cost_usd
 from agentflow.exceptions import ConfigError, ModelError, OutputValidationError
 from agentflow.messages import (
     AssistantMessage,
@@ -139,8 +139,10 @@ class StepContext(Generic[DepsT]):
     run_id: str
     thread_id: str | None
     router: Router
-    spent: UsageTotals
-    """What this run has used so far, this node's calls included; budgets read it."""
+    spend: RunSpend
+    """What this run has used so far and holds for calls in flight, in this process: every
+    node's calls, this node's, parallel nodes' and those of nodes that raised. Budgets
+    read it."""
     records: list[StepRecord] = field(default_factory=list)
     """One record per model call this node made."""
     prefixes: PrefixTracker = field(default_factory=PrefixTracker)
@@ -271,21 +273,23 @@ class StepContext(Generic[DepsT]):
         error: Exception | None = None
         response: ModelResponse | None = None
         for attempt in range(1, retries + 2):
-            est_cost = self.router.check_budget(
+            why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
+            held = self.router.reserve(
                 tier,
                 est_input_tokens=est_tokens,
                 max_tokens=req.settings.max_tokens,
-                spent=self.spent,
+                spend=self.spend,
             )
-            started = time.perf_counter()
-            sent = req if messages is req.messages else replace(req, messages=messages)
-            prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
-            why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
-            traced = instrument(model, tier=tier, attempt=attempt, reason=why)
-            response = await traced.request(sent)
-            self._record(
-                tier, decision, response, why, attempt, est_cost, redacted, started, prompt
-            )
+            try:
+                started = time.perf_counter()
+                sent = req if messages is req.messages else replace(req, messages=messages)
+                prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
+                traced = instrument(model, tier=tier, attempt=attempt, reason=why)
+                response = await traced.request(sent)
+            except BaseException:
+                self.spend.release(held)  # no usage to settle; cancelled calls included
+                raise
+            self._record(tier, decision, response, why, attempt, held, redacted, started, prompt)
             if req.output is None:
                 return response, None
             try:
@@ -310,13 +314,15 @@ class StepContext(Generic[DepsT]):
         response: ModelResponse,
         reason: str,
         attempt: int,
-        est_cost: float | None,
+        held: Reservation,
         redacted: dict[str, int],
         started: float,
         prompt: tuple[int, int | None],
     ) -> None:
         cost = cost_usd(response.usage, tier.price)
-        self.spent.add(response.usage, cost)
+        # Settled before the record is kept: if the node raises later, the record is lost
+        # with its state update, but the run's ledger still counts the call.
+        self.spend.settle(held, response.usage, cost)
         self.records.append(
             StepRecord(
                 run_id=self.run_id,
@@ -328,11 +334,12 @@ class StepContext(Generic[DepsT]):
                 fallback_chain=decision.fallback_chain,
                 usage=response.usage,
                 cost_usd=cost,
-                est_cost_usd=est_cost,
+                est_cost_usd=held.cost_usd,
                 latency_s=response.latency_s or time.perf_counter() - started,
                 attempt=attempt,
                 pii_redacted=redacted,
                 prompt_chars=prompt[0],
                 prefix_chars=prompt[1],
+                call_id=held.call_id,
             )
         )

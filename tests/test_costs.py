@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from agentflow.costs import (
     GpuPrice,
     RunUsage,
+    SpendLedger,
     StepRecord,
     TokenPrice,
     UsageTotals,
@@ -156,3 +157,36 @@ def test_step_record_defaults() -> None:
     assert record.fallback_chain == ()
     assert record.pii_redacted == {}
     assert record.est_cost_usd is None
+
+
+def paid(ledger: SpendLedger, key: str, tokens: int = 120) -> StepRecord:
+    """Make one call of `tokens` in run `key`; return its record as a node would keep it."""
+    spend = ledger.open(key, [], run_id="r1")
+    held = spend.hold(tokens, None)
+    spend.settle(held, Usage(input_tokens=tokens), None)
+    spend.close()
+    record = step(cost=None)
+    record.usage, record.call_id = Usage(input_tokens=tokens), held.call_id
+    return record
+
+
+def test_the_ledger_counts_a_call_once_whether_or_not_the_state_holds_its_record() -> None:
+    ledger = SpendLedger()
+    record = paid(ledger, "run")
+    assert ledger.open("run", [record], run_id="r1").tokens == 120  # a later node's state
+    assert ledger.open("run", [], run_id="r1").tokens == 120  # its node raised: still spent
+    # a record the ledger never settled (another process, before a restart) adds to it
+    assert ledger.open("run", [record, step()], run_id="r1").tokens == 240
+    assert ledger.open("other", [], run_id="r1").tokens == 0
+
+
+def test_the_ledger_forgets_idle_runs_beyond_its_size_never_running_ones() -> None:
+    ledger = SpendLedger(max_runs=1)
+    paid(ledger, "a")
+    running = ledger.open("b", [], run_id="r1")
+    running.settle(running.hold(5, None), Usage(input_tokens=5), None)
+    reopened = ledger.open("a", [], run_id="r1")
+    assert reopened.tokens == 0, "a was idle: forgotten"
+    assert ledger.open("b", [], run_id="r1").tokens == 5, "b has a node running: kept"
+    reopened.settle(reopened.hold(7, None), Usage(input_tokens=7), None)
+    assert ledger.open("a", [], run_id="r1").tokens == 7, "opening a run never forgets it"

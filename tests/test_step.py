@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -11,11 +13,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel, Field
 
 from agentflow import (
+    END,
+    START,
+    AgentGraph,
     AgentState,
     AssistantMessage,
     BudgetExceeded,
     Choice,
     ConfigError,
+    FunctionModel,
     JsonSchema,
     ModelError,
     ModelResponse,
@@ -325,3 +331,170 @@ async def test_reported_usage_and_latency_are_kept() -> None:
     [record] = result["steps"]
     assert (record.model, record.latency_s, record.usage.cached_tokens) == ("glm-4.6", 0.25, 60)
     assert record.cost_usd == pytest.approx(110e-6)
+
+
+# -- budgets across a run's nodes: parallel branches, nodes that raise ---------------------
+
+PAID = ModelSettings(max_tokens=100)
+"""With the one-token prompt "go", each call is estimated at 1 + 100 = 101 tokens ($0.000101
+on the cheap tier), and the test models below use exactly that."""
+
+
+def hundred_and_one(req: Any) -> ModelResponse:
+    return ModelResponse(
+        message=AssistantMessage(content="ok"), usage=Usage(input_tokens=1, output_tokens=100)
+    )
+
+
+def fanned_out(router: Router, names: Sequence[str]) -> Any:
+    """A graph whose nodes all start from START (one superstep, run concurrently)."""
+    graph: AgentGraph[Any] = AgentGraph("fan", router=router)
+
+    async def step(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("go", settings=PAID)
+        return {}
+
+    for name in names:
+        graph.node(step, name=name, kind="respond")
+        graph.edge(START, name).edge(name, END)
+    return graph.compile()
+
+
+@pytest.mark.parametrize(
+    ("unit", "budget"),
+    [("tokens", {"budget_tokens_per_run": 250}), ("usd", {"budget_usd_per_run": 0.00025})],
+)
+async def test_parallel_branches_cannot_together_pass_the_budget(
+    unit: str, budget: dict[str, Any]
+) -> None:
+    """Three branches of 101 tokens against 250: two fit, the third is refused. (Each used
+    to check the same spend, 0, so all three ran: 303 tokens.) The first call's answer
+    waits until the second has arrived, so the refusal counts a call still in flight."""
+    second_arrived = asyncio.Event()
+    answered: list[int] = []
+
+    async def answer(req: Any) -> ModelResponse:
+        if len(model.requests) >= 2:
+            second_arrived.set()
+        await second_arrived.wait()
+        response = hundred_and_one(req)
+        answered.append(response.usage.total_tokens)
+        return response
+
+    model = FunctionModel(answer)
+    app = fanned_out(three_tiers(model, model, model, **budget), ["a", "b", "c"])
+    with pytest.raises(BudgetExceeded) as caught:
+        await app.ainvoke({"messages": []})
+    assert caught.value.unit == unit
+    assert len(model.requests) == 2, "the third call was never sent"
+    assert sum(answered) <= 250
+    refused = caught.value
+    if unit == "tokens":
+        assert (refused.spent + refused.reserved, refused.estimate) == (202, 101)
+    else:
+        assert refused.spent + refused.reserved == pytest.approx(0.000202)
+
+
+async def test_parallel_branches_within_the_budget_all_run() -> None:
+    model = FunctionModel(hundred_and_one)
+    app = fanned_out(three_tiers(model, model, model, budget_tokens_per_run=303), "abc")
+    state = await app.ainvoke({"messages": []})
+    assert run_usage(state).total.total_tokens == 303
+
+
+class Flaky:
+    """Raises after its node's paid call the first time it runs."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    async def __call__(self, state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("go", settings=PAID)
+        if not self.raised:
+            self.raised = True
+            raise RuntimeError("the node fails after its call was paid for")
+        return {}
+
+
+async def test_a_node_that_raises_after_a_paid_call_still_spent_it() -> None:
+    """The raising node's step record is lost with its state update, so the resumed run's
+    state shows no spend; its call still counts: 101 + 101 > 150, the retry is refused."""
+    model = FunctionModel(hundred_and_one)
+    router = three_tiers(model, model, model, budget_tokens_per_run=150)
+    app = single_node_graph(router, Flaky()).compile(checkpointer=InMemorySaver())
+    config = run_config(R1)
+    with pytest.raises(RuntimeError, match="paid for"):
+        await app.ainvoke({"messages": []}, config)
+    assert (await app.aget_state(config)).values.get("steps", []) == []
+    with pytest.raises(BudgetExceeded) as caught:
+        await app.ainvoke(None, config)  # resume: the node runs again
+    assert (caught.value.spent, caught.value.estimate) == (101, 101)
+    assert len(model.requests) == 1
+
+    # Another run of the thread has a budget of its own.
+    state = await app.ainvoke({"messages": []}, run_config(R2))
+    assert run_usage(state, run_id=str(R2)).total.total_tokens == 101
+
+
+async def test_without_a_run_id_the_thread_is_the_run_and_remembers_the_lost_spend() -> None:
+    model = FunctionModel(hundred_and_one)
+    router = three_tiers(model, model, model, budget_tokens_per_run=150)
+    app = single_node_graph(router, Flaky()).compile(checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(RuntimeError):
+        await app.ainvoke({"messages": []}, config)
+    with pytest.raises(BudgetExceeded):  # a new turn of the same thread
+        await app.ainvoke({"messages": []}, config)
+
+
+async def test_after_a_restart_only_the_states_records_count() -> None:
+    """A new router (a restarted process) has an empty ledger: the call of the node that
+    raised, never recorded in the state, is forgotten (101 + 101 fit in 250 where
+    101 + 101 + 101 would not); the state's records still count."""
+    model = FunctionModel(hundred_and_one)
+    budget = {"budget_tokens_per_run": 250}
+    saver = InMemorySaver()
+    graph = single_node_graph(three_tiers(model, model, model, **budget), Flaky(), names="ab")
+    config = run_config(R1)
+    with pytest.raises(RuntimeError):
+        await graph.compile(checkpointer=saver).ainvoke({"messages": []}, config)
+    restarted = graph.compile(router=three_tiers(model, model, model, **budget), checkpointer=saver)
+    state = await restarted.ainvoke(None, config)
+    assert run_usage(state, run_id=str(R1)).total.total_tokens == 202
+    assert len(model.requests) == 3
+    with pytest.raises(BudgetExceeded) as caught:  # the state's 202 + 101 > 250
+        await restarted.ainvoke({"messages": []}, config)
+    assert caught.value.spent == 202
+
+
+async def ask_go(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+    await ctx.llm("go", settings=PAID)
+    return {}
+
+
+async def test_a_failed_call_gives_its_reservation_back() -> None:
+    """The tools tier fails; the fallback's call is held against the budget alone (with
+    the failed call's 101 still held, 202 > 150 would refuse it)."""
+    planning = FunctionModel(hundred_and_one)
+    router = three_tiers(
+        ScriptedModel([ModelError("down", status=503)]),
+        planning,
+        ScriptedModel([]),
+        budget_tokens_per_run=150,
+    )
+    state = await single_node_graph(router, ask_go).compile().ainvoke({"messages": []})
+    assert [s.tier for s in state["steps"]] == ["planning"]
+
+
+async def test_invocations_without_a_thread_or_run_id_do_not_share_a_budget() -> None:
+    """Each such invocation is a run: two at once both fit, and a failed one's spend does
+    not follow the next."""
+    model = FunctionModel(hundred_and_one)
+    router = three_tiers(model, model, model, budget_tokens_per_run=150)
+    app = single_node_graph(router, ask_go).compile()
+    results = await asyncio.gather(*(app.ainvoke({"messages": []}) for _ in range(3)))
+    assert [run_usage(r).total.total_tokens for r in results] == [101, 101, 101]
+    flaky = single_node_graph(router, Flaky()).compile()
+    with pytest.raises(RuntimeError):
+        await flaky.ainvoke({"messages": []})
+    await flaky.ainvoke({"messages": []})
