@@ -220,6 +220,9 @@ def serve(
     expire_every: Annotated[
         float, typer.Option(min=0, help="Seconds between checks for expired escalations (0: off).")
     ] = 30.0,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="The largest request body taken (larger: 413).")
+    ] = 1024 * 1024,
 ) -> None:
     """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics.
 
@@ -240,7 +243,15 @@ def serve(
         telemetry = configure()  # traces and metrics where the OTEL_* variables say
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-            runner.run(_serve(service, tokens, host=host, port=port, expire_every_s=expire_every))
+            serving = _serve(
+                service,
+                tokens,
+                host=host,
+                port=port,
+                expire_every_s=expire_every,
+                max_body_bytes=max_body_bytes,
+            )
+            runner.run(serving)
     finally:
         if telemetry is not None:
             telemetry.shutdown()
@@ -272,7 +283,15 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve(service: Any, tokens: Any, *, host: str, port: int, expire_every_s: float) -> None:
+async def _serve(
+    service: Any,
+    tokens: Any,
+    *,
+    host: str,
+    port: int,
+    expire_every_s: float,
+    max_body_bytes: int,
+) -> None:
     """Open the service first, so a database that cannot be opened is one line, not a
     traceback from inside the server's start-up; then serve until stopped."""
     import uvicorn
@@ -291,7 +310,9 @@ async def _serve(service: Any, tokens: Any, *, host: str, port: int, expire_ever
         ) from exc
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service, tokens, expire_every_s=expire_every_s),
+            create_app(
+                service, tokens, expire_every_s=expire_every_s, max_body_bytes=max_body_bytes
+            ),
             host=host,
             port=port,
             log_level="warning",

@@ -28,8 +28,10 @@ tokens, cost by tier), never a thread or a customer. A proxy in front of a publi
 listener should not pass `/metrics` through.
 
 A client sees only its own threads: another's thread is a 404, like a missing one, so
-ids do not leak. Every error is `{"error": {"type", "message"}}`, mapped in one place
-(`agentflow.server.errors`).
+ids do not leak. Request bodies over `max_body_bytes` are a 413 before they are read
+(`agentflow.server.body_limit`).
+
+Every error is `{"error": {"type", "message"}}`, mapped in one place (`agentflow.server.errors`).
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ from agentflow.exceptions import AgentflowError
 from agentflow.queue import ReviewStatus
 from agentflow.sandbox import close_shared
 from agentflow.server.auth import Principal, TokenTable
+from agentflow.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from agentflow.server.errors import ERROR_RESPONSES, error_of, install_error_handlers
 from agentflow.server.metrics import CONTENT_TYPE, ServerMetrics
 from agentflow.server.schemas import (
     CreateThread,
+    ErrorBody,
     EscalationOut,
     PostMessage,
     ResolveEscalation,
@@ -86,6 +90,10 @@ _INBOX_HEADERS = {
     "Cache-Control": "no-cache",
     "Referrer-Policy": "no-referrer",
 }
+_TOO_LARGE: dict[str, Any] = {
+    "model": ErrorBody,
+    "description": "The request body is over the server's limit (`--max-body-bytes`).",
+}
 _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": f"The turn, as JSON; or, with `Accept: {_SSE}`, as server-sent events: "
@@ -113,13 +121,19 @@ _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(
-    service: ThreadService, tokens: TokenTable, *, expire_every_s: float = 30.0
+    service: ThreadService,
+    tokens: TokenTable,
+    *,
+    expire_every_s: float = 30.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown.
 
     Args:
         expire_every_s: How often escalations past their SLA are expired, each resuming
             its thread with a timeout decision (0: never).
+        max_body_bytes: The largest request body taken; a larger one is a 413, refused
+            before it is read and before the token is looked at.
     """
 
     @asynccontextmanager
@@ -147,7 +161,7 @@ def create_app(
         title="agentflow",
         summary="Conversations over an agent graph, with human review of escalations.",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
+        responses={**ERROR_RESPONSES, 413: _TOO_LARGE},
     )
     metrics = ServerMetrics()
     app.state.ready = False
@@ -156,7 +170,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.runs = set()
     install_error_handlers(app)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the 413s too
     for router in (threads, escalations, operations):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
