@@ -112,7 +112,7 @@ async def measure(
     headers = {"Authorization": f"Bearer {TOKEN}"}
     options: dict[str, Any] = {
         "graph": GRAPH,
-        "tokens": f"client:bench:{TOKEN}",
+        "tokens": f"client:ada@example.com:{TOKEN}",  # Ada: order 1042 is hers
         "env": {"LANGGRAPH_STRICT_MSGPACK": "true"},
     }
     with (

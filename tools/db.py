@@ -6,8 +6,12 @@ path or `sqlite:///path` means SQLite (`sqlite:////abs/path` for an absolute pat
 SQLAlchemy). The SQL is written once, with `?` placeholders, and runs on both.
 
 Money is stored in integer cents, so refunds add up exactly; the records the tools
-return show US dollars. Every call opens its own short connection: tools run in worker
-threads, and a connection is not shared between them.
+return show US dollars. The calls on one order take an optional `customer_email`: given,
+an order of another customer is treated exactly as one that does not exist (the same
+None or the same refusal), so a conversation never learns that it is there.
+
+Every call opens its own short connection: tools run in worker threads, and a
+connection is not shared between them.
 """
 
 from __future__ import annotations
@@ -311,14 +315,17 @@ class SupportDB:
 
     # -- what the tools ask -------------------------------------------------------
 
-    def find_order(self, order_id: int) -> Order | None:
-        """An order with its customer, lines, refunds so far and shipment, or None."""
+    def find_order(self, order_id: int, *, customer_email: str | None = None) -> Order | None:
+        """An order with its customer, lines, refunds so far and shipment, or None (also
+        when `customer_email` is given and the order is not that customer's)."""
+        owner, params = _owned_by(customer_email)
         with self.session() as session:
             row = session.one(
                 "SELECT o.id, o.status, o.total_cents, o.placed_at, o.shipping_address,"
                 " c.name, c.email FROM orders o JOIN customers c ON c.id = o.customer_id"
-                " WHERE o.id = ?",
+                f" WHERE o.id = ?{owner}",
                 order_id,
+                *params,
             )
             if row is None:
                 return None
@@ -377,14 +384,17 @@ class SupportDB:
             ],
         )
 
-    def change_address(self, order_id: int, address: str, *, key: str | None) -> AddressChange:
+    def change_address(
+        self, order_id: int, address: str, *, key: str | None, customer_email: str | None = None
+    ) -> AddressChange:
         """Change where an order ships, once per `key`; record the change.
 
         Raises:
-            Refused: There is no such order, or it has left the warehouse.
+            Refused: There is no such order (of `customer_email`'s, when given), or it
+                has left the warehouse.
         """
         with self.session() as session:
-            order = _locked_order(session, order_id)
+            order = _locked_order(session, order_id, customer_email)
             done = _keyed(session, "address_changes", key)
             if done is not None:
                 return _address_change(done, replayed=True)
@@ -412,15 +422,24 @@ class SupportDB:
             )
         return _address_change(row, replayed=not inserted)
 
-    def refund(self, order_id: int, amount_cents: int, reason: str, *, key: str | None) -> Refund:
+    def refund(
+        self,
+        order_id: int,
+        amount_cents: int,
+        reason: str,
+        *,
+        key: str | None,
+        customer_email: str | None = None,
+    ) -> Refund:
         """Refund part of an order, once per `key` (a repeat returns the first refund).
 
         Raises:
-            Refused: There is no such order, it was cancelled, or the amount is more than
-                the order's total or than what earlier refunds left of it.
+            Refused: There is no such order (of `customer_email`'s, when given), it was
+                cancelled, or the amount is more than the order's total or than what
+                earlier refunds left of it.
         """
         with self.session() as session:
-            order = _locked_order(session, order_id)
+            order = _locked_order(session, order_id, customer_email)
             done = _keyed(session, "refunds", key)
             if done is not None:
                 return _refund(done, _refunded_cents(session, order_id), replayed=True)
@@ -459,18 +478,22 @@ class SupportDB:
         order_id: int | None,
         priority: Priority,
         key: str | None,
+        owned: bool = False,
     ) -> Ticket:
         """Open a support ticket, once per `key` (a repeat returns the first ticket).
 
+        Args:
+            owned: `order_id` must be an order of `customer_email`'s.
+
         Raises:
-            Refused: `order_id` names no order.
+            Refused: `order_id` names no order (none of the customer's, when `owned`).
         """
         with self.session() as session:
             done = _keyed(session, "tickets", key)
             if done is not None:
                 return _ticket(done, replayed=True)
             if order_id is not None:
-                _locked_order(session, order_id)
+                _locked_order(session, order_id, customer_email if owned else None)
             customer = session.one(
                 "SELECT id FROM customers WHERE lower(email) = lower(?)", customer_email.strip()
             )
@@ -496,12 +519,28 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _locked_order(session: Session, order_id: int) -> dict[str, Any]:
-    """The order's row, locked until the transaction ends (so checks stay true)."""
+def _owned_by(customer_email: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (on `orders o`) and its parameters that keep only the customer's
+    orders; nothing when no customer is given."""
+    if customer_email is None:
+        return "", ()
+    return (
+        " AND o.customer_id IN (SELECT id FROM customers WHERE lower(email) = lower(?))",
+        (customer_email.strip(),),
+    )
+
+
+def _locked_order(
+    session: Session, order_id: int, customer_email: str | None = None
+) -> dict[str, Any]:
+    """The order's row, locked until the transaction ends (so checks stay true); another
+    customer's order is refused as if it did not exist."""
+    owner, params = _owned_by(customer_email)
     row = session.one(
-        f"SELECT id, status, total_cents, shipping_address FROM orders WHERE id = ?"
-        f"{session.for_update}",
+        "SELECT o.id, o.status, o.total_cents, o.shipping_address FROM orders o"
+        f" WHERE o.id = ?{owner}{session.for_update}",
         order_id,
+        *params,
     )
     if row is None:
         raise Refused(f"there is no order {order_id}; ask the customer for the order number")

@@ -8,6 +8,11 @@ graph.agent("resolve", tools=SUPPORT_TOOLS)
 await graph.compile().ainvoke(state, context=context)
 ```
 
+A context bound to a customer (`SupportContext.for_customer`, which `ThreadService`
+calls for each run with the thread's customer) limits the tools to that customer's
+orders: another customer's order number gets the same answer as one that does not
+exist, and tickets are opened for the bound customer whatever the model writes.
+
 Side-effecting tools (address changes, refunds, tickets) are keyed by
 `ctx.idempotency_key`, so a replayed call returns what the first one did instead of
 acting twice. A refund above `AGENTFLOW_REFUND_APPROVAL_LIMIT` (100 USD unless set) needs
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -51,10 +56,25 @@ OrderId = Annotated[int, Field(gt=0)]
 
 @dataclass(kw_only=True, frozen=True)
 class SupportContext:
-    """What the support tools need from the graph's run: the shop's database."""
+    """What the support tools need from the graph's run: the shop's database, and whose
+    conversation it is."""
 
     db: SupportDB
     """The support database the tools read and write."""
+    customer_email: str | None = None
+    """The customer the run serves: the tools read and change only their orders, and
+    open tickets for them. None: the shop's own staff run it (`agentflow run` without a
+    customer, an admin's thread on nobody's behalf): every order."""
+
+    def for_customer(self, customer_email: str | None) -> SupportContext:
+        """This context for one run of `customer_email`'s thread (the `ThreadService`
+        hook: the server's client threads always have their customer)."""
+        return replace(self, customer_email=customer_email)
+
+    def is_customer(self, customer_email: str) -> bool:
+        """Whether `customer_email` is the bound customer (any case), or none is bound."""
+        bound = self.customer_email
+        return bound is None or bound.strip().lower() == customer_email.strip().lower()
 
 
 def refund_approval_limit() -> float:
@@ -89,7 +109,8 @@ def lookup_order(ctx: RunContext[SupportContext], order_id: OrderId) -> Order | 
     Args:
         order_id: The order number the customer gave, e.g. 1042.
     """
-    return ctx.deps.db.find_order(order_id) or _no_order(order_id)
+    found = ctx.deps.db.find_order(order_id, customer_email=ctx.deps.customer_email)
+    return found or _no_order(order_id)
 
 
 @tool
@@ -104,7 +125,8 @@ def order_history(
         customer_email: The email address the customer's account uses.
         limit: How many orders to list (1 to 20).
     """
-    history = ctx.deps.db.order_history(customer_email, limit)
+    owned = ctx.deps.is_customer(customer_email)  # another customer's: as if nobody had it
+    history = ctx.deps.db.order_history(customer_email, limit) if owned else None
     if history is None:
         return (
             f"No customer has the email address {customer_email!r}; "
@@ -120,7 +142,7 @@ def track_shipment(ctx: RunContext[SupportContext], order_id: OrderId) -> Shipme
     Args:
         order_id: The order number the customer gave, e.g. 1042.
     """
-    order = ctx.deps.db.find_order(order_id)
+    order = ctx.deps.db.find_order(order_id, customer_email=ctx.deps.customer_email)
     if order is None:
         return _no_order(order_id)
     if order.shipment is None:
@@ -141,7 +163,12 @@ def update_shipping_address(
         address: The full new address: street and number, city, state and ZIP code.
     """
     try:
-        return ctx.deps.db.change_address(order_id, address.strip(), key=ctx.idempotency_key)
+        return ctx.deps.db.change_address(
+            order_id,
+            address.strip(),
+            key=ctx.idempotency_key,
+            customer_email=ctx.deps.customer_email,
+        )
     except Refused as exc:
         raise ToolRetry(str(exc)) from exc
 
@@ -162,7 +189,13 @@ def issue_refund(
     """
     cents = round(amount_usd * 100)
     try:
-        return ctx.deps.db.refund(order_id, cents, reason.strip(), key=ctx.idempotency_key)
+        return ctx.deps.db.refund(
+            order_id,
+            cents,
+            reason.strip(),
+            key=ctx.idempotency_key,
+            customer_email=ctx.deps.customer_email,
+        )
     except Refused as exc:
         raise ToolRetry(str(exc)) from exc
 
@@ -181,18 +214,21 @@ def create_ticket(
     Args:
         subject: A short title, e.g. `Redirect parcel of order 1042`.
         body: What happened and what the customer asks for.
-        customer_email: The customer's email address, for the reply.
+        customer_email: The customer's email address, for the reply (in a conversation
+            with a known customer, always theirs).
         order_id: The order it is about, if any.
         priority: `low`, `normal`, `high`, or `urgent` (legal threats, safety issues).
     """
+    bound = ctx.deps.customer_email
     try:
         return ctx.deps.db.open_ticket(
-            customer_email=customer_email,
+            customer_email=customer_email if bound is None else bound,
             subject=subject.strip(),
             body=body.strip(),
             order_id=order_id,
             priority=priority,
             key=ctx.idempotency_key,
+            owned=bound is not None,
         )
     except Refused as exc:
         raise ToolRetry(str(exc)) from exc

@@ -7,7 +7,8 @@ uvicorn.run(app)                                 # or: agentflow serve graphs/su
 
 | method and path                 | who                     | what                               |
 |---------------------------------|-------------------------|------------------------------------|
-| POST /threads                   | client, admin           | open a thread owned by the caller  |
+| POST /threads                   | client, admin           | open a thread owned by the caller, |
+|                                 |                         | for its customer (see below)       |
 | POST /threads/{id}/messages     | its owner, admin        | the customer's message -> the turn |
 |                                 |                         | (held for the person during a      |
 |                                 |                         | handoff; 409 while an approval     |
@@ -28,8 +29,12 @@ tokens, cost by tier), never a thread or a customer. A proxy in front of a publi
 listener should not pass `/metrics` through.
 
 A client sees only its own threads: another's thread is a 404, like a missing one, so
-ids do not leak. Request bodies over `max_body_bytes` are a 413 before they are read
-(`agentflow.server.body_limit`).
+ids do not leak. Who the customer is comes from the token, never from the body: a
+client's threads are for the customer its token stands for (`Principal.customer`), and
+an admin may open one on a customer's behalf by naming them (`customer_email`). Each run
+of a thread gets the graph's context bound to that customer (`ThreadService.run_context`),
+so the support tools serve only that customer's orders. Request bodies over
+`max_body_bytes` are a 413 before they are read (`agentflow.server.body_limit`).
 
 Every error is `{"error": {"type", "message"}}`, mapped in one place (`agentflow.server.errors`).
 """
@@ -240,11 +245,33 @@ def _no_thread(thread_id: str) -> HTTPException:
     return HTTPException(404, f"no thread {thread_id!r}")
 
 
-async def _readable_thread(service: ThreadService, who: Principal, thread_id: str) -> None:
-    """Raise 404 unless the thread exists and `who` may see it (clients: their own only)."""
+async def _readable_thread(
+    service: ThreadService, who: Principal, thread_id: str
+) -> tuple[str, str | None]:
+    """The thread's owner and customer; 404 unless it exists and `who` may see it
+    (clients: their own only)."""
     found = await service.owner(thread_id)
     if found is None or (who.role == "client" and found[0] != who.subject):
         raise _no_thread(thread_id)
+    return found
+
+
+def _same_customer(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.strip().lower() == b.strip().lower()
+
+
+def _customer_for(who: Principal, named: str | None) -> str | None:
+    """Whom a new thread of `who`'s is for: a client's own customer (naming another is a
+    403), or the customer an admin names (None: nobody's)."""
+    if who.customer is None:
+        return named
+    if named is not None and not _same_customer(named, who.customer):
+        raise HTTPException(
+            403,
+            "a client opens threads for its own customer only (the token says who): "
+            "leave customer_email out",
+        )
+    return who.customer
 
 
 def _sse(event: str, data: BaseModel | dict[str, Any]) -> str:
@@ -319,10 +346,12 @@ threads = APIRouter(tags=["threads"])
 
 @threads.post("/threads", status_code=201)
 async def create_thread(body: CreateThread, who: Caller, service: Service) -> ThreadCreated:
-    """Open a thread owned by the caller."""
+    """Open a thread owned by the caller: for the client's own customer, or for the
+    customer an admin names in `customer_email`."""
     if not who.can_talk:
         raise HTTPException(403, f"a {who.role} cannot open threads as a customer")
-    thread_id = await service.create_thread(who.subject, customer_email=body.customer_email)
+    customer = _customer_for(who, body.customer_email)
+    thread_id = await service.create_thread(who.subject, customer_email=customer)
     return ThreadCreated(thread_id=thread_id)
 
 
@@ -338,7 +367,11 @@ async def post_message(
     """Send the customer's message; run the graph until it answers or pauses for a person."""
     if not who.can_talk:
         raise HTTPException(403, f"a {who.role} cannot post messages as the customer")
-    await _readable_thread(service, who, thread_id)
+    _, customer = await _readable_thread(service, who, thread_id)
+    if who.customer is not None and not _same_customer(customer, who.customer):
+        # Opened before identities came from tokens, for someone else or for nobody:
+        # a run would act for that customer.
+        raise HTTPException(403, f"thread {thread_id!r} is not for this token's customer")
     events = await service.post_streaming(thread_id, body.text)
     return await _answer(request, events, metrics, "message")
 

@@ -6,9 +6,11 @@ Tokens come from `AGENTFLOW_TOKENS`, comma-separated `ROLE:SUBJECT:TOKEN` entrie
 AGENTFLOW_TOKENS="client:ada@example.com:tok-ada,reviewer:sam:tok-sam,admin:ops:tok-ops"
 ```
 
-- `client`: opens threads and talks in the threads it owns;
+- `client`: one customer, whose identity is the token's subject (their email address, as
+  the shop's database knows it): opens threads for that customer and talks in the
+  threads it owns; whatever a request body says, the tools serve that customer only;
 - `reviewer`: works escalations and reads any thread, but never speaks as the customer;
-- `admin`: both.
+- `admin`: both; may open a thread on a customer's behalf by naming them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class Principal:
     subject: str
     """The caller's id: threads are owned by it, escalations claimed and resolved as it."""
     role: Role
+
+    @property
+    def customer(self) -> str | None:
+        """The customer a client token stands for (its subject); None for the staff."""
+        return self.subject if self.role == "client" else None
 
     @property
     def can_talk(self) -> bool:

@@ -52,7 +52,9 @@ class CreateThread(_Body):
     """Open a thread."""
 
     customer_email: Annotated[str, Field(min_length=3, max_length=254)] | None = None
-    """Who the customer is, when the channel knows (tickets are opened for them)."""
+    """For an admin: the customer the thread is opened for, on their behalf (the tools
+    then serve only their orders; left out, nobody's). A client's customer is who its
+    token says: naming anyone else is a 403."""
 
 
 class PostMessage(_Body):

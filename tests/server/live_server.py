@@ -29,9 +29,12 @@ TOKENS = {
     "rita": "tok-rita",
     "ops": "tok-ops",
 }
+CUSTOMERS = {"ada": "ada@example.com", "grace": "grace@example.com"}
+"""The client tokens' subjects: the seeded shop's customers Ada (orders 1042, 1043, 1045)
+and Grace (order 1044)."""
 TOKENS_ENV = (
-    "client:ada:tok-ada,client:grace:tok-grace,reviewer:sam:tok-sam,"
-    "reviewer:rita:tok-rita,admin:ops:tok-ops"
+    "client:ada@example.com:tok-ada,client:grace@example.com:tok-grace,"
+    "reviewer:sam:tok-sam,reviewer:rita:tok-rita,admin:ops:tok-ops"
 )
 START_TIMEOUT_S = 60.0
 

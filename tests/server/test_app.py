@@ -62,8 +62,9 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 
 
 def new_thread(server: LiveServer, who: str = "ada") -> str:
+    """A new thread of `who`'s (a client's is for its own customer, from its token)."""
     with server.client(who) as client:
-        body = ok(client.post("/threads", json={"customer_email": "ada@example.com"}), 201)
+        body = ok(client.post("/threads", json={}), 201)
     return body["thread_id"]
 
 
@@ -93,7 +94,7 @@ def test_a_message_gets_a_reply_with_its_steps(shared: LiveServer) -> None:
     ]
     assert all(s["reason"] and s["cost_usd"] > 0 and s["input_tokens"] > 0 for s in turn["steps"])
     assert turn["pending"] == []
-    assert (view["owner"], view["customer_email"]) == ("ada", "ada@example.com")
+    assert (view["owner"], view["customer_email"]) == ("ada@example.com", "ada@example.com")
     assert view["messages"] == turn["messages"] and view["steps"] == turn["steps"]
     assert view["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in turn["steps"]))
 
@@ -331,13 +332,13 @@ def test_who_may_do_what(shared: LiveServer) -> None:
             assert response.status_code == 403, response.text
             assert response.json()["error"]["type"] == "forbidden"
     with shared.client("sam") as sam:
-        assert ok(sam.get(f"/threads/{thread}"))["owner"] == "ada"
+        assert ok(sam.get(f"/threads/{thread}"))["owner"] == "ada@example.com"
         assert sam.post(f"/threads/{thread}/messages", json=message).status_code == 403
         assert sam.post("/threads", json={}).status_code == 403
         forced = sam.post("/escalations/x/resolve", json={"decision": {}, "force": True})
         assert forced.status_code == 403
     with shared.client("ops") as ops:
-        assert ok(ops.get(f"/threads/{thread}"))["owner"] == "ada"
+        assert ok(ops.get(f"/threads/{thread}"))["owner"] == "ada@example.com"
         assert ok(ops.post(f"/threads/{thread}/messages", json=message))["reply"]
         ok(ops.get("/escalations"))
 

@@ -282,6 +282,78 @@ async def test_a_ticket_for_an_unknown_order_is_refused(db: SupportDB) -> None:
     assert payload(await call(db, create_ticket, arguments))["order_id"] is None
 
 
+# -- one customer's conversation ------------------------------------------------------
+
+GRACE = "grace@example.com"  # owns DELIVERED_ORDER; Ada owns the others
+
+
+async def call_as(
+    db: SupportDB, customer: str, tool: Tool[Any], arguments: dict[str, Any]
+) -> ToolOutcome:
+    """Run one tool call in a conversation bound to `customer` (as ThreadService does)."""
+    deps = SupportContext(db=db).for_customer(customer)
+    ctx = RunContext(deps=deps, run_id="run-1", tool_call_id="call-1")
+    return await tool.run(ToolCall(id="call-1", name=tool.name, arguments=arguments), ctx)
+
+
+async def test_another_customers_order_reads_as_one_that_does_not_exist(db: SupportDB) -> None:
+    for tool in (lookup_order, track_shipment):
+        theirs = await call_as(db, GRACE, tool, {"order_id": ADA_ORDER})
+        missing = await call_as(db, GRACE, tool, {"order_id": 99999})
+        assert theirs.message.content == missing.message.content.replace("99999", str(ADA_ORDER))
+        assert (await call_as(db, "web", tool, {"order_id": ADA_ORDER})).message.content == (
+            theirs.message.content
+        )  # a customer the shop does not know has no orders
+    mine = payload(
+        await call_as(db, " Grace@Example.com", lookup_order, {"order_id": DELIVERED_ORDER})
+    )
+    assert (mine["order_id"], mine["customer_email"]) == (DELIVERED_ORDER, GRACE)
+    theirs = await call_as(db, GRACE, order_history, {"customer_email": "ada@example.com"})
+    nobody = await call_as(db, GRACE, order_history, {"customer_email": "nobody@example.com"})
+    assert theirs.message.content == nobody.message.content.replace("nobody", "ada")
+    history = payload(
+        await call_as(db, GRACE, order_history, {"customer_email": "GRACE@example.com"})
+    )
+    assert history["customer"]["email"] == GRACE
+    assert DELIVERED_ORDER in [o["order_id"] for o in history["orders"]]
+
+
+async def test_another_customers_order_is_neither_changed_nor_refunded(db: SupportDB) -> None:
+    before = db.dump()
+    new_address = "221B Baker Street, Portland, OR 97205"
+    for order_id in (PLACED_ORDER, 99999):
+        outcomes = [
+            await call_as(
+                db, GRACE, update_shipping_address, {"order_id": order_id, "address": new_address}
+            ),
+            await call_as(db, GRACE, issue_refund, refund_of(5, order_id)),
+            await call_as(
+                db,
+                GRACE,
+                create_ticket,
+                {
+                    "subject": "Redirect",
+                    "body": "...",
+                    "customer_email": GRACE,
+                    "order_id": order_id,
+                },
+            ),
+        ]
+        for outcome in outcomes:
+            assert outcome.retryable_error, outcome.message.content
+            assert f"there is no order {order_id};" in outcome.message.content
+    assert db.dump() == before
+    assert payload(await call_as(db, GRACE, issue_refund, refund_of(5)))["amount_usd"] == 5
+
+
+async def test_a_bound_customers_ticket_is_theirs_whatever_the_model_writes(db: SupportDB) -> None:
+    arguments = {"subject": "Hello", "body": "...", "customer_email": "ada@example.com"}
+    ticket = payload(await call_as(db, GRACE, create_ticket, arguments))
+    assert ticket["customer_email"] == GRACE
+    [row] = db.dump()["tickets"]
+    assert (row["customer_id"], row["customer_email"]) == (2, GRACE)
+
+
 # -- seeding --------------------------------------------------------------------------
 
 
