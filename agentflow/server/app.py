@@ -51,13 +51,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from agentflow.costs import StepRecord
-from agentflow.exceptions import AgentflowError
+from agentflow.exceptions import AgentflowError, ReviewItemNotFound
 from agentflow.queue import ReviewStatus
 from agentflow.sandbox import close_shared
 from agentflow.server.auth import Principal, TokenTable
@@ -66,6 +67,7 @@ from agentflow.server.errors import ERROR_RESPONSES, error_of, install_error_han
 from agentflow.server.metrics import CONTENT_TYPE, ServerMetrics
 from agentflow.server.schemas import (
     CreateThread,
+    DecisionMismatch,
     ErrorBody,
     EscalationOut,
     PostMessage,
@@ -73,6 +75,7 @@ from agentflow.server.schemas import (
     ThreadCreated,
     ThreadOut,
     TurnOut,
+    decision_value,
     escalation_out,
     message_out,
     step_out,
@@ -344,7 +347,41 @@ def _event_stream(
 threads = APIRouter(tags=["threads"])
 
 
-@threads.post("/threads", status_code=201)
+def _links(parameter: str, pointer: str, **operations: str) -> dict[str, Any]:
+    """OpenAPI links from a response to `operations` (name: operationId), each taking
+    `parameter` from the response body at `pointer`."""
+    return {
+        name: {
+            "operationId": operation_id,
+            "parameters": {parameter: f"$response.body#{pointer}"},
+        }
+        for name, operation_id in operations.items()
+    }
+
+
+_THREAD_LINKS = _links(
+    "thread_id", "/thread_id", postMessage="post_message", getThread="get_thread"
+)
+_ITEM_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The review item.",
+        "links": _links(
+            "item_id",
+            "/id",
+            claim="claim_escalation",
+            release="release_escalation",
+            resolve="resolve_escalation",
+        ),
+    }
+}
+
+
+@threads.post(
+    "/threads",
+    status_code=201,
+    operation_id="create_thread",
+    responses={201: {"description": "The new thread.", "links": _THREAD_LINKS}},
+)
 async def create_thread(body: CreateThread, who: Caller, service: Service) -> ThreadCreated:
     """Open a thread owned by the caller: for the client's own customer, or for the
     customer an admin names in `customer_email`."""
@@ -355,7 +392,12 @@ async def create_thread(body: CreateThread, who: Caller, service: Service) -> Th
     return ThreadCreated(thread_id=thread_id)
 
 
-@threads.post("/threads/{thread_id}/messages", response_model=TurnOut, responses=_TURN_RESPONSES)
+@threads.post(
+    "/threads/{thread_id}/messages",
+    response_model=TurnOut,
+    responses=_TURN_RESPONSES,
+    operation_id="post_message",
+)
 async def post_message(
     thread_id: str,
     body: PostMessage,
@@ -376,7 +418,7 @@ async def post_message(
     return await _answer(request, events, metrics, "message")
 
 
-@threads.get("/threads/{thread_id}")
+@threads.get("/threads/{thread_id}", operation_id="get_thread")
 async def get_thread(thread_id: str, who: Caller, service: Service) -> ThreadOut:
     """The transcript, every step with its tier, reason and cost, and what waits."""
     await _readable_thread(service, who, thread_id)
@@ -391,7 +433,7 @@ async def get_thread(thread_id: str, who: Caller, service: Service) -> ThreadOut
 escalations = APIRouter(prefix="/escalations", tags=["escalations"])
 
 
-@escalations.get("")
+@escalations.get("", operation_id="list_escalations")
 async def list_escalations(
     who: Reviewer,
     service: Service,
@@ -405,7 +447,10 @@ async def list_escalations(
 
 
 @escalations.post(
-    "/next", response_model=EscalationOut, responses={204: {"description": "Nothing is pending."}}
+    "/next",
+    response_model=EscalationOut,
+    responses={**_ITEM_LINKS, 204: {"description": "Nothing is pending."}},
+    operation_id="claim_next_escalation",
 )
 async def claim_next(who: Reviewer, service: Service) -> EscalationOut | Response:
     """Claim the most urgent pending item for the caller."""
@@ -413,7 +458,7 @@ async def claim_next(who: Reviewer, service: Service) -> EscalationOut | Respons
     return Response(status_code=204) if item is None else escalation_out(item)
 
 
-@escalations.get("/{item_id}")
+@escalations.get("/{item_id}", responses=_ITEM_LINKS, operation_id="get_escalation")
 async def get_escalation(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
     """One review item, in any status."""
     item = await service.queue.get(item_id)
@@ -422,19 +467,24 @@ async def get_escalation(item_id: str, who: Reviewer, service: Service) -> Escal
     return escalation_out(item)
 
 
-@escalations.post("/{item_id}/claim")
+@escalations.post("/{item_id}/claim", responses=_ITEM_LINKS, operation_id="claim_escalation")
 async def claim(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
     """Claim the item for the caller (claiming one's own claim again is fine)."""
     return escalation_out(await service.queue.claim(item_id, who.subject))
 
 
-@escalations.post("/{item_id}/release")
+@escalations.post("/{item_id}/release", responses=_ITEM_LINKS, operation_id="release_escalation")
 async def release(item_id: str, who: Reviewer, service: Service) -> EscalationOut:
     """Give the caller's claimed item back to the pending pile."""
     return escalation_out(await service.queue.release(item_id, who.subject))
 
 
-@escalations.post("/{item_id}/resolve", response_model=TurnOut, responses=_TURN_RESPONSES)
+@escalations.post(
+    "/{item_id}/resolve",
+    response_model=TurnOut,
+    responses=_TURN_RESPONSES,
+    operation_id="resolve_escalation",
+)
 async def resolve(
     item_id: str,
     body: ResolveEscalation,
@@ -443,12 +493,24 @@ async def resolve(
     metrics: Metrics,
     request: Request,
 ) -> TurnOut | StreamingResponse:
-    """Decide on the item and resume its thread with the decision."""
+    """Decide on the item and resume its thread with the decision.
+
+    The decision's form follows the item's `kind`; one that does not fit the item is a
+    422 and the item stays as it was (pending, or claimed by the same reviewer).
+    """
     if body.force and who.role != "admin":
         raise HTTPException(403, "only an admin may resolve an item someone else has claimed")
-    events = await service.resolve_streaming(
-        item_id, body.decision, by=who.subject, force=body.force
-    )
+    item = await service.queue.get(item_id)
+    if item is None:
+        raise ReviewItemNotFound(item_id=item_id)
+    try:
+        decision = decision_value(item, body.decision, by=who.subject)
+    except DecisionMismatch as exc:
+        where = ("body", "decision", *exc.where)
+        raise RequestValidationError(
+            [{"loc": where, "msg": exc.message, "type": "decision_mismatch"}]
+        ) from exc
+    events = await service.resolve_streaming(item_id, decision, by=who.subject, force=body.force)
     return await _answer(request, events, metrics, "resolve")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.config import JsonDict
 
 from agentflow.costs import StepRecord
 from agentflow.messages import (
@@ -23,10 +24,14 @@ from agentflow.queue import ReviewItem, ReviewKind, ReviewStatus
 from agentflow.server.threads import ThreadView, Turn
 
 __all__ = [
+    "ApprovalDecisions",
+    "CallDecision",
     "CreateThread",
+    "DecisionMismatch",
     "ErrorBody",
     "ErrorDetail",
     "EscalationOut",
+    "HandoffDecision",
     "MessageOut",
     "PostMessage",
     "ResolveEscalation",
@@ -34,6 +39,7 @@ __all__ = [
     "ThreadCreated",
     "ThreadOut",
     "TurnOut",
+    "decision_value",
     "escalation_out",
     "message_out",
     "step_out",
@@ -45,7 +51,7 @@ __all__ = [
 class _Body(BaseModel):
     """Request bodies refuse unknown fields, so a typo is a 422, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class CreateThread(_Body):
@@ -63,12 +69,59 @@ class PostMessage(_Body):
     text: Annotated[str, Field(min_length=1, max_length=20_000)]
 
 
+class CallDecision(_Body):
+    """A reviewer's decision on one call an approval item proposes."""
+
+    action: Literal["approve", "reject", "edit"]
+    digest: Annotated[str, Field(min_length=1, max_length=128)]
+    """The proposed call's `digest` from the item's payload: the decision holds for the
+    arguments the reviewer saw, and is refused for any other."""
+    arguments: dict[str, Any] | None = None
+    """For `edit` (and required there): the arguments to make the call with instead."""
+    comment: Annotated[str, Field(max_length=5000)] | None = None
+    """Why; on a rejection the model is told."""
+
+
+class ApprovalDecisions(RootModel[dict[str, CallDecision]]):
+    """The decision on an approval item: one per proposed call, keyed by the call's `id`
+    in the item's `payload.calls`."""
+
+
+class HandoffDecision(_Body):
+    """The decision on a handoff item: what the person did with the conversation."""
+
+    action: Literal["reply", "hand_back"]
+    """`reply`: answer the customer and keep the conversation; `hand_back`: give it back
+    to the agent (with an answer, optionally)."""
+    message: Annotated[str, Field(max_length=20_000)] | None = None
+    """The answer to the customer; required for `reply`."""
+
+
+_EXAMPLES: JsonDict = {
+    "examples": [
+        {
+            "decision": {
+                "call-7": {"action": "approve", "digest": "9f2c4e1a0b7d3c5e8f6a2b4d1c3e5f7a"}
+            }
+        },
+        {"decision": {"action": "reply", "message": "Hi Ada, Sam here. I'll sort this out."}},
+    ]
+}
+"""An approval's decision and a handoff's, as the OpenAPI spec shows them."""
+
+
 class ResolveEscalation(_Body):
     """A reviewer's decision: the value the paused graph resumes with."""
 
-    decision: dict[str, Any]
-    """For an approval, `{CALL_ID: {"action": "approve"|"reject"|"edit", "digest": ...}}`;
-    for a handoff, `{"action": "reply"|"hand_back", "message": ...}`."""
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, json_schema_extra=_EXAMPLES
+    )
+
+    decision: HandoffDecision | ApprovalDecisions
+    """Which form applies depends on the item's `kind`: an approval takes one decision
+    per proposed call, a handoff one `HandoffDecision`. A decision that does not fit the
+    item (the other form, a call missing or not proposed, another digest, an edit without
+    arguments, a reply without a message) is a 422, and the item stays as it was."""
     force: bool = False
     """Resolve an item another reviewer has claimed (admins only)."""
 
@@ -244,3 +297,63 @@ def thread_out(view: ThreadView) -> ThreadOut:
         cost_usd=sum(s.cost_usd for s in view.steps if s.cost_usd is not None),
         unpriced_steps=sum(1 for s in view.steps if s.cost_usd is None),
     )
+
+
+class DecisionMismatch(ValueError):
+    """A decision that does not fit its review item; `where` is the path inside it."""
+
+    def __init__(self, where: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+def decision_value(
+    item: ReviewItem, decision: HandoffDecision | ApprovalDecisions, *, by: str
+) -> dict[str, Any]:
+    """The value the item's graph resumes with, once the decision fits the item (a
+    handoff's names the person deciding, `by`: the caller, never the body).
+
+    Raises:
+        DecisionMismatch: The decision is for the other kind of item, or does not answer
+            exactly the calls the approval proposes, with their digests.
+    """
+    if item.kind == "handoff":
+        if not isinstance(decision, HandoffDecision):
+            raise DecisionMismatch(
+                (), 'a handoff is decided with {"action": "reply"|"hand_back", "message": ...}'
+            )
+        if decision.action == "reply" and not (decision.message or "").strip():
+            raise DecisionMismatch(("message",), "a reply needs a message")
+        return {**decision.model_dump(exclude_none=True), "by": by}
+    if not isinstance(decision, ApprovalDecisions):
+        raise DecisionMismatch(
+            (),
+            "an approval is decided per proposed call: "
+            '{CALL_ID: {"action": "approve"|"reject"|"edit", "digest": ...}}',
+        )
+    calls = item.payload.get("calls")
+    if isinstance(calls, list):  # the agent's approval gate (other interrupts: their graph checks)
+        _check_calls({str(c.get("id")): c for c in calls if isinstance(c, dict)}, decision.root)
+    return {call_id: d.model_dump(exclude_none=True) for call_id, d in decision.root.items()}
+
+
+def _check_calls(proposed: dict[str, dict[str, Any]], decided: dict[str, CallDecision]) -> None:
+    """Exactly one decision per proposed call, each with the call's digest."""
+    for call_id in decided:
+        if call_id not in proposed:
+            raise DecisionMismatch(
+                (call_id,), f"no proposed call {call_id!r} (proposed: {', '.join(proposed)})"
+            )
+    for call_id, call in proposed.items():
+        found = decided.get(call_id)
+        if found is None:
+            raise DecisionMismatch((), f"no decision for the proposed call {call_id!r}")
+        if found.digest != call.get("digest"):
+            raise DecisionMismatch(
+                (call_id, "digest"),
+                f"not the proposed call's digest ({call.get('digest')!r}): a decision holds "
+                "only for the arguments the reviewer saw",
+            )
+        if found.action == "edit" and found.arguments is None:
+            raise DecisionMismatch((call_id, "arguments"), "an edit needs the new arguments")

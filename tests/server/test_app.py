@@ -203,12 +203,11 @@ def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
         assert taken.status_code == 409 and taken.json()["error"]["type"] == "already_claimed"
         assert ok(rita.post("/escalations/next"), 204) is None  # nothing else is pending
 
-        # A malformed decision is not acted on: the graph asks again, as a new item.
-        retry = ok(sam.post(f"/escalations/{item['id']}/resolve", json={"decision": {"x": 1}}))
-        [item] = retry["pending"]
-        assert "malformed approval decisions" in item["payload"]["error"]
+        # A decision that does not fit the item is refused; the item stays sam's claim.
+        wrong = sam.post(f"/escalations/{item['id']}/resolve", json={"decision": {"x": 1}})
+        assert wrong.status_code == 422 and wrong.json()["error"]["type"] == "validation_error"
+        assert ok(sam.get(f"/escalations/{item['id']}")) == claimed
         assert refunds(shop_url) == []
-        assert ok(sam.post("/escalations/next"))["id"] == item["id"]
         theirs = rita.post(f"/escalations/{item['id']}/release")
         assert theirs.status_code == 409 and theirs.json()["error"]["type"] == "already_claimed"
         assert ok(sam.post(f"/escalations/{item['id']}/release"))["status"] == "pending"
@@ -297,6 +296,64 @@ def test_two_servers_on_one_postgres_share_one_queue_without_double_claims(
                     who,
                 )
         assert ok(ops.get("/escalations", params={"status": "pending"})) == []
+
+
+def malformed_decisions(item: dict[str, Any]) -> list[Any]:
+    """Decisions that do not fit the item, each for a different reason."""
+    if item["kind"] == "handoff":
+        call = {"action": "approve", "digest": "d"}
+        return [
+            {"call-1": call},  # an approval's form
+            {"action": "approve"},
+            {"action": "reply"},  # a reply without a message
+            {"action": "reply", "message": "  "},
+            {"action": "timeout"},  # the server's, not a person's
+            {"action": "hand_back", "by": "someone else"},
+        ]
+    [call] = item["payload"]["calls"]
+    right = {"action": "approve", "digest": call["digest"]}
+    return [
+        {"action": "approve"},  # no call id: what a spec-only client once sent, with a 200
+        {"action": "approve", "digest": call["digest"]},
+        {"action": "reply", "message": "hello"},  # a handoff's form
+        {},  # no decision for the proposed call
+        {call["id"]: {**right, "digest": "0" * 32}},  # made for other arguments
+        {call["id"]: right, "call-0": right},  # a call nobody proposed
+        {call["id"]: {"action": "edit", "digest": call["digest"]}},  # an edit without arguments
+        {call["id"]: {"action": "timeout", "digest": call["digest"]}},
+        {call["id"]: {"action": "approve"}},  # no digest
+        {call["id"]: {**right, "extra": 1}},
+    ]
+
+
+def test_a_malformed_decision_is_a_422_and_leaves_the_item_as_it_was(
+    shared: LiveServer,
+) -> None:
+    refund, human = new_thread(shared), new_thread(shared)
+    with shared.client("ada") as ada, shared.client("sam") as sam:
+        [approval] = ok(ada.post(f"/threads/{refund}/messages", json={"text": REFUND}))["pending"]
+        [handoff] = ok(ada.post(f"/threads/{human}/messages", json={"text": "a human, please"}))[
+            "pending"
+        ]
+        claimed = ok(sam.post(f"/escalations/{approval['id']}/claim"))  # claimed, and pending
+        for item, before in ((approval, claimed), (handoff, handoff)):
+            views = {t: ok(ada.get(f"/threads/{t}")) for t in (refund, human)}
+            for decision in malformed_decisions(item):
+                answer = sam.post(f"/escalations/{item['id']}/resolve", json={"decision": decision})
+                assert answer.status_code == 422, (decision, answer.text)
+                error = answer.json()["error"]
+                assert error["type"] == "validation_error" and "body.decision" in error["message"]
+                assert ok(sam.get(f"/escalations/{item['id']}")) == before, decision
+            assert {t: ok(ada.get(f"/threads/{t}")) for t in (refund, human)} == views
+        # The item still takes a decision that fits it.
+        done = sam.post(
+            f"/escalations/{approval['id']}/resolve", json={"decision": approve(claimed)}
+        )
+        assert ok(done)["reply"].startswith("Sorry about the trouble. I've refunded 600.00 USD")
+        reply = {"action": "reply", "message": "Sam here."}
+        answered = ok(sam.post(f"/escalations/{handoff['id']}/resolve", json={"decision": reply}))
+        assert answered["reply"] == "Sam here."
+        assert ok(sam.get(f"/escalations/{handoff['id']}"))["decision"] == {**reply, "by": "sam"}
 
 
 def test_who_may_do_what(shared: LiveServer) -> None:
@@ -458,6 +515,30 @@ def test_openapi_lists_every_endpoint(shared: LiveServer) -> None:
         spec["components"]["schemas"]
     )
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # A spec-only client can tell what a decision looks like, and where an item leads.
+    schemas = spec["components"]["schemas"]
+    resolve = schemas["ResolveEscalation"]
+    assert resolve["properties"]["decision"]["anyOf"] == [
+        {"$ref": "#/components/schemas/HandoffDecision"},
+        {"$ref": "#/components/schemas/ApprovalDecisions"},
+    ]
+    assert [set(e["decision"]) for e in resolve["examples"]] == [{"call-7"}, {"action", "message"}]
+    call = schemas["ApprovalDecisions"]["additionalProperties"]
+    assert call == {"$ref": "#/components/schemas/CallDecision"}
+    assert schemas["CallDecision"]["properties"]["action"]["enum"] == ["approve", "reject", "edit"]
+    assert schemas["CallDecision"]["required"] == ["action", "digest"]
+    assert schemas["HandoffDecision"]["properties"]["action"]["enum"] == ["reply", "hand_back"]
+    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    for source in ("get_escalation", "claim_next_escalation", "claim_escalation"):
+        links = operations[source]["responses"]["200"]["links"]
+        assert {name: link["operationId"] for name, link in links.items()} == {
+            "claim": "claim_escalation",
+            "release": "release_escalation",
+            "resolve": "resolve_escalation",
+        }
+        assert links["resolve"]["parameters"] == {"item_id": "$response.body#/id"}
+    created = operations["create_thread"]["responses"]["201"]["links"]
+    assert created["postMessage"]["parameters"] == {"thread_id": "$response.body#/thread_id"}
 
 
 runner = CliRunner()

@@ -313,7 +313,7 @@
     if (action === "reply" && !message) {
       throw new ApiError(0, "invalid_input", "a reply needs a message");
     }
-    return { action, message, by: current.assignee };
+    return { action, message }; // the server records who decided, from the token
   }
 
   async function resolve(decision) {
