@@ -273,13 +273,11 @@ from agentflow.queue import open_queue
 
 async def main(url, name):
     async with open_queue(url) as queue:
-        await queue.get("warm-up")  # connect and create tables before the start signal
+        await queue.get("warm-up")  # connect and create tables before the first round
         print("ready", flush=True)
-        sys.stdin.readline()
-        claimed = []
-        while (got := await queue.claim_next(name)) is not None:
-            claimed.append(got.id)
-        print(json.dumps(claimed), flush=True)
+        while sys.stdin.readline():  # one claim per round, both workers at once
+            got = await queue.claim_next(name)
+            print(json.dumps(got and got.id), flush=True)
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
@@ -309,22 +307,28 @@ def test_two_processes_claiming_never_get_the_same_item(store_url: str) -> None:
         )
         for name in ("w1", "w2")
     ]
-    for worker in workers:  # both connected: start them together
+    for worker in workers:  # both connected
         assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    claimed: list[list[str]] = [[], []]
+    while True:  # rounds: both claim at the same moment, so every claim is a race
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        got = [json.loads(w.stdout.readline()) for w in workers if w.stdout is not None]
+        for mine, item_id in zip(claimed, got, strict=True):
+            if item_id is not None:
+                mine.append(item_id)
+        if got == [None, None]:
+            break
     for worker in workers:
-        assert worker.stdin is not None
-        worker.stdin.write("go\n")
-        worker.stdin.flush()
-    results = []
-    for worker in workers:
-        out, _ = worker.communicate(timeout=120)
+        _, _ = worker.communicate(timeout=60)
         assert worker.returncode == 0
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    first, second = (set(r) for r in results)
-    assert len(results[0]) == len(first) and len(results[1]) == len(second)
+    first, second = (set(c) for c in claimed)
+    assert len(claimed[0]) == len(first) and len(claimed[1]) == len(second)
     assert first.isdisjoint(second)
     assert first | second == set(ids)
-    assert first and second, "one worker got everything: the two never overlapped"
+    assert len(first) == len(second) == 100, "a worker waited out a round it should have won"
     owners = asyncio.run(_owners(store_url))
     assert owners == dict.fromkeys(first, "w1") | dict.fromkeys(second, "w2")
 
