@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import socket
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentflow._processes import owner_alive, owner_id
 from agentflow.exceptions import (
     SandboxError,
     SandboxResourceError,
@@ -84,30 +84,6 @@ def image_tag() -> str:
     return f"agentflow-sandbox:{digest}"
 
 
-def owner_id(pid: int | None = None) -> str:
-    """`host:pid:start`: names this process, so a reused pid is not taken for it."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        # Field 22 of /proc/PID/stat, after the name in parentheses (which may hold spaces):
-        # the start in clock ticks since boot. Not the ctime of /proc/PID, which is when its
-        # inode was made: it changes when the kernel evicts it, and a live owner looks dead.
-        start = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        start = "gone"
-    return f"{socket.gethostname()}:{pid}:{start}"
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid, _, _start = rest.partition(":")
-    if host != socket.gethostname():
-        return True  # another machine's containers are not ours to judge
-    if not pid.isdigit():
-        return False
-    now = owner_id(int(pid))
-    return now == owner and not now.endswith(":gone")
-
-
 def connect() -> docker.DockerClient:
     """Return a client for the local Docker daemon.
 
@@ -149,7 +125,7 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
     removed = []
     for container in client.containers.list(all=True, filters={"label": LABEL}):
         owner = container.labels.get(OWNER_LABEL, "")
-        if everything or not _owner_alive(owner):
+        if everything or not owner_alive(owner):
             with contextlib.suppress(Exception):  # already gone: someone else reaped it
                 container.remove(force=True)
                 removed.append(container.name)
