@@ -166,7 +166,11 @@ class Tool(Generic[DepsT]):
     timeout_s: float | None
     """Wall-clock limit of one call, or None for no limit."""
     side_effects: bool
-    """Whether a call changes the world (and so is journaled for exactly-once resume)."""
+    """Whether a call changes the world (and so is journaled for exactly-once resume).
+    Such a tool takes a `RunContext` and must be idempotent by `ctx.idempotency_key`: a
+    call whose journal entry says `started` (the process died during it) runs again with
+    the same key, which the tool passes on (a payment API's idempotency key, a unique
+    column) so that the effect happens once."""
     retries: int
     """How many invalid calls in a row the model may make before the run gets a `ToolError`."""
     secrets: tuple[str, ...]
@@ -220,6 +224,15 @@ class Tool(Generic[DepsT]):
         if sandbox != "none" and self.takes_context:
             raise ConfigError(
                 "a sandboxed tool cannot take a RunContext: its deps stay on the host", key=key
+            )
+        if side_effects and not self.takes_context:
+            # After a crash a resumed run calls it again with the same key: the effect must
+            # happen once per `ctx.idempotency_key`, so the tool has to see the key.
+            raise ConfigError(
+                "a side-effecting tool must take a RunContext and act once per "
+                "ctx.idempotency_key (a run resumed after a crash calls it again with the "
+                "same key)",
+                key=key,
             )
         self._is_async = _is_async_callable(function)
         self._spec = ToolSpec(
@@ -423,6 +436,8 @@ def tool(
             else the weaker process sandbox); sandboxed tools cannot take a RunContext.
         timeout_s: Wall-clock limit of one call.
         side_effects: The tool changes the world; calls are journaled for exactly-once.
+            It must take a `RunContext` and act once per `ctx.idempotency_key` (a call
+            interrupted by a crash runs again with the same key).
         retries: Invalid calls in a row the model may make before a `ToolError`.
         secrets: Names of environment variables a sandboxed call gets (and no others).
         limits: A sandboxed call's `Limits`, e.g. `Limits(network=("api.example.com",))`.

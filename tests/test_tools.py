@@ -316,6 +316,20 @@ def test_out_of_range_options_are_a_config_error(options: dict[str, Any], fragme
     assert error.key == "tool f"
 
 
+def test_a_side_effecting_tool_must_see_its_idempotency_key() -> None:
+    """Exactly once rests on the tool acting once per key: one that cannot see the key
+    (no RunContext) would repeat its effect when a crashed call runs again."""
+
+    def send_email(to: str) -> str:
+        """Send an email."""
+        return to
+
+    error = _config_error(send_email, side_effects=True)
+    assert "must take a RunContext and act once per ctx.idempotency_key" in error.reason
+    assert error.key == "tool send_email"
+    assert tool(send_email).side_effects is False  # reads are fine without a context
+
+
 def test_a_sandboxed_tool_cannot_take_a_run_context() -> None:
     def f(ctx: RunContext[Any], x: int) -> None: ...
 
