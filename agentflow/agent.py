@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from agentflow._faults import crash_point
 from agentflow.exceptions import ConfigError, StepLimitExceeded, ToolError
 from agentflow.hitl import (
     TIMED_OUT,
@@ -277,8 +278,11 @@ class AgentLoop:
             # arguments, `ToolRetry`); any other failure raises and is never finished. So
             # a replayed error counts towards the cap as it did when it was first made.
             return ToolOutcome(message=message, retryable_error=entry.is_error)
+        crash_point("journal.begun")
         outcome = await tool.run(call, run_ctx)
+        crash_point("tool.returned")  # the effect happened; the journal does not know yet
         await journal.finish(key, outcome.message.content, outcome.message.is_error)
+        crash_point("journal.finished")
         return outcome
 
     def _check_retries(

@@ -218,7 +218,13 @@ def serve(
         float, typer.Option(min=1, help="Seconds an escalation may wait before it expires.")
     ] = 1800.0,
     expire_every: Annotated[
-        float, typer.Option(min=0, help="Seconds between checks for expired escalations (0: off).")
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds between upkeep rounds: recover what dead server processes left "
+            "(decisions not yet applied, runs that died), expire overdue escalations "
+            "(0: recovery at start only, no expiry).",
+        ),
     ] = 30.0,
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="The largest request body taken (larger: 413).")

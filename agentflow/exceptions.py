@@ -24,6 +24,7 @@ AgentflowError
 │   ├── ReviewItemClosed     the item is already resolved or expired
 │   ├── DecisionNotStorable  a decision the thread's checkpoint cannot hold; item unchanged
 │   └── EscalationPending    the thread waits for a person; it takes no new message yet
+├── ThreadBusy               another run of the thread is in progress; post again later
 └── ToolJournalError         a tool journal entry is missing or does not match (key kept)
     └── JournalDigestMismatch the same tool-call key came back with other arguments
 ```
@@ -59,6 +60,7 @@ __all__ = [
     "StepLimitExceeded",
     "StoreError",
     "StreamInterrupted",
+    "ThreadBusy",
     "ToolCallParseError",
     "ToolError",
     "ToolJournalError",
@@ -301,6 +303,16 @@ class EscalationPending(ReviewQueueError):
             "post again once it is resolved",
             item_id=item_id,
             status=status,
+        )
+
+
+class ThreadBusy(AgentflowError):
+    """Another run of the thread is in progress (here or in another server process)."""
+
+    def __init__(self, *, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(
+            f"thread {thread_id!r} is running a turn already; post again once it has answered"
         )
 
 

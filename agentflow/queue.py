@@ -261,6 +261,14 @@ class ReviewQueue:
         pick = _Pick(where=where, params=tuple(v for _, v in clauses), limit=limit)
         return await self._select(pick)
 
+    async def unapplied(self, thread_id: str | None = None) -> _Items:
+        """Decided items (resolved or expired) whose thread has not yet been resumed with
+        the decision: the outbox a server drives to completion."""
+        where = "status IN ('resolved', 'expired') AND applied_at IS NULL"
+        if thread_id is None:
+            return await self._select(_Pick(where=where))
+        return await self._select(_Pick(where=f"{where} AND thread_id = ?", params=(thread_id,)))
+
     async def waiting(self, thread_id: str) -> _Items:
         """The thread's items not done with: waiting for a person (pending or claimed), or
         decided and not yet applied (its resumed run has not finished)."""

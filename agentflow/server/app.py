@@ -58,7 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from agentflow.costs import StepRecord
-from agentflow.exceptions import AgentflowError, ReviewItemNotFound
+from agentflow.exceptions import ReviewItemNotFound
 from agentflow.queue import ReviewStatus
 from agentflow.sandbox import close_shared
 from agentflow.server.auth import Principal, TokenTable
@@ -139,7 +139,8 @@ def create_app(
 
     Args:
         expire_every_s: How often escalations past their SLA are expired, each resuming
-            its thread with a timeout decision (0: never).
+            its thread with a timeout decision, and what dead server processes left is
+            recovered (0: recovery once at start, no expiry).
         max_body_bytes: The largest request body taken; a larger one is a 413, refused
             before it is read and before the token is looked at.
     """
@@ -149,17 +150,12 @@ def create_app(
         await service.open()
         app.state.ready = True
         stop = asyncio.Event()
-        expiry = (
-            asyncio.create_task(_expire_overdue(service, metrics, stop, expire_every_s))
-            if expire_every_s > 0
-            else None
-        )
+        upkeep = asyncio.create_task(_upkeep(service, metrics, stop, expire_every_s))
         try:
             yield
         finally:
             stop.set()
-            if expiry is not None:
-                await expiry
+            await upkeep
             await asyncio.gather(*app.state.runs)  # streamed turns whose client left
             app.state.ready = False
             await service.aclose()
@@ -186,20 +182,24 @@ def create_app(
     return app
 
 
-async def _expire_overdue(
+async def _upkeep(
     service: ThreadService, metrics: ServerMetrics, stop: asyncio.Event, every_s: float
 ) -> None:
-    """Every `every_s` seconds until `stop`, resume the threads of overdue escalations."""
+    """At start, then every `every_s` seconds until `stop` (0: only at start): finish
+    what dead server processes left (decisions not yet applied, runs that died midway),
+    then resume the threads of overdue escalations."""
     while not stop.is_set():
+        try:
+            for turn in await service.recover():
+                metrics.record_turn(turn.steps, source="recovery")
+            for turn in await service.expire() if every_s > 0 else ():
+                metrics.record_turn(turn.steps, source="expiry")
+        except Exception:  # the loop must outlive any failure: it is how crashes recover
+            _log.exception("recovering or expiring escalations failed; trying again later")
+        if every_s <= 0:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every_s)  # a timer, not a sync point
-        if stop.is_set():
-            return
-        try:
-            for turn in await service.expire():
-                metrics.record_turn(turn.steps, source="expiry")
-        except AgentflowError as exc:  # one bad thread must not stop the expiry of others
-            _log.warning("expiring overdue escalations failed: %s", exc)
 
 
 # -- dependencies: what each route gets from the app and the caller's token -----------

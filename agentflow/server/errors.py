@@ -34,6 +34,7 @@ from agentflow.exceptions import (
     ReviewItemNotFound,
     ReviewQueueError,
     StoreError,
+    ThreadBusy,
 )
 from agentflow.server.schemas import ErrorBody, ErrorDetail
 
@@ -43,6 +44,7 @@ _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (ReviewItemNotFound, 404),
     (DecisionNotStorable, 422),
     (ReviewQueueError, 409),
+    (ThreadBusy, 409),
     (PolicyViolation, 422),
     (CircuitOpen, 503),
     (ModelError, 502),
@@ -67,7 +69,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or unknown bearer token."),
         (403, "The caller's role may not do this."),
         (404, "No such thread or review item (or not the caller's)."),
-        (409, "The review item's state does not allow this."),
+        (409, "The review item's state does not allow this, or the thread is mid-turn."),
         (422, "The request is invalid."),
     )
 }

@@ -21,20 +21,28 @@ timeout decision, which the graph handles (the support graph apologises and open
 ticket). The item counts as waiting until that resumed run has written its outcome
 (`applied_at`): the thread view lists it, and a new message is refused, so no reader
 sees the escalation gone before its reply.
+
+Crashes lose nothing: a decision is stored before it is applied; every run of a thread
+holds the thread's lease (`agentflow.server.leases`: one run per thread, across server
+processes); and `recover()` (every server runs it at start and on a timer) applies the
+decisions not yet applied and finishes the runs whose process died, from their last
+checkpoint, while the tool journal keeps their side effects to once.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from langgraph.types import Command
 
+from agentflow._faults import crash_point
 from agentflow._stores import (
     Database,
     import_psycopg,
@@ -56,8 +64,12 @@ from agentflow.messages import AssistantMessage, Message, UserMessage
 from agentflow.queue import ReviewItem, open_queue
 from agentflow.routing import Router
 from agentflow.serde import StateSerializer
+from agentflow.server.leases import DEFAULT_TTL, Lease, ThreadLeases
+from agentflow.server.leases import SCHEMA as LEASES_SCHEMA
 
 __all__ = ["Event", "ThreadService", "ThreadView", "Turn", "last_turn"]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_SLA = timedelta(minutes=30)
 _THREADS = "agentflow_threads"
@@ -67,7 +79,8 @@ _SCHEMA = (
     "customer_email TEXT, created_at TEXT NOT NULL, graph TEXT);\n"
     f"CREATE TABLE IF NOT EXISTS {_HELD} (item_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
     "text TEXT NOT NULL, at TEXT NOT NULL);\n"
-    f"CREATE INDEX IF NOT EXISTS {_HELD}_item ON {_HELD} (item_id, at)"
+    f"CREATE INDEX IF NOT EXISTS {_HELD}_item ON {_HELD} (item_id, at);\n"
+    f"{LEASES_SCHEMA}"
 )
 """Who owns which thread, and which graph file runs it; what customers wrote while a
 person held their thread."""
@@ -173,6 +186,8 @@ class ThreadService:
         sla: How long an escalation may wait before it expires.
         graph_ref: Where the graph is (`FILE.py[:attr]`), recorded with each new thread so
             other processes resume it with the same graph (`agentflow inbox resolve`).
+        lease_ttl: How long a thread's lease outlives a holder that stopped renewing it
+            (a process on another host that hangs; a dead one on this host is seen at once).
     """
 
     def __init__(
@@ -184,6 +199,7 @@ class ThreadService:
         router: Router | None = None,
         sla: timedelta = DEFAULT_SLA,
         graph_ref: str | None = None,
+        lease_ttl: timedelta = DEFAULT_TTL,
     ) -> None:
         self.graph = graph
         self.graph_ref = graph_ref
@@ -197,6 +213,7 @@ class ThreadService:
         self.queue = open_queue(database_url)
         self.journal = open_journal(database_url)
         self._directory = _open_directory(database_url)
+        self._leases = ThreadLeases(self._directory, ttl=lease_ttl)
 
     async def __aenter__(self) -> ThreadService:
         await self.open()
@@ -297,13 +314,24 @@ class ThreadService:
         """`post`, as it happens: each step and message as soon as the graph has it
         (the customer's message first), then the `Turn`.
 
+        A run of the thread that died midway (its process killed), or a decision not yet
+        applied, is finished first: the message never starts a new run beside a paused one.
+
         Raises:
             EscalationPending: Here, on the call, before anything streams.
+            ThreadBusy: Another run of the thread is in progress.
         """
-        update = await self._message(thread_id, text)
+        lease = await self._leases.take(thread_id)
+        try:
+            await self._settle(lease)
+            update = await self._message(thread_id, text)
+        except BaseException:
+            await self._leases.release(thread_id)
+            raise
         if isinstance(update, Turn):
+            await self._leases.release(thread_id)
             return _events(*update.messages, update)
-        return self._stream(thread_id, update)
+        return self._leased(lease, self._run(thread_id, update))
 
     async def _message(self, thread_id: str, text: str) -> dict[str, Any] | Turn:
         """The graph input for a customer's message (with the thread's customer email),
@@ -337,58 +365,116 @@ class ThreadService:
     async def resolve_streaming(
         self, item_id: str, decision: dict[str, Any], *, by: str, force: bool = False
     ) -> AsyncIterator[Event]:
-        """`resolve`, as it happens (see `post_streaming`); errors raise on the call."""
-        item, resume = await self._decide(item_id, decision, by, force)
-        return self._stream(item.thread_id, resume, applies=item)
+        """`resolve`, as it happens (see `post_streaming`); errors raise on the call.
 
-    async def _decide(
-        self, item_id: str, decision: dict[str, Any], by: str, force: bool
-    ) -> tuple[ReviewItem, Command[Any]]:
-        """Close the item with the decision; return it and the resume command."""
+        The decision is stored before anything else: once this returns, it will be
+        applied, by this call or, if the process dies or another run holds the thread,
+        by `recover()` (which every server runs at start and on a timer).
+        """
         await self.open()
         try:  # before the item is closed: a resume that cannot be saved would lose it
             self._app.checkpointer.serde.dumps_typed(decision)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise DecisionNotStorable(item_id=item_id, reason=str(exc)) from exc
         item = await self.queue.resolve(item_id, decision, by, force=force)
-        return item, Command(resume={item.id: await self._with_held(item, decision)})
-
-    async def _with_held(self, item: ReviewItem, decision: dict[str, Any]) -> dict[str, Any]:
-        """A closed handoff's decision with what the customer wrote meanwhile (taken out
-        of the table here: the service says it, never the person deciding)."""
-        if item.kind != "handoff":
-            return decision
-        taken = f"DELETE FROM {_HELD} WHERE item_id = ? RETURNING at, text"
-        rows = sorted(await _sql(self._directory, taken, (item.id,)))
-        return {**decision, "customer_messages": [text for _, text in rows]}
+        crash_point("queue.resolved")
+        lease = await self._leases.acquire(item.thread_id)
+        if lease is None:  # the thread is busy: its decision waits in the outbox
+            return _events(Turn(thread_id=item.thread_id, pending=[item]))
+        return self._leased(lease, self._apply(item))
 
     async def expire(self, now: datetime | None = None) -> list[Turn]:
         """Resume every escalation past its SLA with a timeout decision."""
         turns = []
         for item in await self.queue.expire_due(now or datetime.now(UTC)):
-            decision = await self._with_held(item, {"action": "timeout"})
-            resume = Command(resume={item.id: decision})
-            turns.append(await last_turn(self._stream(item.thread_id, resume, applies=item)))
+            crash_point("queue.expired")
+            lease = await self._leases.acquire(item.thread_id)
+            if lease is not None:  # else `recover()` applies it once the thread is free
+                turns.append(await last_turn(self._leased(lease, self._apply(item))))
         return turns
 
-    async def _stream(
-        self, thread_id: str, update: Any, *, applies: ReviewItem | None = None
-    ) -> AsyncIterator[Event]:
-        """Run the graph, yielding the steps and messages it adds as each superstep ends,
-        then the `Turn` (its escalations enqueued, then the decided item it `applies`
-        marked applied: the thread never shows neither)."""
-        try:
-            async for event in self._run(thread_id, update):
-                if isinstance(event, Turn) and applies is not None:
-                    await self.queue.mark_applied(applies.id)
-                    applies = None
+    async def recover(self) -> list[Turn]:
+        """Drive to rest what a dead process left: every decided item not yet applied,
+        and every thread whose run died midway (its lease's holder gone). Runs on a
+        thread another run holds are left for later. Every server runs this at start
+        and on a timer."""
+        turns: list[Turn] = []
+        threads = await self._leases.orphaned()
+        threads += [i.thread_id for i in await self.queue.unapplied() if i.thread_id not in threads]
+        for thread_id in threads:
+            lease = await self._leases.acquire(thread_id)
+            if lease is None:
+                continue
+            async with self._leases.kept(lease):
+                try:
+                    turns.extend(await self._settle(replace(lease, taken_over=True)))
+                except Exception:  # this thread's run fails: the others still recover
+                    _log.exception("recovering thread %r failed", thread_id)
+        return turns
+
+    async def _leased(self, lease: Lease, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """`events`, with the thread's lease kept until they end."""
+        async with self._leases.kept(lease):
+            async for event in events:
                 yield event
-        except Exception:
-            # A resumed run that failed has used its decision up. (A process that dies
-            # mid-run leaves the item unapplied and its thread refusing new messages.)
-            if applies is not None:
-                await self.queue.mark_applied(applies.id)
-            raise
+
+    async def _settle(self, lease: Lease) -> list[Turn]:
+        """Bring the leased thread to rest before anything new: apply its decided items,
+        finish a run that died midway, queue the escalations a dead run left unqueued."""
+        thread_id = lease.thread_id
+        turns = [
+            await last_turn(self._apply(item)) for item in await self.queue.unapplied(thread_id)
+        ]
+        if not lease.taken_over:
+            return turns
+        await self.open()
+        state = await self._app.aget_state(self._config(thread_id))
+        if state.created_at is not None and not state.interrupts:
+            # Whatever the dead run left: a step to run, or a step whose task had written
+            # its results when the process died (LangGraph then shows no `next`). On a
+            # thread at rest this changes nothing; one with no checkpoint has no run yet.
+            turns.append(await last_turn(self._run(thread_id, None)))
+        for interrupt in state.interrupts:  # queued already, unless the run died before
+            await self._enqueue(thread_id, interrupt)
+        return turns
+
+    async def _apply(self, item: ReviewItem) -> AsyncIterator[Event]:
+        """Resume the item's thread with its decision, once: the interrupt still waiting
+        gets it; a resumed run that died midway is finished from its checkpoint (which
+        changes nothing if it had finished); a run that ended at a new escalation is left
+        waiting for it. Then the item is marked applied (after any new escalation is
+        queued)."""
+        await self.open()
+        state = await self._app.aget_state(self._config(item.thread_id))
+        waiting = {interrupt.id for interrupt in state.interrupts}
+        if item.id not in waiting and waiting:  # the resumed run paused again: queue that
+            for interrupt in state.interrupts:
+                await self._enqueue(item.thread_id, interrupt)
+            await self._applied(item)
+            yield Turn(thread_id=item.thread_id, pending=await self.waiting(item.thread_id))
+            return
+        update: Any = None
+        if item.id in waiting:
+            update = Command(resume={item.id: await self._resume_value(item)})
+        async for event in self._run(item.thread_id, update):
+            if isinstance(event, Turn):
+                await self._applied(item)
+            yield event
+
+    async def _resume_value(self, item: ReviewItem) -> dict[str, Any]:
+        """What the item's interrupt resumes with: its decision (a timeout when it
+        expired), and for a handoff what the customer wrote meanwhile (the service says
+        that, never the person deciding)."""
+        decision = item.decision if item.decision is not None else {"action": "timeout"}
+        if item.kind != "handoff":
+            return decision
+        return {**decision, "customer_messages": await self.held(item.id)}
+
+    async def _applied(self, item: ReviewItem) -> None:
+        crash_point("run.finished")
+        await self.queue.mark_applied(item.id)
+        crash_point("queue.applied")
+        await _sql(self._directory, f"DELETE FROM {_HELD} WHERE item_id = ?", (item.id,))
 
     async def _run(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
         await self.open()
@@ -407,6 +493,7 @@ class ThreadService:
             if mode == "updates":
                 interrupts.extend(data.get("__interrupt__", ()))
                 continue
+            crash_point("run.step")
             state = data
             for record in state.get("steps", [])[steps:]:
                 if record.run_id == run_id:
@@ -421,6 +508,7 @@ class ThreadService:
         )
         for interrupt in interrupts:
             turn.pending.append(await self._enqueue(thread_id, interrupt))
+            crash_point("queue.enqueued")
         yield turn
 
     async def run_context(self, thread_id: str) -> Any:

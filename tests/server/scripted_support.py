@@ -10,8 +10,9 @@ Every tier is a `FunctionModel` that answers by the customer's words:
   "refund" -> `refund`; anything else -> `order_status`;
 - resolve: the tool its `tool_choice` forces, as a grammar-constrained model would:
   `lookup_order` of the large order for a refund request, else of Ada's order;
-  `issue_refund` of 600 USD on the large order (over the approval limit: the frontier
-  tier re-decides it, a person approves it); `search_kb` of the customer's words;
+  `issue_refund` of 600 USD (or `$SCRIPTED_REFUND_USD`) on the large order (over the
+  approval limit: the frontier tier re-decides it, a person approves it);
+  `update_shipping_address` of the placed order 1045; `search_kb` of the customer's words;
 - respond: the first opening it may use, no optional fact, the first closing (so a
   reply reads "Thanks for reaching out. Order 1042 has shipped. ...").
 
@@ -31,11 +32,14 @@ from graphs.support import graph as support_graph
 from graphs.support_replies import ReplyChoice
 from tests.helpers import three_tiers
 from tools.db import SupportDB
-from tools.seed import ADA_ORDER, LARGE_ORDER
+from tools.seed import ADA_ORDER, LARGE_ORDER, PLACED_ORDER
 from tools.support import SupportContext
 
 SHOP_URL_ENV = "SCRIPTED_SHOP_URL"
 REFUND_USD = 600.0
+REFUND_USD_ENV = "SCRIPTED_REFUND_USD"
+"""Another refund amount (the fault-injection suite refunds many times, a little each)."""
+NEW_ADDRESS = "1 New Road, Austin, TX 78701"
 
 
 def _customer_text(req: ModelRequest) -> str:
@@ -58,8 +62,12 @@ def _resolve(req: ModelRequest) -> Reply:
     # Unique within the thread (its length grows every turn): the journal keys on it.
     call_id = f"call-{len(req.messages)}"
     if req.tool_choice == "issue_refund":
-        arguments = {"order_id": LARGE_ORDER, "amount_usd": REFUND_USD, "reason": "arrived broken"}
+        amount = float(os.environ.get(REFUND_USD_ENV, REFUND_USD))
+        arguments = {"order_id": LARGE_ORDER, "amount_usd": amount, "reason": "arrived broken"}
         return ToolCall(id=call_id, name="issue_refund", arguments=arguments)
+    if req.tool_choice == "update_shipping_address":
+        arguments = {"order_id": PLACED_ORDER, "address": NEW_ADDRESS}
+        return ToolCall(id=call_id, name="update_shipping_address", arguments=arguments)
     if req.tool_choice == "search_kb":
         return ToolCall(id=call_id, name="search_kb", arguments={"query": text})
     order = LARGE_ORDER if "refund" in text else ADA_ORDER

@@ -13,9 +13,9 @@ import pytest
 
 from agentflow import ScriptedModel, ToolCall, UserMessage
 from agentflow.costs import StepRecord
-from agentflow.exceptions import EscalationPending, StoreError
+from agentflow.exceptions import EscalationPending, StoreError, ThreadBusy
 from agentflow.hitl import arguments_digest
-from agentflow.models.base import ModelRequest
+from agentflow.models.base import JsonSchema, ModelRequest
 from agentflow.models.test import FunctionModel, Reply
 from agentflow.server.threads import ThreadService, Turn
 from graphs.support import Triage, graph
@@ -186,7 +186,7 @@ async def test_an_expiring_escalation_shows_until_its_resumed_run_has_replied(
         assert [(i.id, i.status, i.applied_at) for i in view.pending] == [
             (item.id, "expired", None)
         ]
-        with pytest.raises(EscalationPending):
+        with pytest.raises(ThreadBusy):  # the resumed run holds the thread
             await svc.post(thread, "hello?")
         release.set()
         [turn] = await asyncio.wait_for(expiry, 30)
@@ -280,3 +280,79 @@ async def test_a_turn_failing_mid_stream_ends_with_an_error_event(
             assert error["type"] == "model_error" and "upstream said no" in error["message"]
             again = await client.get(f"/threads/{thread}", headers=headers)
             assert again.status_code == 200
+
+
+async def test_a_message_after_a_run_that_died_finishes_that_run_first(
+    store_url: str, shop: SupportContext
+) -> None:
+    """The resumed refund ran its tool, then the run died (its reply never written). The
+    customer's next message first finishes that run, from its checkpoint: the refund is
+    not proposed again, and happens once."""
+    from agentflow.exceptions import AgentflowError, ModelError
+    from tests.server.scripted_support import answer
+
+    dying = {"respond": True}
+    calls: list[ModelRequest] = []
+
+    async def flaky(request: ModelRequest) -> Reply:
+        calls.append(request)
+        replying = isinstance(request.output, JsonSchema) and request.output.name == "ReplyChoice"
+        if replying and dying["respond"]:  # every tier: the run stops here
+            raise ModelError("the process died here", model="glm", status=400)
+        return answer(request)
+
+    router = three_tiers(*(FunctionModel(flaky, name=n) for n in ("glm", "kimi", "claude")))
+    async with ThreadService(graph, database_url=store_url, context=shop, router=router) as svc:
+        thread = await svc.create_thread("client-1", customer_email="ada@example.com")
+        [item] = (await svc.post(thread, "I want a refund for order 1043")).pending
+        approve = {
+            c["id"]: {"action": "approve", "digest": c["digest"]} for c in item.payload["calls"]
+        }
+        with pytest.raises(AgentflowError):
+            await svc.resolve(item.id, approve, by="sam")
+        dying["respond"] = False
+        assert shop.db.counts()["refunds"] == 1
+        [stuck] = await svc.queue.unapplied(thread)
+        assert stuck.id == item.id
+        proposals = sum(1 for r in calls if r.tool_choice == "issue_refund")
+
+        turn = await svc.post(thread, "thanks!")
+        view = await svc.view(thread)
+    assert view is not None
+    assert shop.db.counts()["refunds"] == 1, "not proposed again, not refunded twice"
+    assert sum(1 for r in calls if r.tool_choice == "issue_refund") == proposals
+    said = [m.content for m in view.messages if m.role in ("user", "assistant") and m.content]
+    refunded = next(i for i, text in enumerate(said) if "I've refunded" in text)
+    assert said.index("thanks!") > refunded
+    assert turn.reply is not None and view.pending == []
+
+
+async def test_recovery_takes_over_dead_runs_leases_and_finishes_what_they_left(
+    store_url: str, shop: SupportContext
+) -> None:
+    """A process died holding two threads: one before its run wrote anything, one mid-run.
+    `recover()` takes both leases over: the first has nothing to finish, the second runs
+    on from its checkpoint to its reply."""
+    from agentflow.server.leases import TABLE
+    from tests.server.scripted_support import answer
+
+    router = three_tiers(*(FunctionModel(answer, name=n) for n in ("glm", "kimi", "claude")))
+    async with ThreadService(graph, database_url=store_url, context=shop, router=router) as svc:
+        empty = await svc.create_thread("client-1")
+        midway = await svc.create_thread("client-1")
+        events = await svc.post_streaming(midway, "where is my order 1042?")
+        async for event in events:  # the run stops (as its process would) after triage
+            if isinstance(event, StepRecord):
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+        dead = "vm-gone:1:1:dead"  # another host's holder, its deadline passed
+        async with svc._directory.transaction() as cursor:
+            for thread in (empty, midway):
+                await cursor.execute(f"DELETE FROM {TABLE} WHERE thread_id = ?", (thread,))
+                row = (thread, dead, "2000-01-01T00:00:00.000000+00:00")
+                await cursor.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?)", row)
+        turns = await svc.recover()
+        view = await svc.view(midway)
+        assert await svc.recover() == [], "nothing left"
+    assert view is not None and view.messages[-1].content.startswith("Thanks for reaching out.")
+    assert [t.thread_id for t in turns if t.messages] == [midway]

@@ -1,0 +1,147 @@
+"""One run per thread at a time, across server processes: leases on threads.
+
+Every run of a thread (a customer's message, a decision being applied, an expiry) holds
+the thread's lease in the database for as long as it runs. The lease names its holder,
+a process (`host:pid:start`) and the service in it, and carries a deadline that the
+holder pushes forward while it runs. Another process may take a lease over only when
+its holder is gone: the process is dead (checked at once on the same host) or the
+deadline passed (a host that stopped answering). A lease taken over means the run that
+held it died midway: the new holder finishes that run before anything else.
+
+```python
+lease = await leases.take(thread_id)      # ThreadBusy if another run holds it
+async with leases.kept(lease):            # renewed meanwhile, released after
+    if lease.taken_over: ...              # the last run died: finish it first
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from agentflow._processes import owner_alive, owner_id
+from agentflow._stores import Database, from_iso, iso
+from agentflow.exceptions import ThreadBusy
+
+__all__ = ["DEFAULT_TTL", "SCHEMA", "Lease", "ThreadLeases"]
+
+TABLE = "agentflow_thread_leases"
+SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (thread_id TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+    "expires_at TEXT NOT NULL)"
+)
+"""The same on SQLite and PostgreSQL: deadlines as fixed-width ISO text compare in order."""
+DEFAULT_TTL = timedelta(seconds=60)
+
+
+@dataclass(kw_only=True, frozen=True)
+class Lease:
+    """A thread's lease, held by this service."""
+
+    thread_id: str
+    taken_over: bool
+    """The previous holder died (or stopped answering) while it ran the thread."""
+
+
+class ThreadLeases:
+    """Leases on threads in the thread directory's database.
+
+    Args:
+        db: The database (the thread directory's).
+        ttl: How long a lease lasts unless its holder renews it (it does so at a third).
+    """
+
+    def __init__(self, db: Database, *, ttl: timedelta = DEFAULT_TTL) -> None:
+        self._db = db
+        self.ttl = ttl
+        self.holder = f"{owner_id()}:{uuid.uuid4().hex[:8]}"
+        """This service's name: its process, then an id of its own."""
+        self._held: set[str] = set()
+
+    async def acquire(self, thread_id: str) -> Lease | None:
+        """Take the thread's lease; None while a live holder (this service included) has it."""
+        if thread_id in self._held:
+            return None
+        now = datetime.now(UTC)
+        expires = iso(now + self.ttl)
+        async with self._db.transaction() as cursor:
+            insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING"
+            if await cursor.execute(insert, (thread_id, self.holder, expires)) == 1:
+                taken_over = False
+            else:
+                # Claimed with SKIP LOCKED: a replica taking the lease over right now has
+                # it, and this one moves on instead of queueing behind it.
+                select = f"SELECT holder, expires_at FROM {TABLE} WHERE thread_id = ?"
+                await cursor.execute(select + self._db.locking(skip_locked=True), (thread_id,))
+                row = await cursor.fetchone()
+                if row is None:  # locked by that replica, or released since the insert
+                    return None
+                holder, deadline = row
+                if holder != self.holder and not _gone(holder, deadline, now):
+                    return None
+                update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
+                await cursor.execute(update, (self.holder, expires, thread_id))
+                taken_over = True  # our own leftover too: a service of ours closed mid-run
+        self._held.add(thread_id)
+        return Lease(thread_id=thread_id, taken_over=taken_over)
+
+    async def release(self, thread_id: str) -> None:
+        """Give the thread's lease up (if this service still holds it)."""
+        self._held.discard(thread_id)
+        async with self._db.transaction() as cursor:
+            delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
+            await cursor.execute(delete, (thread_id, self.holder))
+
+    async def renew(self, thread_id: str) -> bool:
+        """Push the lease's deadline forward; False if this service lost it meanwhile."""
+        expires = iso(datetime.now(UTC) + self.ttl)
+        async with self._db.transaction() as cursor:
+            update = f"UPDATE {TABLE} SET expires_at = ? WHERE thread_id = ? AND holder = ?"
+            return await cursor.execute(update, (expires, thread_id, self.holder)) == 1
+
+    async def orphaned(self) -> list[str]:
+        """Threads whose lease's holder is gone: each a run that died midway."""
+        now = datetime.now(UTC)
+        async with self._db.transaction(write=False) as cursor:
+            await cursor.execute(f"SELECT thread_id, holder, expires_at FROM {TABLE}")
+            rows = await cursor.fetchall()
+        return [thread for thread, holder, deadline in rows if _gone(holder, deadline, now)]
+
+    async def take(self, thread_id: str) -> Lease:
+        """`acquire`, or raise.
+
+        Raises:
+            ThreadBusy: Another run holds the lease.
+        """
+        lease = await self.acquire(thread_id)
+        if lease is None:
+            raise ThreadBusy(thread_id=thread_id)
+        return lease
+
+    @contextlib.asynccontextmanager
+    async def kept(self, lease: Lease) -> AsyncIterator[Lease]:
+        """Keep an acquired lease for the block (renewing it), and release it after."""
+        renewal = asyncio.create_task(self._keep(lease.thread_id))
+        try:
+            yield lease
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            await asyncio.shield(self.release(lease.thread_id))
+
+    async def _keep(self, thread_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl.total_seconds() / 3)
+            await self.renew(thread_id)
+
+
+def _gone(holder: str, deadline: str, now: datetime) -> bool:
+    """Whether a lease's holder can no longer be running the thread."""
+    expired = (from_iso(deadline) or now) <= now
+    return expired or not owner_alive(holder.rpartition(":")[0])
