@@ -1,61 +1,144 @@
 """Find and redact personal data before a request leaves for a tier outside the company.
 
-Built-in kinds: `email`, `phone` (international `+` forms and common national forms),
-`card` (13-19 digits that pass the Luhn check) and `iban` (ISO 13616, mod-97 checked).
-Users add named regular expressions (`policy.pii_patterns`). Checksums keep order
-numbers, dates and other digit runs from being taken for cards and IBANs.
+Built-in kinds, all found on a folded copy of the text (NFKC, so fullwidth `４` reads
+`4`; other scripts' decimal digits read as ASCII digits; invisible format characters
+such as zero-width spaces, joiners, the word joiner, the BOM and soft hyphens dropped;
+Unicode dashes read `-`). Findings are reported, and redacted, as spans of the original
+text.
 
-This runs before every request to an external tier, so the patterns are compiled once
-and text with neither an `@` nor a digit skips the built-in scans.
+- `email`: `jane@example.com`, and the obfuscated forms `jane at example dot com`,
+  `jane[at]example[dot]com`, `jane (at) example (dot) com`, `jane @ example.com`. An
+  obfuscated form must end in a common top-level domain, and the spelled-out `at` with
+  a plain `.` domain (`jane at example.com`) is not taken when the word before `at` is
+  ordinary prose (`bought it at shop.com`). `user@localhost` (no dot) is not an email.
+- `card`: 13-19 digits that pass the Luhn check and start like a payment card (3, 4,
+  5, 6, or 2221-2720), unbroken or in groups split by one of ` -./_`, or spelled out
+  digit by digit (`4 1 1 1 ...`).
+- `iban`: a known country code, that country's IBAN length and the mod-97 check, in
+  upper or lower case, compact or in groups split by ` -./_`.
+- `phone`: international `+` numbers (7-15 digits), North American forms with
+  separators (`(503) 555-0142`, `503.555.0142`), trunk-prefix national forms
+  (`020 7946 0958`, `030/1234567`), and runs without separators only where that is safe:
+  10 digits that are a valid North American number (11 with a leading `1`), or 10-11
+  digits with a leading trunk `0`, and then only when a phone word (`phone`, `tel`,
+  `call`, `mobile`, `cell`, `sms`, `text`, `fax`, `whatsapp`, ...) comes at most 40
+  characters before, or the field the value sits in is named like one (`phone_number`).
+  A bare ten-digit order number or tracking number is left alone.
+
+Users add named regular expressions (`policy.pii_patterns`, matched against the
+original text) and detector callables (`detectors`, e.g. a name or address finder).
+
+This runs before every request to an external tier, so the patterns are compiled once,
+ASCII text is scanned as it is (no folding), and text with no digit, no `@` and no
+`at` skips the built-in scans.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import string
-from collections.abc import Callable, Iterator, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Number
+from typing import Any, TypeAlias
 
 from agentflow.exceptions import ConfigError
 
-__all__ = ["PiiDetector", "PiiFinding", "iban_ok", "luhn_ok"]
+__all__ = ["PiiDetector", "PiiFinding", "PiiScanner", "iban_ok", "luhn_ok"]
 
 Span = tuple[int, int]
 
 _ANY_DIGIT = re.compile(r"\d")
 _DIGIT_GROUP = re.compile(r"\d+")
+_NOT_DIGIT = re.compile(r"\D")
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 
 _EMAIL = re.compile(
     # Starts only where a run of local-part characters starts, which keeps it linear.
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
 )
+_OPEN, _CLOSE = r"[\[({<]", r"[\])}>]"
+_AT = rf"(?P<at>\s*{_OPEN}\s*(?:at|@)\s*{_CLOSE}\s*|\s+at\s+|\s+@\s*|\s*@\s+|@)"
+_DOT = rf"(?:\s*{_OPEN}\s*(?:dot|\.)\s*{_CLOSE}\s*|\s+dot\s+|\s?\.\s?)"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_OBFUSCATED_EMAIL = re.compile(
+    rf"(?<![a-z0-9._%+-])(?P<local>[a-z0-9._%+-]+){_AT}"
+    rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL})+)(?![a-z0-9-])",
+    re.IGNORECASE,
+)
+_DOT_SPLIT = re.compile(_DOT, re.IGNORECASE)
+_MAYBE_EMAIL = re.compile(r"@|(?<![a-z])at(?![a-z])", re.IGNORECASE)
+"""What every email has, plain (`@`) or spelled out (`at`): text without it skips the scan."""
+_COMMON_TLDS = frozenset(
+    re.findall(
+        r"\w+",
+        "com org net edu gov mil io co ai dev app info biz email uk de fr es nl ch se dk fi pl "
+        "pt ie ca au nz jp cn br mx ru za eu xyz",
+    )
+)
+"""Top-level domains an obfuscated email must end in; English words (`it`, `at`, `me`,
+`in`, `no`) are left out so prose such as `look at this.It` is not taken for one."""
+_NOT_A_DOMAIN = frozenset({"www", "the", "a", "an", "this", "that", "my", "your", "our"})
+"""First labels that make `look at the dot com bubble` prose, not an address."""
+_LOCAL_MARK = re.compile(r"[0-9._%+-]")
+"""What an address's local part has and a word does not: with a spelled-out `at` and a
+plain `.` domain (`ada.l at example.com`), the local part needs one of these."""
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}+")
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})(\d\d)")
 _IBAN_SHAPE = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}")
 _IBAN_LETTERS = {ord(letter): str(value) for value, letter in enumerate(string.ascii_uppercase, 10)}
 """ISO 13616 reads A as 10, B as 11, ..., Z as 35."""
+_IBAN_LENGTHS = {
+    entry[:2]: int(entry[2:])
+    for entry in re.findall(
+        r"[A-Z]{2}\d\d",
+        "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 "
+        "DJ27 DK18 DO28 EE20 EG29 ES24 FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 "
+        "HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 LY25 "
+        "MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 PT25 QA29 "
+        "RO24 RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 "
+        "VA22 VG24 XK20 YE30",
+    )
+}
+"""The IBAN length of each country in the IBAN registry (SWIFT)."""
+_GROUP_SEPARATORS = " -./_"
 
-# Digit groups joined by single spaces or dashes; card candidates are cut from these.
-# A run right after "+" is left to the phone scan.
-_DIGIT_RUN = re.compile(r"(?<![\d+])\d++(?:[ -]\d++)*+")
+# Digit groups joined by one separator (or up to two spaces); card candidates are cut
+# from these. A run right after "+" is left to the phone scan.
+_DIGIT_RUN = re.compile(r"(?<![\d+])\d++(?:(?: ?[-./_] ?| {1,2})\d++)*+")
 
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d++(?:[ .-]?+(?:\(\d++\)|\d++))*+(?!\w)")
-# North American forms: (555) 123-4567, 555-123-4567, 555.123.4567, 1-555-123-4567.
+_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d++(?:[ ./_-]?+(?:\(\d++\)|\d++))*+(?!\w)")
+# North American forms: (555) 123-4567, (555)1234567, 555-123-4567, 555.123.4567,
+# 1-555-123-4567.
 _PHONE_NANP = re.compile(
-    r"(?<![\w+.-])(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w]|[.-]\d)"
+    r"(?<![\w+./-])(?:1[ ./_-])?(?:\(\d{3}\)[ ./_-]?\d{3}[ ./_-]?|\d{3}[ ./_-]\d{3}[ ./_-])\d{4}"
+    r"(?![\w]|[./-]\d)"
 )
-# Trunk-prefix forms: 020 7946 0958, 06 12 34 56 78, 030/1234567. One separator
-# throughout and 9+ digits, so dates like 05.03.2024 or 01-02-2024 do not match.
+# Trunk-prefix forms: 020 7946 0958, 06 12 34 56 78, 030/1234567, 0049 30 1234567. One
+# separator throughout and 9+ digits, so dates like 05.03.2024 or 01-02-2024 do not match.
 _PHONE_TRUNK = re.compile(
-    r"(?<![\w+./-])0\d{1,4}(?P<sep>[ ./-])\d{2,8}(?:(?P=sep)\d{2,4}){0,3}(?![\w]|[./-]\d)"
+    r"(?<![\w+./-])0\d{1,4}(?P<sep>[ ./_-])\d{2,8}(?:(?P=sep)\d{2,4}){0,3}(?![\w]|[./-]\d)"
 )
+_PHONE_BARE = re.compile(r"(?<![\w+./-])\d{10,11}(?![\w]|[./-]\d)")
+_PHONE_WORD = re.compile(
+    r"phone|mobile|whatsapp|(?<![a-z])(?:tel|call(?:ed|ing)?|cell|sms|text|fax|ring|dial|mob)"
+    r"(?![a-z])",
+    re.IGNORECASE,
+)
+_PHONE_FIELD = re.compile(
+    r"phone|mobile|whatsapp|msisdn|(?<![a-z])(?:tel|cell|sms|fax|ph|mob)(?![a-z])"
+)
+_PHONE_CONTEXT_CHARS = 40
 
 _CARD_DIGITS = (13, 19)
 _CARD_GROUPS = 8  # more groups than this is not how anyone writes a card number
 _PHONE_DIGITS = (7, 15)  # E.164 allows at most 15 digits, country code included
 _TRUNK_DIGITS = (9, 12)
+_TRUNK_INTERNATIONAL_DIGITS = (11, 17)  # "00" + country code + up to 15 digits
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -63,9 +146,13 @@ class PiiFinding:
     """One piece of personal data found in a text."""
 
     kind: str
-    """`email`, `phone`, `card`, `iban`, or the name of a custom pattern."""
+    """`email`, `phone`, `card`, `iban`, or the name of a custom pattern or detector's kind."""
     start: int
     end: int
+
+
+PiiScanner: TypeAlias = Callable[[str], Iterable[PiiFinding]]
+"""An extra detector: takes the original text, returns findings with offsets into it."""
 
 
 def luhn_ok(digits: str) -> bool:
@@ -87,9 +174,10 @@ def luhn_ok(digits: str) -> bool:
 def iban_ok(iban: str) -> bool:
     """Return True if an IBAN has the ISO 13616 shape and passes the mod-97 check.
 
-    Spaces are ignored and letters may be lower case.
+    Separators (` -./_`) are ignored and letters may be lower case. The length is not
+    checked against the country's (the detector does that).
     """
-    compact = iban.replace(" ", "").upper()
+    compact = iban.translate(_DROP_SEPARATORS).upper()
     if not compact.isascii() or _IBAN_SHAPE.fullmatch(compact) is None:
         return False
     if not 2 <= int(compact[2:4]) <= 98:
@@ -98,33 +186,109 @@ def iban_ok(iban: str) -> bool:
     return int(rearranged.translate(_IBAN_LETTERS)) % 97 == 1
 
 
-def _email_spans(text: str) -> Iterator[Span]:
+_DROP_SEPARATORS = str.maketrans("", "", _GROUP_SEPARATORS)
+
+
+# --- folding -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    """The characters detection reads for one non-ASCII character."""
+    if unicodedata.category(char) == "Cf":  # zero-width space/joiners, BOM, soft hyphen, ...
+        return ""
+    if char in _DASHES:
+        return "-"
+    folded = unicodedata.normalize("NFKC", char)
+    # NFKC leaves other scripts' digits (Arabic-Indic, Devanagari, ...) as they are.
+    return "".join(
+        str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c for c in folded
+    )
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """Return the text detection reads and, unless it is `text` itself, each of its
+    characters' index in `text`."""
+    if text.isascii():
+        return text, None
+    chars: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        folded = char if char.isascii() else _fold_char(char)
+        chars.append(folded)
+        origin.extend([index] * len(folded))
+    return "".join(chars), origin
+
+
+# --- the built-in kinds ----------------------------------------------------------------------
+
+
+def _email_spans(text: str, field: str) -> Iterator[Span]:
     if "@" in text:
         for match in _EMAIL.finditer(text):
             yield match.span()
+    for match in _OBFUSCATED_EMAIL.finditer(text):
+        domain = match.group("domain")
+        separators = list(_DOT_SPLIT.finditer(domain))
+        labels = _DOT_SPLIT.split(domain)
+        # Cut trailing labels until the domain ends in a common top-level domain.
+        keep = len(labels)
+        while keep >= 2 and labels[keep - 1].lower() not in _COMMON_TLDS:
+            keep -= 1
+        if keep < 2 or labels[0].lower() in _NOT_A_DOMAIN:
+            continue
+        spelled_at = match.group("at").strip().lower() == "at"
+        plain_dots = all(sep.group().strip() == "." for sep in separators[: keep - 1])
+        if spelled_at and plain_dots and _LOCAL_MARK.search(match.group("local")) is None:
+            continue  # "sold at shop.com" reads like prose
+        end = separators[keep - 1].start() if keep < len(labels) else len(domain)
+        yield match.start(), match.start("domain") + end
 
 
-def _iban_spans(text: str) -> Iterator[Span]:
-    position = 0
-    while (match := _IBAN.search(text, position)) is not None:
-        start, end = match.span()
-        # The match may run on into an upper-case word or another group: try the
-        # longest candidate first, cutting at the spaces between groups.
-        cuts = [end, *(i for i in range(end - 1, start, -1) if text[i] == " ")]
-        found = next((cut for cut in cuts if iban_ok(text[start:cut])), None)
-        if found is None:
-            position = start + 1  # an IBAN may start inside a failed candidate
+def _iban_spans(text: str, field: str) -> Iterator[Span]:
+    for match in _IBAN_START.finditer(text):
+        length = _IBAN_LENGTHS.get(match.group(1).upper())
+        if length is None:
+            continue
+        end = _alnum_end(text, match.end(), length - 4)
+        if end is not None and iban_ok(text[match.start() : end]):
+            yield match.start(), end
+
+
+def _alnum_end(text: str, position: int, count: int) -> int | None:
+    """Where `count` letters and digits from `position` end, single separators between
+    them skipped; None if they run out first or run on without a break."""
+    size = len(text)
+    while count:
+        if position < size and text[position].isalnum() and text[position].isascii():
+            count -= 1
+            position += 1
+        elif (
+            position + 1 < size
+            and text[position] in _GROUP_SEPARATORS
+            and text[position + 1].isalnum()
+        ):
+            position += 1
         else:
-            yield start, found
-            position = found
+            return None
+    if position < size and text[position].isalnum():
+        return None
+    return position
 
 
-def _card_spans(text: str) -> Iterator[Span]:
+def _card_prefix_ok(digits: str) -> bool:
+    """Payment cards start with 3 (Amex, JCB, Diners), 4, 5, 6, or 2221-2720 (Mastercard)."""
+    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+
+
+def _card_spans(text: str, field: str) -> Iterator[Span]:
     low, high = _CARD_DIGITS
     for run in _DIGIT_RUN.finditer(text):
         if run.end() - run.start() < low:
             continue
         groups = [g.span() for g in _DIGIT_GROUP.finditer(text, run.start(), run.end())]
+        if low <= len(groups) <= high and all(end - start == 1 for start, end in groups):
+            groups = [(run.start(), run.end())]  # spelled out digit by digit
         first = 0
         while first < len(groups):
             found = _longest_card(text, groups, first, low, high)
@@ -136,22 +300,22 @@ def _card_spans(text: str) -> Iterator[Span]:
 
 
 def _longest_card(text: str, groups: list[Span], first: int, low: int, high: int) -> int | None:
-    """Return the last group of the longest Luhn-valid card starting at `first`, if any."""
-    candidates: list[int] = []
-    count = 0
+    """Return the last group of the longest card number starting at `first`, if any."""
+    candidates: list[tuple[int, str]] = []
+    digits = ""
     for index in range(first, min(first + _CARD_GROUPS, len(groups))):
-        count += groups[index][1] - groups[index][0]
-        if count > high:
+        digits += _NOT_DIGIT.sub("", text[groups[index][0] : groups[index][1]])
+        if len(digits) > high:
             break
-        if count >= low:
-            candidates.append(index)
-    for index in reversed(candidates):
-        if luhn_ok(text[groups[first][0] : groups[index][1]]):
+        if len(digits) >= low:
+            candidates.append((index, digits))
+    for index, number in reversed(candidates):
+        if _card_prefix_ok(number) and luhn_ok(number):
             return index
     return None
 
 
-def _phone_spans(text: str) -> Iterator[Span]:
+def _phone_spans(text: str, field: str) -> Iterator[Span]:
     low, high = _PHONE_DIGITS
     for match in _PHONE_INTERNATIONAL.finditer(text):
         count = 0
@@ -165,17 +329,49 @@ def _phone_spans(text: str) -> Iterator[Span]:
             yield match.start(), end
     for match in _PHONE_NANP.finditer(text):
         yield match.span()
-    trunk_low, trunk_high = _TRUNK_DIGITS
     for match in _PHONE_TRUNK.finditer(text):
         count = sum(char.isdigit() for char in match.group())
-        if trunk_low <= count <= trunk_high:
+        if match.group().startswith("00"):
+            # 00 + country code: neither the code nor the number after it starts with 0.
+            code, number = _DIGIT_GROUP.findall(match.group())[:2]
+            ok = code[2:3] not in ("", "0") and number[0] != "0"
+            trunk_low, trunk_high = _TRUNK_INTERNATIONAL_DIGITS
+        else:
+            ok, (trunk_low, trunk_high) = True, _TRUNK_DIGITS
+        if ok and trunk_low <= count <= trunk_high:
+            yield match.span()
+    yield from _bare_phone_spans(text, field)
+
+
+def _bare_phone_spans(text: str, field: str) -> Iterator[Span]:
+    """Digit runs without separators that are phone numbers and sit where one is expected."""
+    named = _PHONE_FIELD.search(field.lower()) is not None
+    for match in _PHONE_BARE.finditer(text):
+        number = match.group()
+        if not (_nanp_ok(number) or number[0] == "0"):
+            continue
+        before = text[max(0, match.start() - _PHONE_CONTEXT_CHARS) : match.start()]
+        if named or _PHONE_WORD.search(before) is not None:
             yield match.span()
 
 
-# Order matters: earlier kinds claim their spans first (an IBAN holds digit runs that
-# could pass for a card; a card may look like a phone number).
-_BUILTINS: tuple[tuple[str, Callable[[str], Iterator[Span]]], ...] = (
-    ("email", _email_spans),
+def _nanp_ok(number: str) -> bool:
+    """A North American number: NXX-NXX-XXXX, optionally after a `1`; no N11 area code."""
+    if len(number) == 11:
+        if number[0] != "1":
+            return False
+        number = number[1:]
+    area, exchange = number[:3], number[3:6]
+    return area[0] not in "01" and area[1:] != "11" and exchange[0] not in "01"
+
+
+_Scan: TypeAlias = tuple[str, Callable[[str, str], Iterator[Span]]]
+
+# Order matters: earlier kinds claim their spans first (emails first; an IBAN holds digit
+# runs that could pass for a card; a card may look like a phone number). The kinds that
+# need a digit run only on text that has one.
+_EMAIL_SCAN: _Scan = ("email", _email_spans)
+_BUILTINS: tuple[_Scan, ...] = (
     ("iban", _iban_spans),
     ("card", _card_spans),
     ("phone", _phone_spans),
@@ -183,7 +379,8 @@ _BUILTINS: tuple[tuple[str, Callable[[str], Iterator[Span]]], ...] = (
 
 
 class PiiDetector:
-    """Find and redact personal data: the built-in kinds plus named regular expressions.
+    """Find and redact personal data: the built-in kinds, named regular expressions, and
+    extra detectors.
 
     ```python
     detector = PiiDetector({"customer_id": r"CUST-\\d{6}"})
@@ -194,10 +391,15 @@ class PiiDetector:
     Args:
         patterns: Extra kinds, name -> regular expression. An invalid expression raises
             `ConfigError` keyed `policy.pii_patterns.<name>`.
+        detectors: Extra detectors (a name or address finder, say), each called with the
+            original text and returning `PiiFinding`s with offsets into it.
     """
 
-    def __init__(self, patterns: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, patterns: Mapping[str, str] | None = None, *, detectors: Sequence[PiiScanner] = ()
+    ) -> None:
         self.patterns: dict[str, re.Pattern[str]] = {}
+        self.detectors = list(detectors)
         for name, pattern in (patterns or {}).items():
             try:
                 self.patterns[name] = re.compile(pattern)
@@ -207,28 +409,52 @@ class PiiDetector:
                     key=f"policy.pii_patterns.{name}",
                 ) from exc
 
-    def find(self, text: str) -> list[PiiFinding]:
-        """Return the findings in `text`, sorted and non-overlapping."""
+    def find(self, text: str, *, field: str = "") -> list[PiiFinding]:
+        """Return the findings in `text`, sorted and non-overlapping.
+
+        Args:
+            text: The text to scan.
+            field: The name of the field `text` is the value of (a tool argument's key),
+                if any: `phone_number` lets a bare digit run be taken for a phone number.
+        """
         starts: list[int] = []
         claimed: list[PiiFinding] = []
-        if "@" in text or _ANY_DIGIT.search(text) is not None:
-            for kind, spans in _BUILTINS:
-                for start, end in spans(text):
-                    _claim(starts, claimed, PiiFinding(kind=kind, start=start, end=end))
+        folded, origin = _fold(text)
+        scans = _BUILTINS if _ANY_DIGIT.search(folded) is not None else ()
+        if _MAYBE_EMAIL.search(folded) is not None:
+            scans = (_EMAIL_SCAN, *scans)
+        for kind, spans in scans:
+            for start, end in spans(folded, field):
+                if origin is not None:
+                    start, end = origin[start], origin[end - 1] + 1
+                _claim(starts, claimed, PiiFinding(kind=kind, start=start, end=end))
         for name, pattern in self.patterns.items():
             for match in pattern.finditer(text):
                 if match.end() > match.start():
                     finding = PiiFinding(kind=name, start=match.start(), end=match.end())
                     _claim(starts, claimed, finding)
+        for detector in self.detectors:
+            for finding in detector(text):
+                if not 0 <= finding.start < finding.end <= len(text):
+                    raise ValueError(
+                        f"PII detector {detector!r} returned {finding!r}, which is not a "
+                        f"span of the {len(text)}-character text"
+                    )
+                _claim(starts, claimed, finding)
         return claimed
 
-    def redact(self, text: str) -> tuple[str, dict[str, int]]:
+    def redact(self, text: str, *, field: str = "") -> tuple[str, dict[str, int]]:
         """Replace each finding with `[EMAIL]`, `[PHONE]`, `[CARD]`, `[IBAN]` or `[NAME]`.
 
+        Args:
+            text: The text to redact.
+            field: The name of the field `text` is the value of, if any (see `find`).
+
         Returns:
-            The redacted text and how many findings of each kind were replaced.
+            The redacted text and how many findings of each kind were replaced; `text`
+            itself when nothing was found.
         """
-        findings = self.find(text)
+        findings = self.find(text, field=field)
         if not findings:
             return text, {}
         parts: list[str] = []
@@ -241,6 +467,70 @@ class PiiDetector:
             position = finding.end
         parts.append(text[position:])
         return "".join(parts), counts
+
+    def redact_data(self, value: Any, *, field: str = "") -> tuple[Any, dict[str, int]]:
+        """Redact personal data in JSON-like data: tool-call arguments, structured results.
+
+        Strings, dict keys and numbers are all scanned: a number holding personal data
+        (`{"card_number": 4111111111111111}`) becomes its redacted string (`"[CARD]"`).
+        A value is scanned with its key as `field`, so `{"phone": 5035550142}` is a phone
+        number. Redacted keys that collide are numbered (`[EMAIL]`, `[EMAIL]#2`).
+
+        Returns:
+            The redacted data (the same object, at every level, where nothing was found)
+            and how many findings of each kind were replaced.
+        """
+        counts: dict[str, int] = {}
+        return self._redact_data(value, field, counts), counts
+
+    def _redact_data(self, value: Any, field: str, counts: dict[str, int]) -> Any:
+        if isinstance(value, str):
+            return self._redact_text(value, field, counts) or value
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, Number):
+            return self._redact_text(_number_text(value), field, counts) or value
+        if isinstance(value, dict):
+            items: dict[Any, Any] = {}
+            changed = False
+            for key, item in value.items():
+                new_key = self._redact_data(key, "", counts)
+                if new_key is not key:
+                    new_key = _unused_key(items, new_key)
+                new_item = self._redact_data(item, str(key), counts)
+                changed = changed or new_key is not key or new_item is not item
+                items[new_key] = new_item
+            return items if changed else value
+        if isinstance(value, list | tuple):
+            new_items = [self._redact_data(item, field, counts) for item in value]
+            if all(new is old for new, old in zip(new_items, value, strict=True)):
+                return value
+            return type(value)(new_items)
+        return value
+
+    def _redact_text(self, text: str, field: str, counts: dict[str, int]) -> str | None:
+        """The redacted text, with its findings added to `counts`; None if it has none."""
+        redacted, found = self.redact(text, field=field)
+        for kind, count in found.items():
+            counts[kind] = counts.get(kind, 0) + count
+        return redacted if found else None
+
+
+def _number_text(value: Number) -> str:
+    """How a number reads in a request: `4111111111111111`, `5035550142` for `5035550142.0`."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e19:
+        return str(int(value))
+    return str(value)
+
+
+def _unused_key(items: Mapping[Any, Any], key: Any) -> Any:
+    """`key`, or `key#2`, `key#3`, ... if a redacted key is already taken."""
+    if key not in items:
+        return key
+    number = 2
+    while f"{key}#{number}" in items:
+        number += 1
+    return f"{key}#{number}"
 
 
 def _claim(starts: list[int], claimed: list[PiiFinding], finding: PiiFinding) -> None:

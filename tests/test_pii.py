@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import string
 
 import pytest
@@ -194,7 +195,7 @@ def test_international_phone_stops_at_fifteen_digits() -> None:
 
 def test_iban_wins_over_the_card_and_phone_inside_it() -> None:
     # The digits of this IBAN include 13-19 digit runs; it must be reported once, as an IBAN.
-    iban = make_iban("DE", "4111111111111111000000")
+    iban = make_iban("DE", "411111111111111100")
     assert kinds(f"pay {iban} now") == ["iban"]
 
 
@@ -286,10 +287,17 @@ _EMAILS = st.builds(
     st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=15),
     st.sampled_from(["com", "org", "io", "co.uk", "de"]),
 )
-_IBANS = st.builds(
-    make_iban,
-    st.sampled_from(["DE", "GB", "FR", "NL", "ES"]),
-    st.text(string.digits + string.ascii_uppercase, min_size=11, max_size=30),
+IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "NL": 18, "ES": 24, "NO": 15, "MT": 31, "LC": 32}
+_IBANS = st.sampled_from(sorted(IBAN_LENGTHS)).flatmap(
+    lambda country: st.builds(
+        make_iban,
+        st.just(country),
+        st.text(
+            string.digits + string.ascii_uppercase,
+            min_size=IBAN_LENGTHS[country] - 4,
+            max_size=IBAN_LENGTHS[country] - 4,
+        ),
+    )
 )
 
 
@@ -311,3 +319,182 @@ def test_redaction_never_leaks_a_detected_value_and_is_idempotent(text: str) -> 
     for finding in findings:
         assert text[finding.start : finding.end] not in redacted
     assert DETECTOR.find(redacted) == []
+
+
+# --- what attackers tried to slip past ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "kind"),
+    [
+        ("Card 4111.1111.1111.1111 thanks", "4111.1111.1111.1111", "card"),
+        ("Card 4111/1111/1111/1111 thanks", "4111/1111/1111/1111", "card"),
+        ("Card 4111_1111_1111_1111 thanks", "4111_1111_1111_1111", "card"),
+        ("Card 4111 - 1111 - 1111 - 1111 thanks", "4111 - 1111 - 1111 - 1111", "card"),
+        (
+            "Card 4111\u200b1111\u200c1111\u200d1111 ok",
+            "4111\u200b1111\u200c1111\u200d1111",
+            "card",
+        ),
+        (
+            "Card 4111\u20601111\ufeff1111\u00ad1111 ok",
+            "4111\u20601111\ufeff1111\u00ad1111",
+            "card",
+        ),
+        (
+            "Card ４１１１ １１１１ １１１１ １１１１ ok",
+            "４１１１ １１１１ １１１１ １１１１",
+            "card",
+        ),
+        ("Card ４１１１１１１１１１１１１１１１", "４１１１１１１１１１１１１１１１", "card"),
+        ("Card ٤١١١١١١١١١١١١١١١ ok", "٤١١١١١١١١١١١١١١١", "card"),
+        (
+            "Card 4111\u20131111\u20131111\u20131111 ok",
+            "4111\u20131111\u20131111\u20131111",
+            "card",
+        ),
+        ("Card 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 ok", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "card"),
+        ("IBAN de89-3704-0044-0532-0130-00 ok", "de89-3704-0044-0532-0130-00", "iban"),
+        ("IBAN de89370400440532013000 ok", "de89370400440532013000", "iban"),
+        ("IBAN gb82 west 1234 5698 7654 32 ok", "gb82 west 1234 5698 7654 32", "iban"),
+        ("IBAN DE89.3704.0044.0532.0130.00 ok", "DE89.3704.0044.0532.0130.00", "iban"),
+        ("IBAN DE89\u200b3704\u200b0044\u200b0532\u200b0130\u200b00", None, "iban"),
+        ("Write to ada at example dot com today", "ada at example dot com", "email"),
+        ("Write to ada[at]example[dot]com today", "ada[at]example[dot]com", "email"),
+        ("Write to ada (at) example (dot) com today", "ada (at) example (dot) com", "email"),
+        ("Write to ADA AT EXAMPLE DOT COM today", "ADA AT EXAMPLE DOT COM", "email"),
+        (
+            "Write to ada{at}mail{dot}example{dot}co{dot}uk",
+            "ada{at}mail{dot}example{dot}co{dot}uk",
+            "email",
+        ),
+        ("Write to ada[at]example.com today", "ada[at]example.com", "email"),
+        ("Write to ada @ example.com today", "ada @ example.com", "email"),
+        ("Write to ada.lovelace at example.com today", "ada.lovelace at example.com", "email"),
+        ("Write to ada\u200b@example.com today", "ada\u200b@example.com", "email"),
+        ("Write to ada＠example．com today", "ada＠example．com", "email"),
+        ("Call me on 5035550142 please", "5035550142", "phone"),
+        ("my cell: 15035550142", "15035550142", "phone"),
+        ("tel 02079460958", "02079460958", "phone"),
+        ("Call 503_555_0142 or later", "503_555_0142", "phone"),
+        ("Call 503/555/0142 or later", "503/555/0142", "phone"),
+        ("Call (503)\u200b555\u200b0142 or later", "(503)\u200b555\u200b0142", "phone"),
+        ("Call ５０３-５５５-０１４２ or later", "５０３-５５５-０１４２", "phone"),
+        ("Call 0044 20 7946 0958 or later", "0044 20 7946 0958", "phone"),
+    ],
+)
+def test_obfuscated_values_are_found_and_redacted_in_the_original_text(
+    text: str, value: str | None, kind: str
+) -> None:
+    findings = DETECTOR.find(text)
+    assert [f.kind for f in findings] == [kind]
+    if value is not None:
+        assert text[findings[0].start : findings[0].end] == value
+    redacted, counts = DETECTOR.redact(text)
+    assert counts == {kind: 1}
+    assert redacted == text[: findings[0].start] + f"[{kind.upper()}]" + text[findings[0].end :]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Order 5035550142 shipped",  # a bare ten-digit run without a phone word
+        "Tracking 9400111899223197428490 is on its way",
+        "I bought it at amazon.com yesterday",
+        "Look at the dot com bubble",
+        "Meet at 10.30 at the office",
+        "Version 4.1.1.1 of the app, build 20240115103045",
+        "Café déjà vu: ｎｏ ｐｉｉ ｈｅｒｅ, just text\u200b with a zero-width space.",
+        "Not a card: ４１１１ １１１１ １１１１ １１１２",
+        "Not an IBAN: de88-3704-0044-0532-0130-00",
+        "Stored at s3.amazonaws.com at 10:30",
+    ],
+)
+def test_hard_negatives_stay_untouched(text: str) -> None:
+    assert DETECTOR.find(text) == []
+    redacted, counts = DETECTOR.redact(text)
+    assert redacted is text
+    assert counts == {}
+
+
+def test_a_bare_run_is_a_phone_number_in_a_field_named_like_one() -> None:
+    assert DETECTOR.find("5035550142") == []
+    assert kinds_in_field("5035550142", "phone_number") == ["phone"]
+    assert kinds_in_field("5035550142", "customerMobile") == ["phone"]
+    assert kinds_in_field("5035550142", "order_id") == []
+    assert kinds_in_field("1035550142", "phone") == [], "no North American area code starts 1"
+    assert kinds_in_field("5031150142", "phone") == [], "no exchange code starts 1"
+    assert kinds_in_field("2115550142", "phone") == [], "N11 codes are not area codes"
+
+
+def kinds_in_field(text: str, field: str) -> list[str]:
+    return [finding.kind for finding in DETECTOR.find(text, field=field)]
+
+
+def test_redaction_keeps_the_text_around_invisible_and_wide_characters() -> None:
+    text = "Héllo\u200b! ＃１ mail ada＠example．com, card ４１１１-１１１１-１１１１-１１１１."
+    redacted, counts = DETECTOR.redact(text)
+    assert redacted == "Héllo\u200b! ＃１ mail [EMAIL], card [CARD]."
+    assert counts == {"email": 1, "card": 1}
+
+
+# --- structured data ------------------------------------------------------------------------
+
+
+def test_redact_data_scans_numbers_keys_and_nested_values() -> None:
+    data = {
+        "card_number": 4111111111111111,
+        "ada@example.com": {"note": "vip"},
+        "phone": 5035550142,
+        "mobile": 5035550142.0,
+        "order": 1042,
+        "amount": 4111.11,
+        "ok": True,
+        "list": [{"iban": "de89 3704 0044 0532 0130 00"}, None],
+    }
+    redacted, counts = DETECTOR.redact_data(data)
+    assert redacted == {
+        "card_number": "[CARD]",
+        "[EMAIL]": {"note": "vip"},
+        "phone": "[PHONE]",
+        "mobile": "[PHONE]",
+        "order": 1042,
+        "amount": 4111.11,
+        "ok": True,
+        "list": [{"iban": "[IBAN]"}, None],
+    }
+    assert counts == {"card": 1, "email": 1, "phone": 2, "iban": 1}
+    assert data["card_number"] == 4111111111111111, "the caller's data is untouched"
+
+
+def test_redact_data_numbers_colliding_keys_and_returns_clean_data_as_is() -> None:
+    redacted, counts = DETECTOR.redact_data({"a@example.com": 1, "b@example.com": 2})
+    assert redacted == {"[EMAIL]": 1, "[EMAIL]#2": 2}
+    assert counts == {"email": 2}
+    clean = {"order": [1042, "shipped"], "at": "home"}
+    assert DETECTOR.redact_data(clean) == (clean, {})
+    assert DETECTOR.redact_data(clean)[0] is clean
+
+
+# --- extra detectors ------------------------------------------------------------------------
+
+
+def names(text: str) -> list[PiiFinding]:
+    """A stand-in name finder: capitalised words after "I am"."""
+    return [
+        PiiFinding(kind="name", start=match.start(1), end=match.end(1))
+        for match in re.finditer(r"I am ([A-Z][a-z]+ [A-Z][a-z]+)", text)
+    ]
+
+
+def test_extra_detectors_add_their_kinds() -> None:
+    detector = PiiDetector(detectors=[names])
+    redacted, counts = detector.redact("I am Ada Lovelace, ada@example.com")
+    assert redacted == "I am [NAME], [EMAIL]"
+    assert counts == {"name": 1, "email": 1}
+
+
+def test_an_extra_detector_returning_a_span_outside_the_text_is_an_error() -> None:
+    detector = PiiDetector(detectors=[lambda text: [PiiFinding(kind="x", start=0, end=99)]])
+    with pytest.raises(ValueError, match="not a span"):
+        detector.find("short")
