@@ -46,7 +46,7 @@ from agentflow.step import StepContext, describe_error
 from agentflow.tools import RunContext, Tool, ToolOutcome
 
 if TYPE_CHECKING:
-    from agentflow.journal import ToolJournal
+    pass
 
 __all__ = ["AgentLoop", "SystemPrompt", "pending_calls"]
 
@@ -249,14 +249,14 @@ class AgentLoop:
             call = replace(call, arguments=decision.arguments)
         run_ctx = self._run_context(call, ctx)
         if tool.side_effects and ctx.journal is not None:
-            outcome = await self._run_once(tool, call, run_ctx, ctx.journal)
+            outcome = await self._run_once(tool, call, run_ctx, ctx)
         else:
-            outcome = await tool.run(call, run_ctx)
+            outcome = await ctx.run_tool(tool, call, run_ctx)
         self._check_retries(tool, outcome, history)
         return outcome.message
 
     async def _run_once(
-        self, tool: Tool[Any], call: ToolCall, run_ctx: RunContext[Any], journal: ToolJournal
+        self, tool: Tool[Any], call: ToolCall, run_ctx: RunContext[Any], ctx: StepContext[Any]
     ) -> ToolOutcome:
         """Run a side-effecting call at most once per idempotency key, journaled.
 
@@ -264,8 +264,10 @@ class AgentLoop:
         One it has as started but not done (the process died during it) runs again with
         the same idempotency key, which the tool passes on so the effect happens once.
         """
+        journal = ctx.journal
         key = run_ctx.idempotency_key
-        assert key is not None  # the context carries the call's id, so it has a key
+        # Only called with a journal; the context carries the call's id, so it has a key.
+        assert journal is not None and key is not None
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
             message = ToolResultMessage(
@@ -279,7 +281,7 @@ class AgentLoop:
             # a replayed error counts towards the cap as it did when it was first made.
             return ToolOutcome(message=message, retryable_error=entry.is_error)
         crash_point("journal.begun")
-        outcome = await tool.run(call, run_ctx)
+        outcome = await ctx.run_tool(tool, call, run_ctx)
         crash_point("tool.returned")  # the effect happened; the journal does not know yet
         await journal.finish(key, outcome.message.content, outcome.message.is_error)
         crash_point("journal.finished")

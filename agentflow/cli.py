@@ -10,10 +10,10 @@ import os
 import shlex
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -33,7 +33,7 @@ from agentflow.graph import run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
 from agentflow.messages import UserMessage
 from agentflow.routing import Router
-from agentflow.sandbox import closing_sandboxes
+from agentflow.sandbox import Sandboxes
 from agentflow.server.inbox_cli import (
     DEFAULT_DATABASE_URL,
     DatabaseOption,
@@ -44,8 +44,6 @@ from agentflow.server.inbox_cli import (
 )
 from agentflow.server.threads import ThreadService
 from agentflow.serving.launch import INSTALL_HINT, sglang_installed, tier_launch_command
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="agentflow",
@@ -84,21 +82,15 @@ ConfigOption = Annotated[
 ]
 
 
-async def _closing_sandboxes(work: Awaitable[T]) -> T:
-    """Await `work`, then close this process's shared sandboxes (their warm containers
-    and the Docker client) on the loop that used them, whatever happened."""
-    async with closing_sandboxes():
-        return await work
-
-
 async def _run(loaded: LoadedGraph, context: Any, message: str, config: Path | None) -> None:
     graph = loaded.graph
     router = graph.router or Router.from_config(load_config(config))
-    compiled = graph.compile(router=router)
     run_id = uuid.uuid4()
-    state = await compiled.ainvoke(
-        {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
-    )
+    async with Sandboxes() as sandboxes:  # its warm containers go when the run ends
+        compiled = graph.compile(router=router, sandbox=sandboxes)
+        state = await compiled.ainvoke(
+            {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
+        )
     for said in state.get("messages", []):
         print_message(said)
     steps: list[StepRecord] = state.get("steps", [])
@@ -146,13 +138,13 @@ def run(
         loaded = load_graph(graph)
         work = _run(loaded, loaded.context(), message, config)
     if chosen == "none":
-        asyncio.run(_closing_sandboxes(work))
+        asyncio.run(work)
         return
     from agentflow.otel import configure
 
     telemetry = configure(chosen)  # type: ignore[arg-type]
     try:
-        asyncio.run(_closing_sandboxes(work))
+        asyncio.run(work)
     finally:
         telemetry.shutdown()
 

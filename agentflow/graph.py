@@ -41,6 +41,7 @@ from agentflow.exceptions import ConfigError
 from agentflow.messages import Message
 from agentflow.models.base import ModelSettings, ToolChoice
 from agentflow.routing import Router
+from agentflow.sandbox import Sandboxes
 from agentflow.serde import allow_types, state_types
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
@@ -103,6 +104,11 @@ class _CompiledGraph(TracedGraph):
     """The compiled graph: LangGraph's, traced, whose runs without a run id or a thread
     each get a name of their own for the spend ledger (every node of such an
     invocation shares one budget, and no two invocations share one)."""
+
+    def __init__(self, *args: Any, sandboxes: Sandboxes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sandboxes = sandboxes
+        """Where the graph's sandboxed tools run (`compile(sandbox=...)`)."""
 
     def astream(  # type: ignore[override]
         self, input: Any, config: Any = None, **kwargs: Any
@@ -293,6 +299,7 @@ class AgentGraph(Generic[DepsT]):
         checkpointer: Checkpointer = None,
         config_file: str | Path | None = None,
         journal: ToolJournal | None = None,
+        sandbox: Sandboxes | None = None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         """Check every node's kind against the routing policy and build the LangGraph graph.
 
@@ -308,6 +315,10 @@ class AgentGraph(Generic[DepsT]):
                 checkpointer's data. With a journal, runs default to
                 `durability="sync"`: each step's checkpoint is written before the
                 next step starts.
+            sandbox: Where the graph's sandboxed tools run; whoever made it closes it
+                (`await sandboxes.aclose()` removes the warm containers). Without one the
+                compiled graph makes its own `Sandboxes()` (no unisolated runs), as
+                `app.sandboxes`.
 
         Raises:
             ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
@@ -319,8 +330,10 @@ class AgentGraph(Generic[DepsT]):
             self.state, context_schema=self.context
         )
         prefixes = PrefixTracker()
+        sandboxes = Sandboxes() if sandbox is None else sandbox
         for node in self._nodes.values():
-            builder.add_node(node.name, self._runner(node, router, prefixes, journal))
+            runner = self._runner(node, router, prefixes, journal, sandboxes)
+            builder.add_node(node.name, runner)
         self._add_edges(builder)
         checkpointer = allow_types(checkpointer, [*state_types(self.state), *self.allowed_types])
         try:
@@ -331,7 +344,8 @@ class AgentGraph(Generic[DepsT]):
         # on disk before the tool runs: "sync", not LangGraph's default "async", which
         # may still be writing it when a crash comes.
         attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
-        return _CompiledGraph(**attrs, default_durability="sync" if journal is not None else None)
+        durability = "sync" if journal is not None else None
+        return _CompiledGraph(**attrs, default_durability=durability, sandboxes=sandboxes)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)
@@ -378,6 +392,7 @@ class AgentGraph(Generic[DepsT]):
         router: Router,
         prefixes: PrefixTracker,
         journal: ToolJournal | None,
+        sandboxes: Sandboxes,
     ) -> Callable[..., Awaitable[Any]]:
         async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
             run_id = _run_id(runtime)
@@ -397,6 +412,7 @@ class AgentGraph(Generic[DepsT]):
                     spend=spend,
                     prefixes=prefixes,
                     journal=journal,
+                    sandboxes=sandboxes,
                 )
                 with node_span(node.name, node.kind, config, ctx.records, router.pii):
                     result = (

@@ -19,6 +19,7 @@ from agentflow.messages import (
     AssistantMessage,
     Message,
     SystemMessage,
+    ToolCall,
     ToolResultMessage,
     UserMessage,
     estimate_tokens,
@@ -32,10 +33,12 @@ from agentflow.models.base import (
     output_spec,
 )
 from agentflow.routing import RouteDecision, Router, Tier
-from agentflow.tracing import instrument
+from agentflow.tracing import instrument, tool_span
 
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal
+    from agentflow.sandbox import Sandboxes
+    from agentflow.tools import RunContext, Tool, ToolOutcome
 
 __all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
@@ -149,6 +152,18 @@ class StepContext(Generic[DepsT]):
     """The graph's memory of each run's last prompt, for `StepRecord.prefix_chars`."""
     journal: ToolJournal | None = None
     """Where side-effecting tool calls are journaled for exactly-once (None: not at all)."""
+    sandboxes: Sandboxes | None = None
+    """Where the graph's sandboxed tools run (`compile(sandbox=...)`)."""
+
+    async def run_tool(
+        self, tool: Tool[Any], call: ToolCall, run_ctx: RunContext[Any]
+    ) -> ToolOutcome:
+        """Run one tool call from this step, as an agent loop does: in an `execute_tool`
+        span, a sandboxed tool in the graph's sandboxes (see `Tool.run`)."""
+        with tool_span(tool, call) as record:
+            outcome = await tool.run(call, run_ctx, sandboxes=self.sandboxes)
+            record(outcome)
+        return outcome
 
     @overload
     async def llm(

@@ -24,10 +24,13 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Annotated,
     Any,
     Generic,
@@ -41,7 +44,7 @@ from typing import (
 
 import pydantic_core
 from langgraph.errors import GraphBubbleUp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema
 
@@ -49,8 +52,11 @@ from agentflow._docstrings import parse_docstring
 from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
-from agentflow.sandbox.base import Limits
-from agentflow.tracing import tool_span
+from agentflow.sandbox.base import Limits, SandboxCall
+from agentflow.tracing import record_sandbox
+
+if TYPE_CHECKING:
+    from agentflow.sandbox import Sandboxes
 
 __all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
 
@@ -61,6 +67,7 @@ Sandboxing = Literal["none", "docker", "auto"]
 _SANDBOXES: tuple[str, ...] = ("none", "docker", "auto")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _MAX_INPUT_REPR = 80
+_ARGUMENTS = TypeAdapter(dict[str, Any])
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -271,19 +278,31 @@ class Tool(Generic[DepsT]):
         """Whether a call with these validated arguments is high-stakes (raises as above)."""
         return self._evaluate("high_stakes", self.high_stakes, arguments, ctx)
 
-    async def call(self, arguments: dict[str, Any], ctx: RunContext[Any]) -> Any:
+    @property
+    def sandbox_limits(self) -> Limits:
+        """A sandboxed call's limits: the tool's own, its `timeout_s` winning over theirs."""
+        limits = self.limits or Limits()
+        if self.timeout_s is None:
+            return limits
+        return dataclasses.replace(limits, timeout_s=self.timeout_s)
+
+    async def call(
+        self, arguments: dict[str, Any], ctx: RunContext[Any], *, sandboxes: Sandboxes | None = None
+    ) -> Any:
         """Call the function with validated arguments (as `validate` returns them).
 
         Sync functions run in a worker thread so they never block the event loop; on a
         timeout the thread is left to finish on its own, since threads cannot be killed.
+        A sandboxed tool runs in `sandboxes` (a compiled graph passes its own).
 
         Raises:
-            ToolError: The call ran past `timeout_s`.
+            ToolError: The call ran past `timeout_s`, or a sandboxed tool raised in its
+                sandbox or returned the wrong type.
+            ToolRetry: A sandboxed tool asked to be called again.
+            SandboxError: The sandbox could not run the call, or killed it.
         """
         if self.sandbox != "none":
-            from agentflow.sandbox import call_in_sandbox
-
-            return await call_in_sandbox(self, arguments)
+            return await self._call_sandboxed(arguments, sandboxes)
         args, kwargs = self._bind(arguments, ctx)
         deadline = asyncio.timeout(self.timeout_s)
         try:
@@ -301,23 +320,55 @@ class Tool(Generic[DepsT]):
                 raise ToolError(message, tool=self.name) from None
             raise
 
-    async def run(self, call: ToolCall, ctx: RunContext[Any]) -> ToolOutcome:
+    async def _call_sandboxed(self, arguments: dict[str, Any], sandboxes: Sandboxes | None) -> Any:
+        if sandboxes is None:
+            raise ToolError(
+                f"tool {self.name!r} is sandboxed: run it in a compiled graph, or pass "
+                "sandboxes=Sandboxes()",
+                tool=self.name,
+            )
+        source = inspect.getsourcefile(self.function)
+        if source is None:
+            raise ToolError(f"tool {self.name!r} has no source file to sandbox", tool=self.name)
+        call = SandboxCall(
+            source=Path(source),
+            function=self.function.__name__,
+            arguments=_ARGUMENTS.dump_python(arguments, mode="json"),
+            secrets={name: os.environ[name] for name in self.secrets if name in os.environ},
+        )
+        sandbox = sandboxes.get("docker" if self.sandbox == "docker" else "auto")
+        result = await sandbox.run(call, limits=self.sandbox_limits)
+        record_sandbox(sandbox.name, result)
+        if result.retry:
+            raise ToolRetry(result.error or "")
+        if not result.ok:
+            message = f"tool {self.name!r} failed in its sandbox: {result.error}"
+            raise ToolError(message, tool=self.name)
+        annotation, adapter = _return_type(self.function)
+        if adapter is None:
+            return result.value
+        try:
+            return adapter.validate_python(result.value)
+        except ValidationError as exc:
+            raise ToolError(
+                f"tool {self.name!r} returned {result.value!r}, not a {annotation!r}: {exc}",
+                tool=self.name,
+            ) from exc
+
+    async def run(
+        self, call: ToolCall, ctx: RunContext[Any], *, sandboxes: Sandboxes | None = None
+    ) -> ToolOutcome:
         """Validate and run one tool call, turning the result into a message for the model.
 
         Invalid arguments and `ToolRetry` come back as retryable error results the model
-        can act on; `ctx.tool_call_id` is set to `call.id` for the function. The call is
-        an `execute_tool` span.
+        can act on; `ctx.tool_call_id` is set to `call.id` for the function. A sandboxed
+        tool runs in `sandboxes`. (`StepContext.run_tool` runs it in an `execute_tool`
+        span, in the graph's sandboxes.)
 
         Raises:
             ToolError: The tool failed in a way the model cannot fix (it raised, timed
                 out, or returned a value that cannot be serialized to JSON).
         """
-        with tool_span(self, call) as record:
-            outcome = await self._run(call, ctx)
-            record(outcome)
-        return outcome
-
-    async def _run(self, call: ToolCall, ctx: RunContext[Any]) -> ToolOutcome:
         try:
             arguments = self.validate(call.arguments)
         except ValidationError as exc:
@@ -325,7 +376,7 @@ class Tool(Generic[DepsT]):
         if ctx.tool_call_id != call.id:
             ctx = dataclasses.replace(ctx, tool_call_id=call.id)
         try:
-            value = await self.call(arguments, ctx)
+            value = await self.call(arguments, ctx, sandboxes=sandboxes)
         except ToolRetry as exc:
             return self._retry(call, str(exc) or f"tool {self.name!r} asked to be called again")
         except (AgentflowError, GraphBubbleUp):
@@ -637,3 +688,10 @@ def _describe_invalid(name: str, exc: ValidationError, signature: _Signature) ->
 def _short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _MAX_INPUT_REPR else f"{text[: _MAX_INPUT_REPR - 3]}..."
+
+
+@functools.cache
+def _return_type(function: Callable[..., Any]) -> tuple[Any, TypeAdapter[Any] | None]:
+    """A function's return annotation and its validator, built once per function."""
+    annotation = get_type_hints(function).get("return")
+    return annotation, None if annotation is None else TypeAdapter(annotation)

@@ -341,7 +341,7 @@ async def _apologise_with_ticket(
         node="escalate",
         tool_call_id=call.id,
     )
-    outcome = await create_ticket.run(call, run_ctx)
+    outcome = await ctx.run_tool(create_ticket, call, run_ctx)
     ticket = Ticket.model_validate_json(outcome.message.content)
     reply = (
         "I'm sorry, no colleague could take your conversation just now. I've opened a "

@@ -47,13 +47,13 @@ def live_url(gemma: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-async def fresh_sandboxes() -> AsyncIterator[None]:
-    """The test picks its shared sandboxes anew and leaves no container behind."""
-    import agentflow.sandbox as sandboxes
+async def sandboxes() -> AsyncIterator[Any]:
+    """`Sandboxes` for the test's graphs (`compile(sandbox=sandboxes)`), closed after it:
+    it leaves no container behind."""
+    from agentflow.sandbox import Sandboxes
 
-    await sandboxes.close_shared()
-    yield
-    await sandboxes.close_shared()
+    async with Sandboxes() as made:
+        yield made
 
 
 @pytest.fixture(scope="session")
@@ -121,11 +121,19 @@ def _ensured(variable: str, script_name: str, *, timeout_s: float) -> str:
 
 
 def pytest_sessionfinish() -> None:
-    """Shared sandboxes outlive each test's event loop: remove their warm containers and
-    close the Docker client once, when the session ends."""
-    import asyncio
+    """A graph compiled without `sandbox=` makes its own sandboxes, which a test may leave
+    open: remove the warm containers this process still owns when the session ends."""
+    import contextlib
     import sys
 
-    sandboxes = sys.modules.get("agentflow.sandbox")
-    if sandboxes is not None:
-        asyncio.run(sandboxes.close_shared())
+    if "agentflow.sandbox.docker" not in sys.modules:
+        return
+    from agentflow.sandbox.docker import LABEL, OWNER_LABEL, connect, owner_id
+
+    with contextlib.suppress(Exception):  # no daemon: there is nothing to remove
+        client = connect()
+        mine: dict[str, Any] = {"label": [LABEL, f"{OWNER_LABEL}={owner_id()}"]}
+        for container in client.containers.list(all=True, filters=mine):
+            with contextlib.suppress(Exception):  # another process reaped it first
+                container.remove(force=True)
+        client.close()

@@ -30,6 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from agentflow import ConfigError, ScriptedModel, UserMessage
 from agentflow.otel import configure
+from agentflow.sandbox import Sandboxes
 from tests.helpers import three_tiers
 from tests.test_tracing import APPROVE_REFUND, ask_once, scripted_support
 
@@ -241,11 +242,10 @@ def test_bad_otel_variables_are_config_errors(
         configure(set_global=False)
 
 
-@pytest.mark.usefixtures("fresh_sandboxes")
-async def test_the_console_tree_shows_routes_pauses_and_resumes() -> None:
+async def test_the_console_tree_shows_routes_pauses_and_resumes(sandboxes: Sandboxes) -> None:
     out = io.StringIO()
     telemetry = configure("console", metrics_to="none", set_global=False, out=out)
-    compiled = scripted_support()
+    compiled = scripted_support(sandboxes)
     config: Any = {"configurable": {"thread_id": "t9"}}
     try:
         await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)

@@ -34,6 +34,7 @@ from agentflow import (
     tracing,
 )
 from agentflow.hitl import arguments_digest
+from agentflow.sandbox import Sandboxes
 from tests.helpers import single_node_graph, three_tiers
 from tests.sandbox import sandboxed_tools
 
@@ -150,7 +151,7 @@ APPROVE_REFUND = {
 }
 
 
-def scripted_support() -> Any:
+def scripted_support(sandboxes: Sandboxes) -> Any:
     """The support graph, compiled with a checkpointer, its models scripted for one run:
     an invalid triage then a valid one, planning failing over to tools, a sandboxed `add`,
     then a refund that waits for approval (`APPROVE_REFUND` resumes it)."""
@@ -166,14 +167,14 @@ def scripted_support() -> Any:
         name="glm-test",
     )
     planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
-    return support_graph(tools_model, planning_model).compile(checkpointer=InMemorySaver())
+    graph = support_graph(tools_model, planning_model)
+    return graph.compile(checkpointer=InMemorySaver(), sandbox=sandboxes)
 
 
-@pytest.mark.usefixtures("fresh_sandboxes")
 async def test_a_paused_and_resumed_run_is_two_linked_traces_with_every_step(
-    telemetry: Telemetry,
+    telemetry: Telemetry, sandboxes: Sandboxes
 ) -> None:
-    compiled = scripted_support()
+    compiled = scripted_support(sandboxes)
     config: Any = {"configurable": {"thread_id": "t1"}}
 
     paused = await compiled.ainvoke({"messages": [UserMessage(content="refund 7")]}, config)
@@ -352,10 +353,12 @@ def content_graph(model: ScriptedModel) -> AgentGraph[Any]:
     return graph
 
 
-@pytest.mark.usefixtures("fresh_sandboxes")
-async def test_no_content_is_recorded_by_default(telemetry: Telemetry) -> None:
+async def test_no_content_is_recorded_by_default(
+    telemetry: Telemetry, sandboxes: Sandboxes
+) -> None:
     model = ScriptedModel([ToolCall(id="c1", name="read_env"), "mail jane@example.com"])
-    await content_graph(model).compile().ainvoke({"messages": [UserMessage(content="hi there")]})
+    compiled = content_graph(model).compile(sandbox=sandboxes)
+    await compiled.ainvoke({"messages": [UserMessage(content="hi there")]})
     recorded = json.dumps([dict(s.attributes or {}) for s in telemetry.spans()], default=str)
     assert "hi there" not in recorded and "jane@" not in recorded
     assert not any(s.events for s in telemetry.spans())
@@ -365,9 +368,9 @@ async def test_no_content_is_recorded_by_default(telemetry: Telemetry) -> None:
     ("mode", "on_span", "as_event"),
     [("SPAN_ONLY", True, False), ("EVENT_ONLY", False, True), ("SPAN_AND_EVENT", True, True)],
 )
-@pytest.mark.usefixtures("fresh_sandboxes")
 async def test_captured_content_is_redacted_and_never_holds_secrets(
     telemetry: Telemetry,
+    sandboxes: Sandboxes,
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
     on_span: bool,
@@ -378,7 +381,7 @@ async def test_captured_content_is_redacted_and_never_holds_secrets(
     tracing.use_providers(*_providers(telemetry))
     model = ScriptedModel([ToolCall(id="c1", name="read_env"), "mail jane@example.com"])
     ask = UserMessage(content="my card is 4111 1111 1111 1111")
-    await content_graph(model).compile().ainvoke({"messages": [ask]})
+    await content_graph(model).compile(sandbox=sandboxes).ainvoke({"messages": [ask]})
     spans = telemetry.spans()
     everything = json.dumps(
         [[dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]] for s in spans],

@@ -60,7 +60,6 @@ from pydantic import BaseModel
 from agentflow.costs import StepRecord
 from agentflow.exceptions import ReviewItemNotFound
 from agentflow.queue import ReviewStatus
-from agentflow.sandbox import close_shared
 from agentflow.server.auth import Principal, TokenTable
 from agentflow.server.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from agentflow.server.errors import ERROR_RESPONSES, error_of, install_error_handlers
@@ -158,8 +157,7 @@ def create_app(
             await upkeep
             await asyncio.gather(*app.state.runs)  # streamed turns whose client left
             app.state.ready = False
-            await service.aclose()
-            await close_shared()  # the tools' warm sandbox containers go with the server
+            await service.aclose()  # the tools' warm sandbox containers go with it
 
     app = FastAPI(
         title="agentflow",

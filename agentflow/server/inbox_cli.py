@@ -31,7 +31,6 @@ from agentflow._console import fail, out, steps_table, user_errors
 from agentflow.exceptions import ConfigError, ReviewItemNotFound
 from agentflow.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
 from agentflow.queue import ReviewItem, ReviewQueue, open_queue
-from agentflow.sandbox import closing_sandboxes
 from agentflow.server.threads import Turn, thread_graph
 
 __all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_message", "print_turn"]
@@ -265,7 +264,7 @@ def resolve(
     service = thread_service(ref, url, config)
 
     async def run() -> Turn:
-        async with service, closing_sandboxes():
+        async with service:
             decision = decision_for(
                 item,
                 approve=approve,

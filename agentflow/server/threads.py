@@ -63,6 +63,7 @@ from agentflow.journal import open_journal
 from agentflow.messages import AssistantMessage, Message, UserMessage
 from agentflow.queue import ReviewItem, open_queue
 from agentflow.routing import Router
+from agentflow.sandbox import Sandboxes
 from agentflow.serde import StateSerializer
 from agentflow.server.leases import DEFAULT_TTL, Lease, ThreadLeases
 from agentflow.server.leases import SCHEMA as LEASES_SCHEMA
@@ -188,6 +189,8 @@ class ThreadService:
             other processes resume it with the same graph (`agentflow inbox resolve`).
         lease_ttl: How long a thread's lease outlives a holder that stopped renewing it
             (a process on another host that hangs; a dead one on this host is seen at once).
+        sandboxes: Where the graph's sandboxed tools run (default: `Sandboxes()`, which
+            does not run tools unisolated); closed with the service.
     """
 
     def __init__(
@@ -200,6 +203,7 @@ class ThreadService:
         sla: timedelta = DEFAULT_SLA,
         graph_ref: str | None = None,
         lease_ttl: timedelta = DEFAULT_TTL,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
         self.graph = graph
         self.graph_ref = graph_ref
@@ -214,6 +218,7 @@ class ThreadService:
         self.journal = open_journal(database_url)
         self._directory = _open_directory(database_url)
         self._leases = ThreadLeases(self._directory, ttl=lease_ttl)
+        self.sandboxes = Sandboxes() if sandboxes is None else sandboxes
 
     async def __aenter__(self) -> ThreadService:
         await self.open()
@@ -237,7 +242,10 @@ class ThreadService:
             where = redact_url(self.database_url)
             raise StoreError(f"cannot open the checkpoints at {where!r}: {exc}", url=where) from exc
         self._app = self.graph.compile(
-            router=self.router, checkpointer=checkpointer, journal=self.journal
+            router=self.router,
+            checkpointer=checkpointer,
+            journal=self.journal,
+            sandbox=self.sandboxes,
         )
 
     def _checkpointer(self) -> Any:
@@ -262,12 +270,14 @@ class ThreadService:
         return AsyncSqliteSaver.from_conn_string(str(path))
 
     async def aclose(self) -> None:
-        """Close the checkpointer, the queue, the journal and the directory."""
+        """Close the checkpointer, the queue, the journal, the directory and the sandboxes
+        (their warm containers)."""
         await self._stack.aclose()
         self._app = None
         await self.queue.aclose()
         await self.journal.aclose()
         await self._directory.aclose()
+        await self.sandboxes.aclose()
 
     # -- threads ------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
-import agentflow.sandbox as sandboxes
 from agentflow import RunContext, Tool, ToolCall, ToolError
+from agentflow.sandbox import Sandboxes
 from agentflow.sandbox.docker import DockerSandbox
 from agentflow.tools import ToolOutcome
 from tools import kb
@@ -419,16 +419,16 @@ def test_bm25_prefers_rarer_terms_and_skips_documents_without_any() -> None:
     assert [index for index, _ in ranked] == [1, 0, 3]
 
 
-@pytest.mark.usefixtures("fresh_sandboxes")
-async def test_search_kb_runs_in_a_sandbox() -> None:
+async def test_search_kb_runs_in_a_sandbox(sandboxes: Sandboxes) -> None:
     assert search_kb.sandbox == "auto" and not search_kb.takes_context
     outcome = await search_kb.run(
         ToolCall(id="call-1", name="search_kb", arguments={"query": "return policy", "limit": 2}),
         RunContext(deps=None, run_id="run-1"),
+        sandboxes=sandboxes,
     )
     hits = json.loads(outcome.message.content)
     assert [hit["id"] for hit in hits][:1] == ["returns-policy"] and len(hits) == 2
-    assert isinstance(sandboxes.sandbox_for("auto"), DockerSandbox)
+    assert isinstance(sandboxes.get("auto"), DockerSandbox)
 
 
 # -- what the model sees --------------------------------------------------------------
