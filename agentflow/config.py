@@ -9,6 +9,8 @@ self_hosted = true
 [tiers.frontier]
 model = "anthropic:claude-sonnet-4-5"
 price = "listed"             # the published API price (agentflow/prices.toml); must exist
+# self_hosted = true here is an error: a hosted API is never self-hosted unless
+# trust_self_hosted = true vouches for the endpoint (see agentflow.hosting)
 
 [routing]
 tool_call = "tools"          # every key but high_stakes and fallbacks is a step kind
@@ -65,6 +67,7 @@ from pydantic import (
 
 from agentflow.costs import GpuPrice, Price, TokenPrice
 from agentflow.exceptions import ConfigError
+from agentflow.hosting import hosted_api_host, untrusted_self_hosted
 from agentflow.models import parse_spec
 from agentflow.prices import listed_price
 
@@ -148,7 +151,12 @@ class TierConfig(BaseModel):
     """None: the model's listed API price when the tier is not self-hosted, else unpriced
     (costs reported as unknown, never as $0). `"listed"` is read as the listed price."""
     self_hosted: bool = False
-    """False means requests leave the company and pass the PII boundary first."""
+    """False means requests leave the company and pass the PII boundary first. A hosted
+    API (`anthropic:`, `openai:` at a public host) may be marked self-hosted only with
+    `trust_self_hosted`."""
+    trust_self_hosted: bool = False
+    """Vouch that a model which looks like a hosted API is the company's own endpoint, so
+    `self_hosted = true` stands (logged as a warning when the router is built)."""
 
     @field_validator("price", mode="before")
     @classmethod
@@ -169,6 +177,13 @@ class TierConfig(BaseModel):
             )
         price = listed.price
         return {"input": price.input, "output": price.output, "cached_input": price.cached_input}
+
+    @model_validator(mode="after")
+    def _hosted_api_is_not_self_hosted(self) -> Self:
+        host = hosted_api_host(self.model) if self.self_hosted else None
+        if host is not None and not self.trust_self_hosted:
+            raise _KeyValueError(untrusted_self_hosted(self.model, host), name="self_hosted")
+        return self
 
 
 class RoutingConfig(BaseModel):
@@ -210,6 +225,9 @@ class PolicyConfig(BaseModel):
     """What happens to personal data bound for a tier that is not self-hosted."""
     pii_patterns: dict[str, str] = Field(default_factory=dict)
     """Extra PII kinds: name -> regular expression."""
+    pii_detectors: list[str] = Field(default_factory=list)
+    """Extra PII detectors, as `"module:function"` import paths (a name or address
+    finder): each is called with a text and returns `agentflow.pii.PiiFinding`s."""
     budget_usd_per_run: PositiveFloat | None = None
     budget_tokens_per_run: PositiveInt | None = None
 
@@ -227,7 +245,7 @@ class PolicyConfig(BaseModel):
 
 class _KeyValueError(ValueError):
     """What is wrong with one key of the table being validated (a PII pattern, a
-    [routing] key); carries the key's name so the error can name it."""
+    [routing] key, a tier's self_hosted); carries the key's name so the error can name it."""
 
     def __init__(self, message: str, *, name: str) -> None:
         super().__init__(message)

@@ -7,6 +7,9 @@ The rules the router enforces:
   map to it, and a fallback never escalates a step that is not flagged;
 - before a request leaves for a tier with `self_hosted=False`, the PII boundary redacts
   or blocks personal data (`policy.pii`);
+- a tier whose model is a hosted API (`anthropic:`, or `openai:` at a public host) is
+  not self-hosted, whatever its flag says: `self_hosted=True` on one is a `ConfigError`
+  unless `trust_self_hosted=True` vouches for it, which is logged as a warning;
 - budgets stop a run before a call would exceed them: each call's estimate is reserved
   in the run's ledger before it is sent (so parallel nodes cannot together pass a
   budget) and replaced by what it used once answered; unpriced tiers are reported as
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from agentflow.costs import (
     Price,
@@ -35,10 +39,11 @@ from agentflow.costs import (
     estimate_cost_usd,
 )
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
+from agentflow.hosting import hosted_api_host, untrusted_self_hosted
 from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
 from agentflow.models import infer_model, parse_spec
 from agentflow.models.base import Model
-from agentflow.pii import PiiDetector
+from agentflow.pii import PiiDetector, PiiScanner
 from agentflow.prices import listed_price
 
 if TYPE_CHECKING:
@@ -69,7 +74,11 @@ class Tier:
     (`agentflow/prices.toml`), if it has one. A tier left without a price is unpriced:
     costs are reported as unknown, never as $0."""
     self_hosted: bool = False
-    """False means data leaves the company, so the PII boundary applies."""
+    """False means data leaves the company, so the PII boundary applies. A hosted API
+    (see `hosted_api_host`) may be marked self-hosted only with `trust_self_hosted`."""
+    trust_self_hosted: bool = False
+    """Vouch that a model which looks like a hosted API (`openai:` at a public host, say)
+    is the company's own: lets `self_hosted=True` stand, with a warning in the log."""
     source: str | None = None
     """The config file the tier came from, named in errors about it."""
     _resolved: Model | None = field(default=None, init=False, repr=False, compare=False)
@@ -78,6 +87,26 @@ class Tier:
     the same endpoint share one client (or one loaded local model)."""
 
     def __post_init__(self) -> None:
+        """Refuse a hosted API marked self-hosted; price a hosted tier from the API list.
+
+        Raises:
+            ConfigError: `self_hosted=True` on a hosted API without `trust_self_hosted`.
+        """
+        host = hosted_api_host(self.model) if self.self_hosted else None
+        if host is not None:
+            if not self.trust_self_hosted:
+                raise ConfigError(
+                    untrusted_self_hosted(_model_label(self.model), host),
+                    file=self.source,
+                    key=f"tiers.{self.name}.self_hosted",
+                )
+            _log.warning(
+                "tier %r: %s is served from %s, a public host, and is trusted as self-hosted "
+                "(trust_self_hosted): its requests skip the PII boundary",
+                self.name,
+                _model_label(self.model),
+                host,
+            )
         if self.price is None and not self.self_hosted:
             self.price = _hosted_list_price(self.model)
 
@@ -139,6 +168,24 @@ def _model_label(model: Model | str) -> str:
     return model if isinstance(model, str) else repr(model)
 
 
+def _import_detector(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
+    """Return a PII detector, importing it when given as `"module:function"`."""
+    if not isinstance(detector, str):
+        return detector
+    module_name, _, attribute = detector.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot import PII detector {detector!r} (write module:function): {exc}",
+            file=source,
+            key=key,
+        ) from exc
+    if not callable(found):
+        raise ConfigError(f"PII detector {detector!r} is not callable", file=source, key=key)
+    return cast(PiiScanner, found)
+
+
 @dataclass(kw_only=True)
 class RoutingPolicy:
     """Which tier serves which step kind, and the rules every call must pass."""
@@ -153,6 +200,9 @@ class RoutingPolicy:
     """What happens to personal data in a request bound for a tier that is not self-hosted."""
     pii_patterns: dict[str, str] = field(default_factory=dict)
     """Extra PII kinds: name -> regular expression."""
+    pii_detectors: list[PiiScanner | str] = field(default_factory=list)
+    """Extra PII detectors (a name or address finder): callables, or `"module:function"`
+    import paths to one, called with each text and returning `PiiFinding`s."""
     budget_usd_per_run: float | None = None
     budget_tokens_per_run: int | None = None
 
@@ -213,8 +263,12 @@ class Router:
                 )
         self._check_routes()
         self._check_policy()
+        detectors = [
+            _import_detector(detector, source, f"policy.pii_detectors[{index}]")
+            for index, detector in enumerate(policy.pii_detectors)
+        ]
         try:
-            self.pii = PiiDetector(policy.pii_patterns)
+            self.pii = PiiDetector(policy.pii_patterns, detectors=detectors)
         except ConfigError as exc:
             raise ConfigError(exc.reason, file=source, key=exc.key) from exc
 
@@ -248,6 +302,7 @@ class Router:
                 model=overrides.get(name, tier.model),
                 price=_configured_price(tier),
                 self_hosted=tier.self_hosted,
+                trust_self_hosted=tier.trust_self_hosted,
                 source=config.origin(f"tiers.{name}.model"),
             )
             for name, tier in config.tiers.items()
@@ -259,6 +314,7 @@ class Router:
             fallbacks={tier: list(chain) for tier, chain in routing.fallbacks.items()},
             pii=policy.pii,
             pii_patterns=dict(policy.pii_patterns),
+            pii_detectors=list(policy.pii_detectors),
             budget_usd_per_run=policy.budget_usd_per_run,
             budget_tokens_per_run=policy.budget_tokens_per_run,
         )
@@ -414,9 +470,10 @@ class Router:
         """Apply the PII boundary to a request bound for `tier`.
 
         Requests to self-hosted tiers, and every request under `pii = "allow"`, pass
-        unchanged. Otherwise the text of every message (content, reasoning, string values
-        in tool-call arguments, tool results) is scanned. Messages without PII are returned
-        as the same objects.
+        unchanged. Otherwise every message is scanned: content, reasoning, tool results,
+        and tool-call arguments as data (keys, strings and numbers: an integer card number
+        becomes `"[CARD]"`; see `PiiDetector.redact_data`). Messages without PII are
+        returned as the same objects.
 
         Returns:
             The messages to send and the counts of redacted findings by kind.
@@ -468,22 +525,11 @@ class Router:
         return dataclasses.replace(call, arguments=arguments)
 
     def _redact_value(self, value: Any, counts: dict[str, int]) -> Any:
-        """Return `value` with PII redacted from its strings; the same object if none."""
-        if isinstance(value, str):
-            redacted, found = self.pii.redact(value)
-            for kind, count in found.items():
-                counts[kind] = counts.get(kind, 0) + count
-            return redacted if found else value
-        if isinstance(value, dict):
-            items = {key: self._redact_value(item, counts) for key, item in value.items()}
-            changed = any(items[key] is not item for key, item in value.items())
-            return items if changed else value
-        if isinstance(value, list | tuple):
-            redacted_items = [self._redact_value(item, counts) for item in value]
-            if all(new is old for new, old in zip(redacted_items, value, strict=True)):
-                return value
-            return type(value)(redacted_items)
-        return value
+        """Return `value` with PII redacted (strings, keys, numbers); the same object if none."""
+        redacted, found = self.pii.redact_data(value)
+        for kind, count in found.items():
+            counts[kind] = counts.get(kind, 0) + count
+        return redacted
 
     def check_budget(
         self, decision_tier: Tier, *, est_input_tokens: int, max_tokens: int, spent: UsageTotals

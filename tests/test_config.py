@@ -326,6 +326,7 @@ def test_overrides_set_strings_numbers_booleans_arrays_and_tables(tmp_path: Path
     env = {
         "AGENTFLOW_TIERS__TOOLS__MODEL": "sglang:http://gpu-2:30000",
         "AGENTFLOW_TIERS__FRONTIER__SELF_HOSTED": "true",
+        "AGENTFLOW_TIERS__FRONTIER__TRUST_SELF_HOSTED": "true",  # it is an anthropic: tier
         "AGENTFLOW_TIERS__FRONTIER__PRICE": "{ input = 1.0, output = 5 }",
         "AGENTFLOW_ROUTING__FALLBACKS__TOOLS": '["frontier"]',
         "AGENTFLOW_ROUTING__CLASSIFY": "tools",
