@@ -24,7 +24,9 @@ No leaks: every container carries the labels `agentflow.sandbox=1`,
 `agentflow.owner=<host>:<pid>:<start>` and `agentflow.instance=<id>` (one per
 `DockerSandbox`). `reap()` removes containers whose owner process is gone; a
 `DockerSandbox` reaps at start-up and removes its own instance's at `aclose()`, and
-`agentflow sandbox gc` does it by hand.
+`agentflow sandbox gc` does it by hand. Another process may be reaping or closing at the
+same time: a container (or network) that is already gone, or being removed, counts as
+removed, never as an error.
 """
 
 from __future__ import annotations
@@ -120,20 +122,35 @@ def connect() -> docker.DockerClient:
 def reap(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
     """Remove sandbox containers whose owning process is gone (all of them with `everything`).
 
+    Safe to run while other processes reap or start sandboxes: one listing, no per-container
+    inspect, and a container someone else removed first counts as removed.
+
     Returns the removed containers' names.
     """
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = container.labels.get(OWNER_LABEL, "")
+    for summary in client.api.containers(all=True, filters={"label": LABEL}):
+        owner = (summary.get("Labels") or {}).get(OWNER_LABEL, "")
         if everything or not owner_alive(owner):
-            with contextlib.suppress(Exception):  # already gone: someone else reaped it
-                container.remove(force=True)
-                removed.append(container.name)
+            _remove(client, summary["Id"])
+            removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else "")
     if everything:  # the egress networks too, where no container uses them any more
-        for network in client.networks.list(filters={"label": LABEL}):
-            with contextlib.suppress(Exception):
-                network.remove()
+        for network in client.api.networks(filters={"label": LABEL}):
+            with contextlib.suppress(Exception):  # in use by a live container: leave it
+                client.api.remove_network(network["Id"])
     return removed
+
+
+def _remove(client: docker.DockerClient, container_id: str) -> None:
+    """Force-remove a container; one already gone or being removed is not an error."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        client.api.remove_container(container_id, force=True)
+    except NotFound:
+        pass
+    except APIError as exc:  # 409: another process's removal of it is in progress
+        if exc.status_code not in (404, 409):
+            raise
 
 
 @dataclass(kw_only=True)
@@ -241,8 +258,8 @@ class DockerSandbox(Sandbox):
     def _discard(self, pool: _Pool, container: Container) -> None:
         pool.uses.pop(container.id, None)
         _close_socket(self._sockets.pop(container.id, None))
-        with contextlib.suppress(Exception):
-            container.remove(force=True)
+        with contextlib.suppress(Exception):  # the daemon is busy or gone: `reap` has it
+            _remove(self.client(), container.id or "")
 
     def _take(self, pool: _Pool) -> tuple[Container, bool]:
         """A container for one call, and whether it came warm from the pool."""
@@ -481,9 +498,9 @@ def _kill(container: Container) -> None:
 
 def _remove_owned(client: docker.DockerClient, owner: str, instance: str) -> None:
     labels = [f"{OWNER_LABEL}={owner}", f"{INSTANCE_LABEL}={instance}"]
-    for container in client.containers.list(all=True, filters={"label": labels}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True)
+    for summary in client.api.containers(all=True, filters={"label": labels}):
+        with contextlib.suppress(Exception):  # the daemon is busy or gone: `reap` has it
+            _remove(client, summary["Id"])
 
 
 def _result(call: SandboxCall, collected: _Collected, duration: float) -> ExecResult:
