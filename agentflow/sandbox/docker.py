@@ -1,10 +1,10 @@
 """Docker sandboxes: each tool call runs in a locked-down container from a warm pool.
 
-Every container is hardened the same way: no network (`network_mode="none"`; a tool
-whose limits allowlist hosts gets an internal network whose only way out is an egress
-proxy that lets through those hosts alone, see `egress.py`), a
-read-only root filesystem with a size-capped tmpfs at /tmp as the only writable place,
-all capabilities dropped, `no-new-privileges`, a non-root user (uid 10001), a pids
+Every container is hardened the same way: no network interface but loopback
+(`network_mode="none"`, always; a tool whose limits allowlist hosts reaches them through
+its pool's egress proxy, whose Unix socket is mounted into the container: see
+`egress.py`), a read-only root filesystem with a size-capped tmpfs at /tmp as the only
+writable place, all capabilities dropped, `no-new-privileges`, a non-root user (uid 10001), a pids
 limit, a memory limit with swap equal to memory, and a CPU quota. The tool's source
 directory is mounted read-only.
 
@@ -26,7 +26,9 @@ No leaks: every container carries the labels `agentflow.sandbox=1`,
 `DockerSandbox` reaps at start-up and removes its own instance's at `aclose()`, and
 `agentflow sandbox gc` does it by hand. Another process may be reaping or closing at the
 same time: a container (or network) that is already gone, or being removed, counts as
-removed, never as an error.
+removed, never as an error. A sandbox creates no Docker network (networks labelled by an
+older version are removed by `reap(everything=True)`); `aclose()` stops its egress
+proxies and removes their socket folders.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from agentflow.exceptions import (
 )
 from agentflow.sandbox import runner
 from agentflow.sandbox.base import ExecResult, Limits, Sandbox, SandboxCall
-from agentflow.sandbox.egress import EgressProxy
+from agentflow.sandbox.egress import SOCKET_NAME, EgressProxy
 
 if TYPE_CHECKING:
     import docker
@@ -70,9 +72,10 @@ __all__ = [
 LABEL = "agentflow.sandbox"
 OWNER_LABEL = "agentflow.owner"
 INSTANCE_LABEL = "agentflow.instance"
-EGRESS_NETWORK = "agentflow-sandbox-egress"
 TOOL_DIR = "/opt/tool"
 RUNNER = "/opt/agentflow/runner.py"
+EGRESS_DIR = "/run/agentflow-egress"
+"""Where a pool's egress proxy socket folder is mounted in its containers."""
 _ENVELOPE_SLACK = 64 * 1024
 _JSON_BYTES_PER_CHAR = 12
 """The runner cuts captures in characters, and `json.dumps` writes one outside the BMP as
@@ -133,7 +136,7 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
         if everything or not owner_alive(owner):
             _remove(client, summary["Id"])
             removed.append(summary["Names"][0].lstrip("/") if summary.get("Names") else "")
-    if everything:  # the egress networks too, where no container uses them any more
+    if everything:  # networks labelled by older versions, where no container uses them
         for network in client.api.networks(filters={"label": LABEL}):
             with contextlib.suppress(Exception):  # in use by a live container: leave it
                 client.api.remove_network(network["Id"])
@@ -166,6 +169,7 @@ class _Pool:
     """Calls served, by container id."""
     proxy: EgressProxy | None = None
     """The pool's egress proxy, when its limits allowlist hosts."""
+    proxy_started: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class DockerSandbox(Sandbox):
@@ -225,17 +229,17 @@ class DockerSandbox(Sandbox):
 
     def _start(self, pool: _Pool) -> Container:
         limits = pool.limits
-        # No network at all, or (an allowlist) an internal network whose only way out is
-        # the pool's egress proxy on the host.
-        egress = self._egress_network(limits.network) if limits.network else None
+        volumes = {str(pool.source_dir): {"bind": TOOL_DIR, "mode": "ro"}}
+        if pool.proxy is not None and pool.proxy.folder is not None:
+            # The only way out: the pool's proxy socket (connecting to it needs no network).
+            volumes[str(pool.proxy.folder)] = {"bind": EGRESS_DIR, "mode": "ro"}
         container = self.client().containers.run(
             self.image,
             ["python3", "-I", RUNNER, "--serve"],
             detach=True,
             stdin_open=True,
             labels={LABEL: "1", OWNER_LABEL: self.owner, INSTANCE_LABEL: self.instance},
-            network=egress,
-            network_mode=None if egress else "none",
+            network_mode="none",
             ipc_mode="none",  # no /dev/shm: /tmp stays the only writable place
             read_only=True,
             tmpfs={"/tmp": f"size={limits.tmpfs_mb}m,mode=1777"},
@@ -246,7 +250,7 @@ class DockerSandbox(Sandbox):
             mem_limit=f"{limits.memory_mb}m",
             memswap_limit=f"{limits.memory_mb}m",
             nano_cpus=int(limits.cpus * 1e9),
-            volumes={str(pool.source_dir): {"bind": TOOL_DIR, "mode": "ro"}},
+            volumes=volumes,
             init=False,
         )
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
@@ -308,10 +312,20 @@ class DockerSandbox(Sandbox):
                 pool = self._pools[key] = _Pool(source_dir=source_dir, limits=limits, gate=gate)
             return pool
 
+    async def _ready(self, pool: _Pool) -> None:
+        """Start the pool's egress proxy before its first container, if it has a network."""
+        async with pool.proxy_started:
+            if pool.limits.network and pool.proxy is None:
+                proxy = EgressProxy(pool.limits.network)
+                await proxy.start()
+                pool.proxy = proxy
+
     async def warm(self, source_dir: Path, limits: Limits) -> None:
         """Start the pool for a source directory and limits ahead of the first call."""
         resolved = await asyncio.to_thread(source_dir.resolve)
-        await asyncio.to_thread(self._fill, self._pool(resolved, limits))
+        pool = self._pool(resolved, limits)
+        await self._ready(pool)
+        await asyncio.to_thread(self._fill, pool)
 
     # -- calls --------------------------------------------------------------------
 
@@ -319,29 +333,9 @@ class DockerSandbox(Sandbox):
         source = call.source.resolve()
         _check_readable(source)
         pool = self._pool(source.parent, limits)
-        if limits.network and pool.proxy is None:
-            pool.proxy = EgressProxy(limits.network)
-            await pool.proxy.start(await asyncio.to_thread(self._egress_gateway, limits.network))
+        await self._ready(pool)
         async with pool.gate:
             return await self._run(pool, call, source, limits)
-
-    def _egress_network(self, allowed: tuple[str, ...]) -> str:
-        """The internal network for one allowlist (made once per host). One per allowlist,
-        so a container cannot reach the proxy of a pool that allows more."""
-        from docker.errors import NotFound
-
-        digest = hashlib.sha256("\n".join(sorted(allowed)).encode()).hexdigest()[:12]
-        name = f"{EGRESS_NETWORK}-{digest}"
-        client = self.client()
-        try:
-            client.networks.get(name)
-        except NotFound:
-            client.networks.create(name, internal=True, labels={LABEL: "1"})
-        return name
-
-    def _egress_gateway(self, allowed: tuple[str, ...]) -> str:
-        network = self.client().networks.get(self._egress_network(allowed))
-        return network.attrs["IPAM"]["Config"][0]["Gateway"]
 
     async def _run(
         self, pool: _Pool, call: SandboxCall, source: Path, limits: Limits
@@ -390,6 +384,7 @@ class DockerSandbox(Sandbox):
             "arguments": call.arguments,
             "env": {**call.secrets, **_proxy_env(proxy)},
             "output_bytes": limits.output_bytes,
+            "egress": f"{EGRESS_DIR}/{SOCKET_NAME}" if proxy is not None else None,
         }
         started = time.perf_counter()
         try:
@@ -425,12 +420,12 @@ class DockerSandbox(Sandbox):
             await asyncio.to_thread(_remove_owned, client, self.owner, self.instance)
             while self._sockets:
                 _close_socket(self._sockets.popitem()[1])
-            for pool in self._pools.values():
-                if pool.proxy is not None:
-                    await pool.proxy.aclose()
-            self._pools.clear()
             client.close()
             self._client = None
+        for pool in self._pools.values():
+            if pool.proxy is not None:
+                await pool.proxy.aclose()
+        self._pools.clear()
 
 
 @dataclass
@@ -476,7 +471,7 @@ def _proxy_env(proxy: EgressProxy | None) -> dict[str, str]:
     if proxy is None:
         return {}
     names = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
-    return dict.fromkeys(names, proxy.url)
+    return dict.fromkeys(names, f"http://127.0.0.1:{runner.EGRESS_PORT}")
 
 
 def _check_readable(source: Path) -> None:

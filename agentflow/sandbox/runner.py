@@ -8,6 +8,10 @@ imported with a minimal `agentflow` stand-in (`tool` as a pass-through decorator
 `ToolRetry`, `RunContext`), so a module written for agentflow imports unchanged. What
 the function prints is captured, cut at `AGENTFLOW_OUTPUT_BYTES`, and returned in the
 envelope, which follows `MARKER` as the last thing written to the real stdout.
+
+In a Docker container, for a call with a network allowlist, the runner relays
+`127.0.0.1:EGRESS_PORT` to the egress proxy's Unix socket: the container has no network
+interface but loopback, so that relay is its only way out.
 """
 
 import asyncio
@@ -19,11 +23,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
+import threading
 import time
 import types
 
 MARKER = "\x1eagentflow-result\x1e"
+EGRESS_PORT = 3128
+"""Where a container's tools find the egress proxy (`HTTPS_PROXY=http://127.0.0.1:3128`)."""
+
 
 
 class CappedText(io.TextIOBase):
@@ -109,6 +118,33 @@ def reset():
                 os.unlink(entry.path)
 
 
+def relay_egress(socket_path):
+    """Pipe each connection to `127.0.0.1:EGRESS_PORT` to the proxy's Unix socket."""
+    listener = socket.create_server(("127.0.0.1", EGRESS_PORT))
+
+    def pipe(source, sink):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def accept():
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.socket(socket.AF_UNIX)
+            try:
+                upstream.connect(socket_path)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def run_one(source, name, raw, limit, me):
     """Call the function; return the envelope (None in a child the tool forked)."""
     real_stdout = sys.stdout
@@ -141,7 +177,8 @@ def run_one(source, name, raw, limit, me):
 def serve():
     """Be a warm container's pid 1: one request per stdin line, each in a forked child.
 
-    A request is `{"nonce", "source", "function", "arguments", "env", "output_bytes"}`.
+    A request is `{"nonce", "source", "function", "arguments", "env", "output_bytes"}`,
+    and `"egress"` (the proxy's socket path) when the call may use the network.
     Before each call the container is reset (stray processes killed, /tmp emptied); the
     call runs in a fresh child with only the request's environment, which writes
     `MARKER + nonce + envelope`; a child that dies without one (killed for memory) is
@@ -163,6 +200,8 @@ def serve():
             os.environ.update(base_env, **request["env"])
             limit = int(request["output_bytes"])
             raw = json.dumps(request["arguments"])
+            if request.get("egress"):
+                relay_egress(request["egress"])
             envelope = run_one(request["source"], request["function"], raw, limit, os.getpid())
             os.write(1, (head + json.dumps(envelope) + "\n").encode())
             os._exit(0)

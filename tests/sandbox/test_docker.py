@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 
+import agentflow
 from agentflow.exceptions import (
     SandboxError,
     SandboxResourceError,
@@ -490,7 +491,11 @@ async def test_containers_of_a_killed_process_are_reaped(
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), str(tools_dir / "tools.py"), stdout=subprocess.PIPE
+        sys.executable,
+        str(script),
+        str(tools_dir / "tools.py"),
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(agentflow.__file__).parents[1])},
     )
     try:
         assert child.stdout is not None
@@ -542,37 +547,118 @@ def direct(host, port):
         return "connected"
     except OSError:
         return "blocked"
+
+def interfaces():
+    return sorted(os.listdir("/sys/class/net"))
 """
 
 
-async def test_a_network_allowlist_lets_through_only_its_hosts(
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A host service: answers `echo LINE` to the first line it reads."""
+    writer.write(b"echo " + await reader.readline())
+    await writer.drain()
+    writer.close()
+
+
+async def net(
+    sandbox: DockerSandbox, tools_dir: Path, limits: Limits, function: str, *args: Any
+) -> Any:
+    """Run one of NET_TOOLS; return its value."""
+    (tools_dir / "net.py").write_text(NET_TOOLS)
+    arguments: dict[str, Any] = dict(zip(("host", "port"), args, strict=False))
+    request = SandboxCall(source=tools_dir / "net.py", function=function, arguments=arguments)
+    result = await sandbox.run(request, limits=limits)
+    assert result.ok, result.error
+    return result.value
+
+
+async def test_a_network_allowlist_lets_through_only_its_hosts_and_ports(
     sandbox: DockerSandbox, tools_dir: Path
 ) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"echo " + await reader.readline())
-        await writer.drain()
-        writer.close()
-
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    (tools_dir / "net.py").write_text(NET_TOOLS)
-    limits = Limits(network=("127.0.0.1",))
-
-    async def run(function: str, host: str, port: int) -> Any:
-        net = SandboxCall(
-            source=tools_dir / "net.py", function=function, arguments={"host": host, "port": port}
-        )
-        result = await sandbox.run(net, limits=limits)
-        assert result.ok, result.error
-        return result.value
-
+    listed = Limits(network=(f"127.0.0.1:{port}",))
+    bare = Limits(network=("127.0.0.1",))  # a bare host: port 443 alone
     try:
-        assert await run("tunnel", "127.0.0.1", port) == "echo ping"
-        assert await run("tunnel", "127.0.0.2", port) == "HTTP/1.1 403 Forbidden"
-        assert await run("direct", "1.1.1.1", 53) == "blocked"
+        assert await net(sandbox, tools_dir, listed, "tunnel", "127.0.0.1", port) == "echo ping"
+        refused = "HTTP/1.1 403 Forbidden"
+        assert await net(sandbox, tools_dir, listed, "tunnel", "127.0.0.2", port) == refused
+        assert await net(sandbox, tools_dir, listed, "tunnel", "127.0.0.1", port + 1) == refused
+        assert await net(sandbox, tools_dir, bare, "tunnel", "127.0.0.1", port) == refused
+        assert await net(sandbox, tools_dir, bare, "tunnel", "127.0.0.1", 22) == refused
+        assert await net(sandbox, tools_dir, listed, "direct", "1.1.1.1", 53) == "blocked"
     finally:
         server.close()
     assert await greet(sandbox, tools_dir)  # the no-network pool is untouched
+
+
+def host_addresses(client: docker.DockerClient) -> list[str]:
+    """This host's IPv4 addresses a container might try: Docker's default gateway, the rest."""
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
+    return sorted({gateway, *(a for a in found.stdout.split() if ":" not in a)})  # IPv4
+
+
+def wait_until_reachable(host: str, port: int) -> None:
+    """Readiness: the target answers from the host, so "blocked" in a container means it."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{host}:{port} never answered"
+
+
+async def test_an_allowlisted_container_reaches_only_the_proxy(
+    sandbox: DockerSandbox, tools_dir: Path, docker_client: docker.DockerClient
+) -> None:
+    """Host services on 0.0.0.0 and on the gateway, and other containers, are out of reach."""
+    anywhere = await asyncio.start_server(echo, "0.0.0.0", 0)
+    port = anywhere.sockets[0].getsockname()[1]
+    addresses = host_addresses(docker_client)
+    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    on_gateway = await asyncio.start_server(echo, gateway, 0)
+    gateway_port = on_gateway.sockets[0].getsockname()[1]
+    neighbour = docker_client.containers.run(  # a container with a service, on the bridge
+        sandbox.image,
+        ["python3", "-m", "http.server", "8000"],
+        detach=True,
+        labels={LABEL: "1", OWNER_LABEL: owner_id()},
+    )
+    limits = Limits(network=("example.com",))
+    try:
+        neighbour.reload()
+        neighbour_ip = neighbour.attrs["NetworkSettings"]["IPAddress"]
+        targets = [(address, port) for address in addresses]
+        targets += [(gateway, gateway_port), (neighbour_ip, 8000)]
+        for host, target_port in targets:
+            await asyncio.to_thread(wait_until_reachable, host, target_port)
+        assert await net(sandbox, tools_dir, limits, "interfaces") == ["lo"]
+        for host, target_port in [*targets, ("host.docker.internal", port)]:
+            assert await net(sandbox, tools_dir, limits, "direct", host, target_port) == "blocked"
+            tunnelled = await net(sandbox, tools_dir, limits, "tunnel", host, target_port)
+            assert tunnelled == "HTTP/1.1 403 Forbidden", (host, target_port)
+    finally:
+        anywhere.close()
+        on_gateway.close()
+        neighbour.remove(force=True)
+
+
+async def test_close_leaves_no_network_or_proxy_behind(
+    tools_dir: Path, docker_client: docker.DockerClient
+) -> None:
+    def networks() -> set[str]:
+        return {str(n.id) for n in docker_client.networks.list()}
+
+    before = networks()
+    limits = Limits(network=("example.com", "example.org:8443"))
+    async with DockerSandbox(pool_size=1) as sandbox:
+        assert await net(sandbox, tools_dir, limits, "interfaces") == ["lo"]
+        folders = [pool.proxy.folder for pool in sandbox._pools.values() if pool.proxy]
+        assert folders and all(folder and folder.exists() for folder in folders)
+    assert networks() == before, "no Docker network outlives the sandbox"
+    assert not any(folder and folder.exists() for folder in folders), "proxy sockets removed"
 
 
 async def test_a_warm_container_that_died_is_replaced_by_the_health_check(
