@@ -26,10 +26,10 @@ from agentflow._console import (
     totals_table,
     user_errors,
 )
-from agentflow.config import load_config
+from agentflow.config import AgentflowConfig, load_config
 from agentflow.costs import RunUsage, StepRecord
 from agentflow.exceptions import AgentflowError, ConfigError
-from agentflow.graph import run_usage
+from agentflow.graph import AgentGraph, run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
 from agentflow.messages import UserMessage
 from agentflow.routing import Router
@@ -82,11 +82,25 @@ ConfigOption = Annotated[
 ]
 
 
+def _settings(graph: AgentGraph[Any], config: Path | str | None) -> AgentflowConfig | None:
+    """The agentflow.toml to use, which a graph carrying its own router (tests, examples)
+    does without unless one is named."""
+    return None if graph.router is not None and config is None else load_config(config)
+
+
+def _sandboxes(settings: AgentflowConfig | None) -> Sandboxes:
+    """The sandboxes a graph's tools run in, as `[sandbox]` in agentflow.toml says."""
+    return Sandboxes(allow_unisolated=settings is not None and settings.sandbox.allow_unisolated)
+
+
 async def _run(loaded: LoadedGraph, context: Any, message: str, config: Path | None) -> None:
     graph = loaded.graph
-    router = graph.router or Router.from_config(load_config(config))
+    settings = _settings(graph, config)
+    router = graph.router
+    if router is None and settings is not None:  # it is read when the graph has no router
+        router = Router.from_config(settings)
     run_id = uuid.uuid4()
-    async with Sandboxes() as sandboxes:  # its warm containers go when the run ends
+    async with _sandboxes(settings) as sandboxes:  # its warm containers go at the end
         compiled = graph.compile(router=router, sandbox=sandboxes)
         state = await compiled.ainvoke(
             {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
@@ -260,14 +274,17 @@ def thread_service(graph: str, database_url: str, config: Path | str | None) -> 
     `make_context()` as the graph's context (what `serve`, `run --thread` and `inbox`
     resume with)."""
     loaded = load_graph(graph)
-    # A graph that carries its router (tests, examples) needs no agentflow.toml.
-    router = None if loaded.graph.router is not None else Router.from_config(load_config(config))
+    settings = _settings(loaded.graph, config)
+    router = None
+    if loaded.graph.router is None and settings is not None:
+        router = Router.from_config(settings)
     return ThreadService(
         loaded.graph,
         database_url=database_url,
         context=loaded.context(),
         router=router,
         graph_ref=loaded.ref,
+        sandboxes=_sandboxes(settings),
     )
 
 

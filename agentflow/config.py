@@ -76,6 +76,7 @@ __all__ = [
     "PolicyConfig",
     "PriceConfig",
     "RoutingConfig",
+    "SandboxConfig",
     "TierConfig",
     "load_config",
 ]
@@ -243,6 +244,16 @@ class PolicyConfig(BaseModel):
         return patterns
 
 
+class SandboxConfig(BaseModel):
+    """The `[sandbox]` table: where sandboxed tools may run."""
+
+    model_config = _MODEL_CONFIG
+
+    allow_unisolated: bool = False
+    """Let `sandbox="auto"` tools run in the process sandbox (no filesystem or network
+    isolation) when Docker is not there; otherwise they fail, as `docker` tools do."""
+
+
 class _KeyValueError(ValueError):
     """What is wrong with one key of the table being validated (a PII pattern, a
     [routing] key, a tier's self_hosted); carries the key's name so the error can name it."""
@@ -260,6 +271,7 @@ class AgentflowConfig(BaseModel):
     tiers: dict[str, TierConfig]
     routing: RoutingConfig
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     source: str = "<defaults>"
     """The file the configuration came from."""
     _overrides: list[tuple[_KeyPath, str]] = PrivateAttr(default_factory=list)

@@ -317,22 +317,28 @@ class AgentGraph(Generic[DepsT]):
                 next step starts.
             sandbox: Where the graph's sandboxed tools run; whoever made it closes it
                 (`await sandboxes.aclose()` removes the warm containers). Without one the
-                compiled graph makes its own `Sandboxes()` (no unisolated runs), as
-                `app.sandboxes`.
+                compiled graph makes its own, as `app.sandboxes`: unisolated runs only
+                if the agentflow.toml read for the router allows them.
 
         Raises:
             ConfigError: An unknown kind, a state without `messages`/`steps`, a bad edge.
         """
-        router = router or self.router or Router.from_config(load_config(config_file))
+        config = None
+        router = router or self.router
+        if router is None:
+            config = load_config(config_file)
+            router = Router.from_config(config)
         self._check_state()
         router.check_kinds({n.name: n.kind for n in self._nodes.values() if n.kind is not None})
         builder: StateGraph[Any, Any, Any, Any] = StateGraph(
             self.state, context_schema=self.context
         )
         prefixes = PrefixTracker()
-        sandboxes = Sandboxes() if sandbox is None else sandbox
+        if sandbox is None:
+            unisolated = config is not None and config.sandbox.allow_unisolated
+            sandbox = Sandboxes(allow_unisolated=unisolated)
         for node in self._nodes.values():
-            runner = self._runner(node, router, prefixes, journal, sandboxes)
+            runner = self._runner(node, router, prefixes, journal, sandbox)
             builder.add_node(node.name, runner)
         self._add_edges(builder)
         checkpointer = allow_types(checkpointer, [*state_types(self.state), *self.allowed_types])
@@ -345,7 +351,7 @@ class AgentGraph(Generic[DepsT]):
         # may still be writing it when a crash comes.
         attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
         durability = "sync" if journal is not None else None
-        return _CompiledGraph(**attrs, default_durability=durability, sandboxes=sandboxes)
+        return _CompiledGraph(**attrs, default_durability=durability, sandboxes=sandbox)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)

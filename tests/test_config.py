@@ -437,3 +437,21 @@ def test_routing_errors_from_overrides_name_the_variable(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as info:
         Router.from_config(overridden).tiers["tools"].get_model()
     assert info.value.file == "environment variable AGENTFLOW_TIERS__TOOLS__MODEL"
+
+
+def test_the_sandbox_table_allows_unisolated_runs_only_when_it_says_so(tmp_path: Path) -> None:
+    from agentflow import END, START, AgentGraph
+
+    assert load_config(write(tmp_path, MINIMAL), env={}).sandbox.allow_unisolated is False
+    allowing = write(tmp_path, MINIMAL + "\n[sandbox]\nallow_unisolated = true\n")
+    assert load_config(allowing, env={}).sandbox.allow_unisolated is True
+    graph: AgentGraph[None] = AgentGraph("g")
+    graph.node(lambda state: {}, name="noop")
+    graph.edge(START, "noop").edge("noop", END)
+    assert graph.compile(config_file=allowing).sandboxes.allow_unisolated is True
+    assert graph.compile(config_file=write(tmp_path, MINIMAL)).sandboxes.allow_unisolated is False
+    error = load_error(write(tmp_path, MINIMAL + "\n[sandbox]\nallow_unisolatd = true\n"))
+    assert error.key == "sandbox.allow_unisolatd"
+    assert error.reason == "unknown key; did you mean 'allow_unisolated'?"
+    error = load_error(write(tmp_path, MINIMAL + '\n[sandbox]\nallow_unisolated = "maybe"\n'))
+    assert error.key == "sandbox.allow_unisolated"

@@ -4,9 +4,10 @@ A compiled graph's tools run in its `Sandboxes` (`graph.compile(sandbox=...)`, a
 `journal=`): `docker` is a `DockerSandbox` and fails with `SandboxUnavailable` when no
 daemon answers; `auto` is the same Docker sandbox when a daemon and the image are there.
 Without them, `auto` refuses too, unless the `Sandboxes` allow unisolated runs
-(`allow_unisolated=True`): then the (weaker) `ProcessSandbox` runs the tool, with a
-logged warning. Whoever owns the `Sandboxes` closes it, which removes its warm
-containers:
+(`allow_unisolated=True`; `[sandbox] allow_unisolated = true` in agentflow.toml for
+the CLI, the server and a graph compiled without a router): then the (weaker)
+`ProcessSandbox` runs the tool, with a logged warning. Whoever owns the `Sandboxes`
+closes it, which removes its warm containers:
 
 ```python
 async with Sandboxes() as sandboxes:
@@ -77,7 +78,8 @@ class Sandboxes:
             if not self.allow_unisolated:
                 raise SandboxUnavailable(
                     f"{exc}; sandbox='auto' does not run a tool unisolated unless allowed "
-                    "(Sandboxes(allow_unisolated=True))"
+                    "(Sandboxes(allow_unisolated=True), or `[sandbox] allow_unisolated = "
+                    "true` in agentflow.toml)"
                 ) from exc
             from agentflow.sandbox.process import ProcessSandbox
 
