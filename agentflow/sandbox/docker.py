@@ -20,6 +20,17 @@ back after the call. It is discarded instead after `max_uses` calls,
 after any failure or timeout, and when a health check fails; an empty pool starts one
 on the spot (the cold path).
 
+Deadlines hold whatever the call does: a call ends within a second of `timeout_s`
+(`SandboxTimeout`; `SandboxResourceError` when it had filled its pids limit), or as soon
+as its output passes the cap (`SandboxResourceError`, resource `output`). The container
+of a failed call is abandoned at once (its stream shut, its removal left to a background
+task that `aclose` waits for), never killed while the caller waits: a kill can block for
+as long as the daemon's API timeout. Output is read in linear time: each frame is
+appended once and only the new bytes are searched for the end of the envelope.
+
+A call whose fork the pids limit refused, and which then failed, is a
+`SandboxResourceError` (resource `processes`), not a tool failure or a timeout.
+
 No leaks: every container carries the labels `agentflow.sandbox=1`,
 `agentflow.owner=<host>:<pid>:<start>` and `agentflow.instance=<id>` (one per
 `DockerSandbox`). `reap()` removes containers whose owner process is gone; a
@@ -37,6 +48,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import threading
 import time
 import uuid
@@ -80,7 +92,8 @@ _ENVELOPE_SLACK = 64 * 1024
 _JSON_BYTES_PER_CHAR = 12
 """The runner cuts captures in characters, and `json.dumps` writes one outside the BMP as
 two `\\uXXXX` escapes: a capture of N characters can take 12N bytes of the envelope."""
-_KILL_GRACE_S = 1.0
+_STATS_TIMEOUT_S = 0.5
+"""How long a timed-out call waits to learn whether its pids limit was full."""
 
 
 def image_tag() -> str:
@@ -206,7 +219,8 @@ class DockerSandbox(Sandbox):
         self._client: docker.DockerClient | None = None
         self._pools: dict[tuple[Path, Limits], _Pool] = {}
         self._lock = threading.Lock()
-        self._refills: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        """Refills and removals of abandoned containers: `aclose` waits for them."""
         self._sockets: dict[str | None, Any] = {}
         """Each warm container's attached stdin/stdout: requests go in, envelopes come out."""
 
@@ -351,16 +365,21 @@ class DockerSandbox(Sandbox):
                 pool.uses[container.id] = pool.uses.get(container.id, 0) + 1
                 await asyncio.to_thread(self._give_back, pool, container)
             else:
-                await asyncio.to_thread(self._discard, pool, container)
+                # Shut its stream now (a reader stuck on it returns), remove it later: the
+                # caller's deadline must not wait on a daemon busy killing it.
+                pool.uses.pop(container.id, None)
+                _close_socket(self._sockets.pop(container.id, None))
+                self._in_background(self._discard, pool, container)
             # Only a discarded container leaves a gap. A refill after every call would race
             # the next call for the idle container and then push it out of a full pool.
             if container.id not in pool.uses:
-                self._refill_later(pool)
+                self._in_background(self._fill, pool)
 
-    def _refill_later(self, pool: _Pool) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._fill, pool))
-        self._refills.add(task)
-        task.add_done_callback(self._refills.discard)
+    def _in_background(self, work: Any, *args: Any) -> None:
+        """Run `work(*args)` in a thread without waiting; `aclose` waits for it."""
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(work, *args))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _exec(
         self,
@@ -396,25 +415,36 @@ class DockerSandbox(Sandbox):
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout=limits.timeout_s)
         except TimeoutError:
-            await asyncio.to_thread(_kill, container)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader, timeout=_KILL_GRACE_S)
+            # The container is abandoned by `_run` (stream shut, removed in the background).
+            if await self._pids_full(container, limits):
+                raise _pids_error(call, limits) from None
             raise SandboxTimeout(
                 f"sandboxed call {call.function!r} ran past {limits.timeout_s:g}s and was killed"
             ) from None
         if collected.overflow:
-            await asyncio.to_thread(_kill, container)
             raise SandboxResourceError(
-                f"sandboxed call {call.function!r} wrote more than {cap:,} bytes of output",
+                f"sandboxed call {call.function!r} wrote more than {cap:,} bytes of output "
+                "and result, and was killed",
                 resource="output",
             )
-        return _result(call, collected, time.perf_counter() - started)
+        return _result(call, collected, limits, time.perf_counter() - started)
+
+    async def _pids_full(self, container: Container, limits: Limits) -> bool:
+        """Whether a timed-out container's processes fill its pids limit (a fork bomb).
+        One stats call, given at most `_STATS_TIMEOUT_S`; unknown counts as no."""
+        api = self.client().api
+        stats = asyncio.to_thread(api.stats, container.id or "", stream=False, one_shot=True)
+        try:
+            current = (await asyncio.wait_for(stats, _STATS_TIMEOUT_S))["pids_stats"]["current"]
+        except Exception:
+            return False
+        return current >= limits.pids - 1
 
     async def aclose(self) -> None:
-        """Remove every container this sandbox started."""
-        for task in list(self._refills):
+        """Remove every container this sandbox started and stop its egress proxies."""
+        while self._background:
             with contextlib.suppress(Exception):
-                await task
+                await self._background.pop()
         if self._client is not None:
             client = self._client
             await asyncio.to_thread(_remove_owned, client, self.owner, self.instance)
@@ -436,32 +466,63 @@ class _Collected:
     stderr: bytearray = field(default_factory=bytearray)
     overflow: bool = False
     closed: bool = False
+    at: int = -1
+    """Where `head` starts in `stdout`, once seen."""
+    end: int = -1
+    """Where the envelope line ends (its newline) in `stdout`, once seen."""
 
 
 def _collect(sock: Any, cap: int, into: _Collected) -> None:
     """Read the attached stream until this call's envelope line is complete, the
-    stream ends (the container died) or more than `cap` bytes came."""
-    from docker.utils.socket import STDOUT, next_frame_header, read_exactly
+    stream ends (the container died, or the call was abandoned and its stream shut) or
+    more than `cap` bytes came.
 
-    while True:
-        kind, size = next_frame_header(sock)
-        if size < 0:
-            into.closed = True
-            return
-        data = read_exactly(sock, size) if size else b""
-        (into.stdout if kind == STDOUT else into.stderr).extend(data)
-        if len(into.stdout) + len(into.stderr) > cap:
-            into.overflow = True
-            return
-        at = into.stdout.rfind(into.head)
-        if at >= 0 and into.stdout.find(b"\n", at) >= 0:
-            return
+    Linear in what is read: each frame is appended once, and only the bytes a frame added
+    (plus enough before them to catch a `head` split across frames) are searched.
+    """
+    from docker.utils.socket import STDOUT, next_frame_header, read
+
+    try:
+        while True:
+            kind, size = next_frame_header(sock)
+            if size < 0:
+                break
+            target = into.stdout if kind == STDOUT else into.stderr
+            before = len(target)
+            while len(target) - before < size:
+                data = read(sock, size - (len(target) - before))
+                if not data:
+                    raise EOFError
+                target.extend(data)
+            if len(into.stdout) + len(into.stderr) > cap:
+                into.overflow = True
+                return
+            if kind == STDOUT and _envelope_complete(into, before):
+                return
+    except (OSError, EOFError, ValueError):  # shut by an abandoning caller, or cut short
+        pass
+    into.closed = True
+
+
+def _envelope_complete(into: _Collected, before: int) -> bool:
+    """Search what stdout gained since `before` for the envelope's start and end."""
+    if into.at < 0:
+        into.at = into.stdout.find(into.head, max(0, before - len(into.head) + 1))
+        if into.at < 0:
+            return False
+        before = into.at
+    into.end = into.stdout.find(b"\n", max(before, into.at))
+    return into.end >= 0
 
 
 def _close_socket(sock: Any) -> None:
+    """Shut and close an attached stream; a thread blocked reading it returns at once."""
     if sock is None:
         return
     raw = getattr(sock, "_sock", None)  # SocketIO.close() drops it without closing it
+    if raw is not None:
+        with contextlib.suppress(OSError):  # a close alone does not wake a blocked recv
+            raw.shutdown(socket.SHUT_RDWR)
     sock.close()
     if raw is not None:
         raw.close()
@@ -486,11 +547,6 @@ def _check_readable(source: Path) -> None:
         )
 
 
-def _kill(container: Container) -> None:
-    with contextlib.suppress(Exception):
-        container.kill()
-
-
 def _remove_owned(client: docker.DockerClient, owner: str, instance: str) -> None:
     labels = [f"{OWNER_LABEL}={owner}", f"{INSTANCE_LABEL}={instance}"]
     for summary in client.api.containers(all=True, filters={"label": labels}):
@@ -498,17 +554,25 @@ def _remove_owned(client: docker.DockerClient, owner: str, instance: str) -> Non
             _remove(client, summary["Id"])
 
 
-def _result(call: SandboxCall, collected: _Collected, duration: float) -> ExecResult:
+def _pids_error(call: SandboxCall, limits: Limits) -> SandboxResourceError:
+    return SandboxResourceError(
+        f"sandboxed call {call.function!r} ran into its pids limit ({limits.pids} processes "
+        "and threads at once) and was stopped",
+        resource="processes",
+    )
+
+
+def _result(
+    call: SandboxCall, collected: _Collected, limits: Limits, duration: float
+) -> ExecResult:
     import json
 
-    at = collected.stdout.rfind(collected.head)
-    if at < 0:
-        stderr = collected.stderr.decode("utf-8", "replace")
+    if collected.end < 0:
+        stderr = collected.stderr[-2000:].decode("utf-8", "replace")
         raise SandboxError(
             f"sandboxed call {call.function!r} ended without a result: {stderr[-500:]!r}"
         )
-    line = collected.stdout[at + len(collected.head) :].split(b"\n", 1)[0]
-    envelope = json.loads(line)
+    envelope = json.loads(collected.stdout[collected.at + len(collected.head) : collected.end])
     if "died" in envelope:
         if envelope["died"] == 9:  # SIGKILL from the kernel: the cgroup's memory limit
             raise SandboxResourceError(
@@ -516,4 +580,7 @@ def _result(call: SandboxCall, collected: _Collected, duration: float) -> ExecRe
                 resource="memory",
             )
         raise SandboxError(f"sandboxed call {call.function!r} died of signal {envelope['died']}")
-    return ExecResult.from_envelope(envelope, duration_s=duration)
+    result = ExecResult.from_envelope(envelope, duration_s=duration)
+    if not result.ok and envelope.get("pids_exhausted"):  # it failed for want of a process
+        raise _pids_error(call, limits)
+    return result

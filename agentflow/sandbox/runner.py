@@ -9,9 +9,10 @@ imported with a minimal `agentflow` stand-in (`tool` as a pass-through decorator
 the function prints is captured, cut at `AGENTFLOW_OUTPUT_BYTES`, and returned in the
 envelope, which follows `MARKER` as the last thing written to the real stdout.
 
-In a Docker container, for a call with a network allowlist, the runner relays
-`127.0.0.1:EGRESS_PORT` to the egress proxy's Unix socket: the container has no network
-interface but loopback, so that relay is its only way out.
+In a Docker container the runner also reports whether the call ran into the container's
+pids limit (`pids_exhausted`, from the cgroup's `pids.events`), and, for a call with a
+network allowlist, relays `127.0.0.1:EGRESS_PORT` to the egress proxy's Unix socket: the
+container has no network interface but loopback, so that relay is its only way out.
 """
 
 import asyncio
@@ -32,7 +33,8 @@ import types
 MARKER = "\x1eagentflow-result\x1e"
 EGRESS_PORT = 3128
 """Where a container's tools find the egress proxy (`HTTPS_PROXY=http://127.0.0.1:3128`)."""
-
+PIDS_EVENTS = ("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
+"""The container's cgroup `pids.events` (cgroup v1, v2): `max N` counts refused forks."""
 
 
 class CappedText(io.TextIOBase):
@@ -118,6 +120,14 @@ def reset():
                 os.unlink(entry.path)
 
 
+def pids_refused():
+    """How many forks the container's pids limit has refused so far (0 outside Docker)."""
+    for path in PIDS_EVENTS:
+        with contextlib.suppress(OSError, ValueError, KeyError), open(path) as events:
+            return int(dict(line.split() for line in events)["max"])
+    return 0
+
+
 def relay_egress(socket_path):
     """Pipe each connection to `127.0.0.1:EGRESS_PORT` to the proxy's Unix socket."""
     listener = socket.create_server(("127.0.0.1", EGRESS_PORT))
@@ -181,8 +191,9 @@ def serve():
     and `"egress"` (the proxy's socket path) when the call may use the network.
     Before each call the container is reset (stray processes killed, /tmp emptied); the
     call runs in a fresh child with only the request's environment, which writes
-    `MARKER + nonce + envelope`; a child that dies without one (killed for memory) is
-    reported as `{"died": signal}`. Forking from this already-started interpreter is what
+    `MARKER + nonce + envelope` (with `pids_exhausted`: whether a fork was refused during
+    the call); a child that dies without one (killed for memory) is reported as
+    `{"died": signal}`. Forking from this already-started interpreter is what
     makes a warm call cost milliseconds instead of an exec and a Python start-up.
     """
     if os.getpid() != 1 or not os.path.exists("/.dockerenv"):
@@ -202,7 +213,9 @@ def serve():
             raw = json.dumps(request["arguments"])
             if request.get("egress"):
                 relay_egress(request["egress"])
+            refused = pids_refused()
             envelope = run_one(request["source"], request["function"], raw, limit, os.getpid())
+            envelope["pids_exhausted"] = pids_refused() > refused
             os.write(1, (head + json.dumps(envelope) + "\n").encode())
             os._exit(0)
         _, status = os.waitpid(pid, 0)
