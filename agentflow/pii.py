@@ -11,9 +11,9 @@ text.
   obfuscated form must end in a common top-level domain, and the spelled-out `at` with
   a plain `.` domain (`jane at example.com`) is not taken when the word before `at` is
   ordinary prose (`bought it at shop.com`). `user@localhost` (no dot) is not an email.
-- `card`: 13-19 digits that pass the Luhn check and start like a payment card (3, 4,
-  5, 6, or 2221-2720), unbroken or in groups split by one of ` -./_`, or spelled out
-  digit by digit (`4 1 1 1 ...`).
+- `card`: 13-19 digits that pass the Luhn check and have an issuer's prefix and length
+  (Visa 4 with 13, 16 or 19 digits, Amex 34/37 with 15, ...), unbroken or in groups
+  split by one of ` -./_`, or spelled out digit by digit (`4 1 1 1 ...`).
 - `iban`: a known country code, that country's IBAN length and the mod-97 check, in
   upper or lower case, compact or in groups split by ` -./_`.
 - `phone`: international `+` numbers (7-15 digits), North American forms with
@@ -276,9 +276,25 @@ def _alnum_end(text: str, position: int, count: int) -> int | None:
     return position
 
 
-def _card_prefix_ok(digits: str) -> bool:
-    """Payment cards start with 3 (Amex, JCB, Diners), 4, 5, 6, or 2221-2720 (Mastercard)."""
-    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+def _issuer_ok(number: str) -> bool:
+    """Whether a number starts and is as long as a payment card of some issuer is.
+
+    Visa 4 (13, 16 or 19 digits); Amex 34/37 (15); Mastercard 51-55 and 2221-2720 (16);
+    JCB 35 (16-19); Diners 30/36/38/39 (14-16); Maestro, Discover, UnionPay 50/56-69
+    (13-19). Fifteen-digit IMEIs (Luhn-checked, mostly starting 35) are no card.
+    """
+    size, head = len(number), number[:2]
+    if head[0] == "4":
+        return size in (13, 16, 19)
+    if head in ("34", "37"):
+        return size == 15
+    if head == "35":
+        return size >= 16
+    if head in ("30", "36", "38", "39"):
+        return size <= 16
+    if "51" <= head <= "55" or 2221 <= int(number[:4]) <= 2720:
+        return size == 16
+    return head[0] in "56"
 
 
 def _card_spans(text: str, field: str) -> Iterator[Span]:
@@ -310,7 +326,7 @@ def _longest_card(text: str, groups: list[Span], first: int, low: int, high: int
         if len(digits) >= low:
             candidates.append((index, digits))
     for index, number in reversed(candidates):
-        if _card_prefix_ok(number) and luhn_ok(number):
+        if _issuer_ok(number) and luhn_ok(number):
             return index
     return None
 
@@ -331,9 +347,12 @@ def _phone_spans(text: str, field: str) -> Iterator[Span]:
         yield match.span()
     for match in _PHONE_TRUNK.finditer(text):
         count = sum(char.isdigit() for char in match.group())
+        groups = _DIGIT_GROUP.findall(match.group())
+        if len(groups) > 2 and len(groups[-1]) < 3 and any(len(g) != 2 for g in groups[1:]):
+            continue  # 0530-2201-77 is a lot number; 06 12 34 56 78 is a phone number
         if match.group().startswith("00"):
             # 00 + country code: neither the code nor the number after it starts with 0.
-            code, number = _DIGIT_GROUP.findall(match.group())[:2]
+            code, number = groups[:2]
             ok = code[2:3] not in ("", "0") and number[0] != "0"
             trunk_low, trunk_high = _TRUNK_INTERNATIONAL_DIGITS
         else:

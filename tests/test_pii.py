@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections import Counter
 
 import pytest
 from hypothesis import example, given
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from agentflow.exceptions import ConfigError
 from agentflow.pii import PiiDetector, PiiFinding, iban_ok, luhn_ok
+from bench.pii import load_corpus, run
 
 DETECTOR = PiiDetector()
 
@@ -270,16 +272,21 @@ def test_text_without_pii_comes_back_as_the_same_object() -> None:
 _WORDS = st.text(string.ascii_letters + " ,.!?", max_size=30)
 
 
-def format_card(prefix: str, payload: str, separator: str) -> str:
-    number = with_luhn_digit(prefix + payload)
+def format_card(prefix: str, length: int, payload: str, separator: str) -> str:
+    number = with_luhn_digit((prefix + payload)[: length - 1])
     return separator.join(number[i : i + 4] for i in range(0, len(number), 4))
 
 
-_CARDS = st.builds(
-    format_card,
-    st.sampled_from(["4", "51", "37", "6011"]),
-    st.text(string.digits, min_size=11, max_size=14),
-    st.sampled_from(["", " ", "-"]),
+ISSUERS = [("4", 16), ("4", 13), ("4", 19), ("51", 16), ("2221", 16), ("37", 15)]
+ISSUERS += [("35", 16), ("36", 14), ("6011", 16), ("62", 19), ("50", 13)]
+_CARDS = st.sampled_from(ISSUERS).flatmap(
+    lambda issuer: st.builds(
+        format_card,
+        st.just(issuer[0]),
+        st.just(issuer[1]),
+        st.text(string.digits, min_size=18, max_size=18),
+        st.sampled_from(["", " ", "-", ".", "/", "_"]),
+    )
 )
 _EMAILS = st.builds(
     "{}@{}.{}".format,
@@ -498,3 +505,25 @@ def test_an_extra_detector_returning_a_span_outside_the_text_is_an_error() -> No
     detector = PiiDetector(detectors=[lambda text: [PiiFinding(kind="x", start=0, end=99)]])
     with pytest.raises(ValueError, match="not a span"):
         detector.find("short")
+
+
+# --- the labelled corpus (bench.pii) --------------------------------------------------------
+
+
+def test_corpus_is_labelled_and_large_enough() -> None:
+    cases = load_corpus()
+    assert len(cases) >= 200
+    by_kind = Counter(case.kind for case in cases)
+    assert set(by_kind) == {"email", "phone", "card", "iban", "none"}
+    assert min(by_kind.values()) >= 30
+    for case in cases:
+        assert (case.value is None) == (case.kind == "none"), case
+        assert case.value is None or case.value in case.text, case
+        assert case.note or case.kind != "none", "every negative says what it is"
+
+
+def test_corpus_recall_and_false_positives_meet_the_targets() -> None:
+    result = run(load_corpus())
+    for kind in ("email", "phone", "card", "iban"):
+        assert result[f"recall_{kind}"] >= 0.99, (kind, result["misses"])
+    assert result["false_positive_rate"] <= 0.01, result["false_positives"]
