@@ -12,10 +12,15 @@ the container back (or removing it, which `run` waits for).
 - `burst50_p99_ms`: 50 calls at once on a warm pool of the default size (2 warm, at most
   4 busy): calls beyond that wait for a container to come back, and two more start
   cold; `--bursts` repeats it (each on a freshly warmed pool);
+- `result_10mb_ms`, `result_20mb_ms`, `result_40mb_ms`: one warm call returning a string
+  of that many MB (median of `--result-calls`), with limits raised so 40 MB fits under
+  the output cap (`output_bytes=2_000_000`, 1 GiB memory): the tool building and writing
+  it, the host reading and decoding it. `result_40_over_10` is their ratio: about 4 when
+  reading is linear (it was superlinear: 10 MB took 5 s, 20 MB 17 s);
 - `leaked_containers`: containers labelled with this process as owner after every
   sandbox was closed (should be 0).
 
-    python -m bench.sandbox --json [--cold 20] [--warm 100] [--bursts 1]
+    python -m bench.sandbox --json [--cold 20] [--warm 100] [--bursts 1] [--result-calls 3]
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from agentflow.sandbox.base import Limits, SandboxCall
 from agentflow.sandbox.docker import LABEL, OWNER_LABEL, DockerSandbox, connect, owner_id
 
 BURST = 50
-TOOL = "def echo(x):\n    return x\n"
+TOOL = "def echo(x):\n    return x\n\n\ndef blob(mb):\n    return 'x' * (mb * 1_000_000)\n"
+RESULT_MB = (10, 20, 40)
 
 
 async def timed(sandbox: DockerSandbox, call: SandboxCall, limits: Limits) -> float:
@@ -49,7 +55,28 @@ def percentile(samples: list[float], pct: int) -> float:
     return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 1)
 
 
-async def run(tools: Path, cold: int, warm: int, bursts: int) -> dict[str, Any]:
+async def result_reads(tools: Path, calls: int) -> dict[str, float]:
+    """Median milliseconds of a warm call returning 10, 20 and 40 MB."""
+    limits = Limits(output_bytes=2_000_000, memory_mb=1024, timeout_s=120)
+    medians: dict[str, float] = {}
+    async with DockerSandbox(pool_size=1) as sandbox:
+        await sandbox.warm(tools, limits)
+        for mb in RESULT_MB:
+            call = SandboxCall(source=tools / "echo.py", function="blob", arguments={"mb": mb})
+            samples = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                result = await sandbox.run(call, limits=limits)
+                samples.append((time.perf_counter() - started) * 1000)
+                if not result.ok or len(result.value) != mb * 1_000_000:
+                    raise RuntimeError(f"the {mb} MB call failed: {result.error!r}")
+            medians[f"result_{mb}mb_ms"] = round(statistics.median(samples), 1)
+    first, last = RESULT_MB[0], RESULT_MB[-1]
+    ratio = medians[f"result_{last}mb_ms"] / medians[f"result_{first}mb_ms"]
+    return {**medians, f"result_{last}_over_{first}": round(ratio, 2)}
+
+
+async def run(tools: Path, cold: int, warm: int, bursts: int, result_calls: int) -> dict[str, Any]:
     limits = Limits()
     call = SandboxCall(source=tools / "echo.py", function="echo", arguments={"x": 42})
 
@@ -67,6 +94,8 @@ async def run(tools: Path, cold: int, warm: int, bursts: int) -> dict[str, Any]:
             await sandbox.warm(tools, limits)
             burst_ms += await asyncio.gather(*(timed(sandbox, call, limits) for _ in range(BURST)))
 
+    results = await result_reads(tools, result_calls)
+
     client = connect()
     try:
         labels = [LABEL, f"{OWNER_LABEL}={owner_id()}"]
@@ -83,6 +112,7 @@ async def run(tools: Path, cold: int, warm: int, bursts: int) -> dict[str, Any]:
         "burst50_calls": len(burst_ms),
         "burst50_p50_ms": percentile(burst_ms, 50),
         "burst50_p99_ms": percentile(burst_ms, 99),
+        **results,
         "leaked_containers": leaked,
     }
 
@@ -92,13 +122,14 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=20, help="cold calls (a container each)")
     parser.add_argument("--warm", type=int, default=100, help="sequential calls on a warm pool")
     parser.add_argument("--bursts", type=int, default=1, help=f"bursts of {BURST} calls at once")
+    parser.add_argument("--result-calls", type=int, default=3, help="calls per result size")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         tools = Path(directory)
         tools.chmod(0o755)  # the tool runs as uid 10001
         (tools / "echo.py").write_text(TOOL)
-        result = asyncio.run(run(tools, args.cold, args.warm, args.bursts))
+        result = asyncio.run(run(tools, args.cold, args.warm, args.bursts, args.result_calls))
     if args.json:
         print(json.dumps(result))
     else:
