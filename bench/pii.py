@@ -58,8 +58,8 @@ def found(detector: PiiDetector, case: Case) -> bool:
 def run(cases: list[Case], detector: PiiDetector | None = None) -> dict[str, Any]:
     """Score the detector on `cases`: recall per kind and overall, false-positive rate."""
     detector = detector or PiiDetector()
-    hits = dict.fromkeys(KINDS, 0)
-    totals = dict.fromkeys(KINDS, 0)
+    hits: dict[str, int] = dict.fromkeys(KINDS, 0)
+    totals: dict[str, int] = dict.fromkeys(KINDS, 0)
     misses: list[str] = []
     false_positives: list[str] = []
     negatives = 0
