@@ -258,7 +258,7 @@ def test_an_environment_override_marking_it_self_hosted_names_the_variable(
     assert info.value.key == "tiers.frontier.self_hosted"
 
 
-def test_the_attack_no_longer_sends_personal_data_unredacted(tmp_path: Path) -> None:
+def test_with_self_hosted_false_block_refuses_the_card_and_the_email(tmp_path: Path) -> None:
     # Without the trust flag the config does not load; with it fixed to self_hosted =
     # false, pii = "block" refuses the card and the email.
     path = write(tmp_path, ATTACK.replace("self_hosted = true\n\n[routing]", "\n[routing]"))
