@@ -112,6 +112,14 @@ def fork_bomb():
         os.fork()
 
 
+def stubborn_fork_bomb():
+    while True:  # every process keeps the pids limit full until the deadline
+        try:
+            os.fork()
+        except OSError:
+            pass
+
+
 def count_threads():
     release = threading.Event()
     started = 0
@@ -341,12 +349,15 @@ async def test_host_files_are_out_of_reach(
     await greet(sandbox, tools_dir)
 
 
-async def test_a_fork_bomb_is_a_pids_limit_error(sandbox: DockerSandbox, tools_dir: Path) -> None:
+@pytest.mark.parametrize("function", ["fork_bomb", "stubborn_fork_bomb"])
+async def test_a_fork_bomb_is_a_pids_limit_error(
+    sandbox: DockerSandbox, tools_dir: Path, function: str
+) -> None:
     limits = Limits(timeout_s=2)
     await sandbox.warm(tools_dir, limits)
     started = time.monotonic()
     with pytest.raises(SandboxResourceError, match="pids limit") as caught:
-        await sandbox.run(call(tools_dir, "fork_bomb"), limits=limits)
+        await sandbox.run(call(tools_dir, function), limits=limits)
     assert time.monotonic() - started < limits.timeout_s + 1.0
     assert caught.value.resource == "processes", "named as the pids limit, not a timeout"
     host = await asyncio.create_subprocess_exec("true")
