@@ -42,8 +42,9 @@ class Limits:
     tmpfs_mb: int = 64
     """Size of the writable /tmp (the only writable place)."""
     network: tuple[str, ...] = ()
-    """Hosts (`host` or `host:port`) the tool may reach, over HTTPS through the Docker
-    sandbox's egress proxy; empty means no network at all."""
+    """Hosts the tool may reach through the Docker sandbox's egress proxy: `host` allows
+    its port 443 only, `host:port` that port. Nothing else is reachable, the host and
+    other containers included; empty means no network at all."""
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -436,10 +436,15 @@ async def test_a_deadline_holds_after_a_flood_of_output(
 async def test_a_result_over_the_cap_is_output_too_large_not_a_timeout(
     sandbox: DockerSandbox, tools_dir: Path
 ) -> None:
-    limits = Limits()  # the cap on output and result: 24 MB with the default output_bytes
+    # The cap on output and result is 24 MB with the default output_bytes. Reading up to it
+    # takes a fraction of a second when linear (quadratic reading took 5 s and more).
+    limits = Limits(timeout_s=3)
+    await sandbox.warm(tools_dir, limits)
+    started = time.monotonic()
     with pytest.raises(SandboxResourceError) as caught:
         await sandbox.run(call(tools_dir, "big_result", mb=30), limits=limits)
     assert caught.value.resource == "output"
+    assert time.monotonic() - started < limits.timeout_s
     ten = await sandbox.run(call(tools_dir, "big_result", mb=10), limits=limits)
     assert ten.ok and len(ten.value) == 10_000_000
 
