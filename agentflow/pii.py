@@ -66,13 +66,14 @@ _AT = rf"(?P<at>\s*{_OPEN}\s*(?:at|@)\s*{_CLOSE}\s*|\s+at\s+|\s+@\s*|\s*@\s+|@)"
 _DOT = rf"(?:\s*{_OPEN}\s*(?:dot|\.)\s*{_CLOSE}\s*|\s+dot\s+|\s?\.\s?)"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _OBFUSCATED_EMAIL = re.compile(
-    rf"(?<![a-z0-9._%+-])(?P<local>[a-z0-9._%+-]+){_AT}"
+    rf"(?<![a-z0-9._%+-])(?P<local>[a-z0-9._%+-]{{1,64}}){_AT}"
     rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL})+)(?![a-z0-9-])",
     re.IGNORECASE,
 )
 _DOT_SPLIT = re.compile(_DOT, re.IGNORECASE)
+_LOCAL_CHAR = re.compile(r"[A-Za-z0-9._%+-]")
 _MAYBE_EMAIL = re.compile(r"@|(?<![a-z])at(?![a-z])", re.IGNORECASE)
-"""What every email has, plain (`@`) or spelled out (`at`): text without it skips the scan."""
+"""Where an email's `@` is, plain or spelled out (`at`, `[at]`)."""
 _COMMON_TLDS = frozenset(
     re.findall(
         r"\w+",
@@ -124,6 +125,7 @@ _PHONE_TRUNK = re.compile(
     r"(?<![\w+./-])0\d{1,4}(?P<sep>[ ./_-])\d{2,8}(?:(?P=sep)\d{2,4}){0,3}(?![\w]|[./-]\d)"
 )
 _PHONE_BARE = re.compile(r"(?<![\w+./-])\d{10,11}(?![\w]|[./-]\d)")
+_TEN_DIGITS = re.compile(r"\d{10}")
 _PHONE_WORD = re.compile(
     r"phone|mobile|whatsapp|(?<![a-z])(?:tel|call(?:ed|ing)?|cell|sms|text|fax|ring|dial|mob)"
     r"(?![a-z])",
@@ -227,7 +229,7 @@ def _email_spans(text: str, field: str) -> Iterator[Span]:
     if "@" in text:
         for match in _EMAIL.finditer(text):
             yield match.span()
-    for match in _OBFUSCATED_EMAIL.finditer(text):
+    for match in _obfuscated_emails(text):
         domain = match.group("domain")
         separators = list(_DOT_SPLIT.finditer(domain))
         labels = _DOT_SPLIT.split(domain)
@@ -243,6 +245,31 @@ def _email_spans(text: str, field: str) -> Iterator[Span]:
             continue  # "sold at shop.com" reads like prose
         end = separators[keep - 1].start() if keep < len(labels) else len(domain)
         yield match.start(), match.start("domain") + end
+
+
+def _obfuscated_emails(text: str) -> Iterator[re.Match[str]]:
+    """Match the obfuscated-email pattern only where an `@` or `at` is: prose has few,
+    and trying every word as a local part costs more than the rest of the scan."""
+    end = 0
+    for mark in _MAYBE_EMAIL.finditer(text):
+        if mark.start() < end:
+            continue
+        start = _local_part_start(text, mark.start())
+        match = None if start is None else _OBFUSCATED_EMAIL.match(text, start)
+        if match is not None:
+            end = match.end()
+            yield match
+
+
+def _local_part_start(text: str, position: int) -> int | None:
+    """Where the local part before an `at` at `position` starts (RFC 5321: <= 64 chars)."""
+    index = position
+    while index > max(0, position - 8) and (text[index - 1].isspace() or text[index - 1] in "[({<"):
+        index -= 1
+    local_end = index
+    while index > max(0, local_end - 64) and _LOCAL_CHAR.fullmatch(text[index - 1]):
+        index -= 1
+    return index if index < local_end else None
 
 
 def _iban_spans(text: str, field: str) -> Iterator[Span]:
@@ -365,6 +392,8 @@ def _phone_spans(text: str, field: str) -> Iterator[Span]:
 def _bare_phone_spans(text: str, field: str) -> Iterator[Span]:
     """Digit runs without separators that are phone numbers and sit where one is expected."""
     named = _PHONE_FIELD.search(field.lower()) is not None
+    if _TEN_DIGITS.search(text) is None:
+        return
     for match in _PHONE_BARE.finditer(text):
         number = match.group()
         if not (_nanp_ok(number) or number[0] == "0"):
@@ -440,7 +469,7 @@ class PiiDetector:
         claimed: list[PiiFinding] = []
         folded, origin = _fold(text)
         scans = _BUILTINS if _ANY_DIGIT.search(folded) is not None else ()
-        if _MAYBE_EMAIL.search(folded) is not None:
+        if "@" in folded or "at" in folded.lower():
             scans = (_EMAIL_SCAN, *scans)
         for kind, spans in scans:
             for start, end in spans(folded, field):
