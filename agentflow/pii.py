@@ -112,23 +112,25 @@ _GROUP_SEPARATORS = " -./_"
 # from these. A run right after "+" is left to the phone scan.
 _DIGIT_RUN = re.compile(r"(?<![\d+])\d++(?:(?: ?[-./_] ?| {1,2})\d++)*+")
 
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d++(?:[ ./_-]?+(?:\(\d++\)|\d++))*+(?!\w)")
+_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+\]])\+\d++(?:[ ./_-]?+(?:\(\d++\)|\d++))*+(?!\w)")
 # North American forms: (555) 123-4567, (555)1234567, 555-123-4567, 555.123.4567,
 # 1-555-123-4567.
 _PHONE_NANP = re.compile(
-    r"(?<![\w+./-])(?:1[ ./_-])?(?:\(\d{3}\)[ ./_-]?\d{3}[ ./_-]?|\d{3}[ ./_-]\d{3}[ ./_-])\d{4}"
+    r"(?<![\w+./\]-])(?:1[ ./_-])?(?:\(\d{3}\)[ ./_-]?\d{3}[ ./_-]?|\d{3}[ ./_-]\d{3}[ ./_-])\d{4}"
     r"(?![\w]|[./-]\d)"
 )
 # Trunk-prefix forms: 020 7946 0958, 06 12 34 56 78, 030/1234567, 0049 30 1234567. One
 # separator throughout and 9+ digits, so dates like 05.03.2024 or 01-02-2024 do not match.
+# None starts right after a "]", so a redacted "[EMAIL]+1555..." reads as it did before.
 _PHONE_TRUNK = re.compile(
-    r"(?<![\w+./-])0\d{1,4}(?P<sep>[ ./_-])\d{2,8}(?:(?P=sep)\d{2,4}){0,3}(?![\w]|[./-]\d)"
+    r"(?<![\w+./\]-])0\d{1,4}(?P<sep>[ ./_-])\d{2,8}(?:(?P=sep)\d{2,4}){0,3}(?![\w]|[./-]\d)"
 )
-_PHONE_BARE = re.compile(r"(?<![\w+./-])\d{10,11}(?![\w]|[./-]\d)")
+_PHONE_BARE = re.compile(r"(?<![\w+./\]-])\d{10,11}(?![\w]|[./-]\d)")
 _TEN_DIGITS = re.compile(r"\d{10}")
 _PHONE_WORD = re.compile(
-    r"phone|mobile|whatsapp|(?<![a-z])(?:tel|call(?:ed|ing)?|cell|sms|text|fax|ring|dial|mob)"
-    r"(?![a-z])",
+    # Not the "[PHONE]" of a redaction: redacting twice gives what redacting once gave.
+    r"(?<!\[)(?:phone|mobile|whatsapp"
+    r"|(?<![a-z])(?:tel|call(?:ed|ing)?|cell|sms|text|fax|ring|dial|mob)(?![a-z]))",
     re.IGNORECASE,
 )
 _PHONE_FIELD = re.compile(

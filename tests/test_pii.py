@@ -527,3 +527,40 @@ def test_corpus_recall_and_false_positives_meet_the_targets() -> None:
     for kind in ("email", "phone", "card", "iban"):
         assert result[f"recall_{kind}"] >= 0.99, (kind, result["misses"])
     assert result["false_positive_rate"] <= 0.01, result["false_positives"]
+
+
+_INVISIBLE = st.sampled_from(["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"])
+_FULLWIDTH = str.maketrans(
+    string.digits + string.ascii_letters + "@.",
+    "".join(chr(ord(c) + 0xFEE0) for c in string.digits + string.ascii_letters + "@."),
+)
+
+
+@given(_WORDS, st.one_of(_CARDS, _EMAILS, _IBANS), _WORDS, st.data())
+@example("Card", "4111-1111-1111-1111", "thanks", None)
+def test_invisible_characters_inside_a_planted_value_do_not_hide_it(
+    before: str, value: str, after: str, data: st.DataObject | None
+) -> None:
+    hidden = "\u200b".join(value)
+    if data is not None:
+        marks = data.draw(st.lists(_INVISIBLE, min_size=len(value), max_size=len(value)))
+        hidden = "".join(char + mark for char, mark in zip(value, marks, strict=True))
+    redacted, counts = DETECTOR.redact(f"{before} {hidden} {after}")
+    assert value not in "".join(
+        c for c in redacted if c not in "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+    )
+    assert sum(counts.values()) >= 1
+
+
+@given(_WORDS, st.one_of(_CARDS, _EMAILS, _IBANS), _WORDS)
+def test_a_fullwidth_planted_value_is_redacted(before: str, value: str, after: str) -> None:
+    wide = value.translate(_FULLWIDTH)
+    redacted, counts = DETECTOR.redact(f"{before} {wide} {after}")
+    assert wide not in redacted
+    assert sum(counts.values()) >= 1
+
+
+@pytest.mark.parametrize("text", ["+1 555 123 4567 5035550142", "a@b.co+1234567 and more"])
+def test_a_redaction_token_does_not_make_its_neighbour_personal_data(text: str) -> None:
+    redacted, _ = DETECTOR.redact(text)
+    assert DETECTOR.find(redacted) == []
