@@ -376,10 +376,20 @@ class DockerSandbox(Sandbox):
                 self._in_background(self._fill, pool)
 
     def _in_background(self, work: Any, *args: Any) -> None:
-        """Run `work(*args)` in a thread without waiting; `aclose` waits for it."""
+        """Run `work(*args)` in a thread without waiting; `aclose` waits for it.
+
+        A failure is dropped: a refill that could not start a container leaves the pool
+        to start one on the next call's cold path, and a removal that failed leaves the
+        container to `reap`.
+        """
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(work, *args))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished_in_background)
+
+    def _finished_in_background(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as forgotten
 
     async def _exec(
         self,
