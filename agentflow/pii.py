@@ -8,15 +8,15 @@ text.
 
 - `email`: `jane@example.com`, and the obfuscated forms `jane at example dot com`,
   `jane[at]example[dot]com`, `jane (at) example (dot) com`, `jane @ example.com`. An
-  obfuscated form must end in a common top-level domain, and the spelled-out `at` with
-  a plain `.` domain (`jane at example.com`) is not taken when the word before `at` is
-  ordinary prose (`bought it at shop.com`). `user@localhost` (no dot) is not an email.
+  obfuscated form must end in a common top-level domain; a spelled-out `at` before a
+  plain `.` domain counts only when the local part has a digit or one of `._%+-`
+  (`jane.doe at example.com`, not `sold at shop.com`). `user@localhost` is no email.
 - `card`: 13-19 digits that pass the Luhn check and have an issuer's prefix and length
   (Visa 4 with 13, 16 or 19 digits, Amex 34/37 with 15, ...), unbroken or in groups
   split by one of ` -./_`, or spelled out digit by digit (`4 1 1 1 ...`).
 - `iban`: a known country code, that country's IBAN length and the mod-97 check, in
   upper or lower case, compact or in groups split by ` -./_`.
-- `phone`: international `+` numbers (7-15 digits), North American forms with
+- `phone`: international `+` (7-15 digits) and `00` numbers, North American forms with
   separators (`(503) 555-0142`, `503.555.0142`), trunk-prefix national forms
   (`020 7946 0958`, `030/1234567`), and runs without separators only where that is safe:
   10 digits that are a valid North American number (11 with a leading `1`), or 10-11
