@@ -43,6 +43,12 @@ def hosted_api_host(model: Model | str) -> str | None:
     malformed spec is None here; its error surfaces when the model is built.
     """
     if isinstance(model, Model):
+        # Wrappers (FallbackModel's chain, an instrumented tier model) are as hosted as
+        # any model they may send a request to.
+        inner = getattr(model, "models", None) or [getattr(model, "model", None)]
+        for wrapped in inner:
+            if isinstance(wrapped, Model) and (host := hosted_api_host(wrapped)) is not None:
+                return host
         backend = model.provider
         base_url = getattr(model, "base_url", None)
     else:

@@ -16,6 +16,7 @@ from agentflow.exceptions import ConfigError, PolicyViolation
 from agentflow.hosting import hosted_api_host
 from agentflow.messages import AssistantMessage, Message, ToolCall, ToolResultMessage, UserMessage
 from agentflow.models.anthropic import AnthropicModel
+from agentflow.models.fallback import FallbackModel
 from agentflow.models.openai import OpenAIModel
 from agentflow.models.test import ScriptedModel
 from agentflow.pii import PiiFinding, PiiScanner
@@ -184,6 +185,9 @@ def test_hosted_api_host_of_model_objects() -> None:
     local = OpenAIModel("glm", base_url="http://127.0.0.1:8000/v1", api_key="k")
     assert hosted_api_host(local) is None
     assert hosted_api_host(ScriptedModel(["hi"])) is None
+    chain = FallbackModel(ScriptedModel(["hi"]), AnthropicModel("claude", api_key="k"))
+    assert hosted_api_host(chain) == "api.anthropic.com", "a fallback may send it out"
+    assert hosted_api_host(FallbackModel(ScriptedModel(["hi"]), local)) is None
 
 
 def test_a_tier_refuses_to_mark_a_hosted_api_self_hosted() -> None:
