@@ -6,7 +6,8 @@ such as zero-width spaces, joiners, the word joiner, the BOM and soft hyphens dr
 Unicode dashes read `-`). Findings are reported, and redacted, as spans of the original
 text.
 
-- `email`: `jane@example.com`, and the obfuscated forms `jane at example dot com`,
+- `email`: `jane@example.com` (letters of any script: `jörg@bücher.de`, a Cyrillic
+  look-alike `а`), and the obfuscated forms `jane at example dot com`,
   `jane[at]example[dot]com`, `jane (at) example (dot) com`, `jane @ example.com`. An
   obfuscated form must end in a common top-level domain; a spelled-out `at` before a
   plain `.` domain counts only when the local part has a digit or one of `._%+-`
@@ -58,8 +59,9 @@ _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 
 _EMAIL = re.compile(
     # Starts only where a run of local-part characters starts, which keeps it linear.
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
+    # Letters of any script: internationalised addresses (jörg@bücher.de), and look-alike
+    # letters (a Cyrillic "а" in exаmple.com) that NFKC leaves as they are.
+    r"(?<![\w.%+-])[\w.%+-]+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])"
 )
 _OPEN, _CLOSE = r"[\[({<]", r"[\])}>]"
 _AT = rf"(?P<at>\s*{_OPEN}\s*(?:at|@)\s*{_CLOSE}\s*|\s+at\s+|\s+@\s*|\s*@\s+|@)"

@@ -380,6 +380,8 @@ def test_redaction_never_leaks_a_detected_value_and_is_idempotent(text: str) -> 
         ("Write to ada.lovelace at example.com today", "ada.lovelace at example.com", "email"),
         ("Write to ada\u200b@example.com today", "ada\u200b@example.com", "email"),
         ("Write to ada＠example．com today", "ada＠example．com", "email"),
+        ("Write to jörg@bücher.de today", "jörg@bücher.de", "email"),
+        ("Write to \u0430da@ex\u0430mple.com today", "\u0430da@ex\u0430mple.com", "email"),
         ("Call me on 5035550142 please", "5035550142", "phone"),
         ("my cell: 15035550142", "15035550142", "phone"),
         ("tel 02079460958", "02079460958", "phone"),
