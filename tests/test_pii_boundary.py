@@ -11,6 +11,7 @@ from typing import Literal
 
 import pytest
 
+from agentflow import AgentState, StepContext
 from agentflow.config import load_config
 from agentflow.exceptions import ConfigError, PolicyViolation
 from agentflow.hosting import hosted_api_host
@@ -21,6 +22,7 @@ from agentflow.models.openai import OpenAIModel
 from agentflow.models.test import ScriptedModel
 from agentflow.pii import PiiFinding, PiiScanner
 from agentflow.routing import Router, RoutingPolicy, Tier
+from tests.helpers import single_node_graph, three_tiers
 
 
 def router(
@@ -288,3 +290,44 @@ def test_trust_self_hosted_in_the_config_lets_the_flag_stand(
         gate = Router.from_config(config)
     assert gate.tiers["frontier"].self_hosted
     assert "'frontier'" in caplog.text and "api.anthropic.com" in caplog.text
+
+
+# --- end to end: what a hosted model is sent -------------------------------------------------
+
+
+class AnswerState(AgentState, total=False):
+    answer: str
+
+
+async def test_a_high_stakes_step_sends_the_frontier_no_card_in_tool_data() -> None:
+    frontier = ScriptedModel(["refunded"])
+    history: list[Message] = [
+        UserMessage(
+            content="Refund me: ada (at) example (dot) com, "
+            "card ４１１１ １１１１ １１１１ １１１１"
+        ),
+        AssistantMessage(
+            tool_calls=[
+                ToolCall(id="c1", name="refund", arguments={"card_number": 4111111111111111})
+            ]
+        ),
+        ToolResultMessage(tool_call_id="c1", name="refund", content='{"phone": 5035550142}'),
+    ]
+
+    async def body(state: object, ctx: StepContext[object]) -> dict[str, str]:
+        return {"answer": await ctx.llm(history)}
+
+    graph = single_node_graph(
+        three_tiers(ScriptedModel([]), ScriptedModel([]), frontier),
+        body,
+        state=AnswerState,
+        high_stakes=True,
+    )
+    result = await graph.compile().ainvoke({"messages": []})
+    assert result["answer"] == "refunded"
+    sent = frontier.requests[0].messages
+    assert sent[0].content == "Refund me: [EMAIL], card [CARD]"
+    assert isinstance(sent[1], AssistantMessage)
+    assert sent[1].tool_calls[0].arguments == {"card_number": "[CARD]"}
+    assert sent[2].content == '{"phone": [PHONE]}'
+    assert result["steps"][0].pii_redacted == {"email": 1, "card": 2, "phone": 1}
