@@ -476,6 +476,25 @@ def test_redact_data_scans_numbers_keys_and_nested_values() -> None:
     assert data["card_number"] == 4111111111111111, "the caller's data is untouched"
 
 
+def test_redact_data_finds_a_value_split_into_list_items() -> None:
+    data = {
+        "card": ["4111", "1111", "1111", "1111"],
+        "parts": (4111, 1111, 1111, 1111),
+        "to": ["ada", "@", "example.com"],
+        "lines": ["order 1042", "4111 1111 1111 1111", "thanks"],
+    }
+    redacted, counts = DETECTOR.redact_data(data)
+    assert redacted == {
+        "card": ["[CARD]"] * 4,
+        "parts": ("[CARD]",) * 4,
+        "to": ["[EMAIL]"] * 3,
+        "lines": ["order 1042", "[CARD]", "thanks"],
+    }
+    assert counts == {"card": 3, "email": 1}
+    ratings = [4, 5, 3, 4, 5, 5, 4, 3, 5, 4, 5, 3, 4, 5, 2, 4]  # Luhn-valid, read as one text
+    assert DETECTOR.redact_data(ratings)[0] is ratings, "a long list is data, not pieces"
+
+
 def test_redact_data_numbers_colliding_keys_and_returns_clean_data_as_is() -> None:
     redacted, counts = DETECTOR.redact_data({"a@example.com": 1, "b@example.com": 2})
     assert redacted == {"[EMAIL]": 1, "[EMAIL]#2": 2}
