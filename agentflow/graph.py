@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, 
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command
 
@@ -50,7 +49,7 @@ from agentflow.tracing import TracedGraph, node_span
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal
 
-__all__ = ["END", "START", "AgentGraph", "AgentState", "run_usage"]
+__all__ = ["END", "START", "AgentGraph", "AgentState", "CompiledGraph", "run_usage"]
 
 DepsT = TypeVar("DepsT")
 NodeFn = Callable[..., Awaitable[Any] | Any]
@@ -100,10 +99,11 @@ def _ledger_key(runtime: Runtime[Any], config: RunnableConfig) -> str:
     return f"invocation:{invocation or new_call_id()}"
 
 
-class _CompiledGraph(TracedGraph):
+class CompiledGraph(TracedGraph):
     """The compiled graph: LangGraph's, traced, whose runs without a run id or a thread
     each get a name of their own for the spend ledger (every node of such an
-    invocation shares one budget, and no two invocations share one)."""
+    invocation shares one budget, and no two invocations share one), and whose
+    sandboxed tools run in `sandboxes`."""
 
     def __init__(self, *args: Any, sandboxes: Sandboxes, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -300,7 +300,7 @@ class AgentGraph(Generic[DepsT]):
         config_file: str | Path | None = None,
         journal: ToolJournal | None = None,
         sandbox: Sandboxes | None = None,
-    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+    ) -> CompiledGraph:
         """Check every node's kind against the routing policy and build the LangGraph graph.
 
         Args:
@@ -351,7 +351,7 @@ class AgentGraph(Generic[DepsT]):
         # may still be writing it when a crash comes.
         attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
         durability = "sync" if journal is not None else None
-        return _CompiledGraph(**attrs, default_durability=durability, sandboxes=sandbox)
+        return CompiledGraph(**attrs, default_durability=durability, sandboxes=sandbox)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)
