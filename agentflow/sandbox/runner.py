@@ -13,15 +13,23 @@ In a Docker container the runner also reports whether the call ran into the cont
 pids limit (`pids_exhausted`, from the cgroup's `pids.events`), and, for a call with a
 network allowlist, relays `127.0.0.1:EGRESS_PORT` to the egress proxy's Unix socket: the
 container has no network interface but loopback, so that relay is its only way out.
+
+As a warm container's pid 1 it keeps the calls it serves apart, though they run as its
+own user (see `shield`, `reset` and `relay`): they cannot open its /proc files, ptrace it
+or stop it with a signal; each starts with nothing an earlier one left (processes,
+files, System V IPC); and each writes into pipes of its own, passed on only up to its
+envelope.
 """
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import inspect
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -35,6 +43,14 @@ EGRESS_PORT = 3128
 """Where a container's tools find the egress proxy (`HTTPS_PROXY=http://127.0.0.1:3128`)."""
 PIDS_EVENTS = ("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
 """The container's cgroup `pids.events` (cgroup v1, v2): `max N` counts refused forks."""
+SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
+"""Where a tool can write (the root filesystem is read-only): emptied before each call."""
+SHIELDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals a tool could send the runner to stop it: ignored by the runner, as pid 1."""
+PR_SET_DUMPABLE = 4
+PIPE_MAX = 1 << 20
+"""The most a pipe holds (Linux's default `pipe-max-size`)."""
+IPC_RMID = 0
 
 
 class CappedText(io.TextIOBase):
@@ -112,12 +128,38 @@ def reset():
         if not [pid for pid in os.listdir("/proc") if pid.isdigit() and pid not in ("1", me)]:
             break
         time.sleep(0.001)
-    for entry in os.scandir("/tmp"):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+    for folder in SCRATCH:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+    remove_ipc()
+
+
+def remove_ipc():
+    """Remove the System V shared memory, message queues and semaphores earlier calls
+    made: they outlive the processes that made them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    controls = {"shm": libc.shmctl, "msg": libc.msgctl, "sem": libc.semctl}
+    for kind, control in controls.items():
+        with contextlib.suppress(OSError), open(f"/proc/sysvipc/{kind}") as table:
+            for row in list(table)[1:]:  # key, id, ...
+                control(int(row.split()[1]), IPC_RMID, None)
+
+
+def shield():
+    """Keep the tools off the runner: as a non-dumpable process, its /proc files (the
+    stdin carrying every request and secret, the stdout carrying every result, its
+    memory and environment) are closed to them, and they cannot ptrace it, although
+    they run as the same user; and the signals that would stop it are ignored. Forked
+    children inherit both: each call's child undoes the second for the tool."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        sys.exit(f"runner.py: cannot make the runner non-dumpable: errno {ctypes.get_errno()}")
+    for sig in SHIELDED:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def pids_refused():
@@ -199,14 +241,23 @@ def serve():
     if os.getpid() != 1 or not os.path.exists("/.dockerenv"):
         sys.exit("runner.py: --serve is only for Docker sandbox containers")
     base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
+    shield()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         reset()
         head = MARKER + request["nonce"]
+        out, err = os.pipe(), os.pipe()
         pid = os.fork()
         if pid == 0:
+            for sig in SHIELDED:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             devnull = os.open(os.devnull, os.O_RDONLY)  # the next request is not the tool's
             os.dup2(devnull, 0)
+            os.dup2(out[1], 1)  # the runner's own stdout and stderr are not the tool's
+            os.dup2(err[1], 2)
+            for fd in (*out, *err):
+                os.close(fd)
             os.environ.clear()
             os.environ.update(base_env, **request["env"])
             limit = int(request["output_bytes"])
@@ -218,12 +269,74 @@ def serve():
             refused = pids_refused()
             envelope = run_one(request["source"], request["function"], raw, limit, os.getpid())
             envelope["pids_exhausted"] = pids_refused() > refused
-            os.write(1, (head + json.dumps(envelope) + "\n").encode())
+            write_all(1, (head + json.dumps(envelope) + "\n").encode())
             os._exit(0)
-        _, status = os.waitpid(pid, 0)
+        os.close(out[1])
+        os.close(err[1])
+        status = relay(pid, out[0], err[0], head.encode())
         if os.WIFSIGNALED(status):
             died = {"died": os.WTERMSIG(status)}
             os.write(1, (head + json.dumps(died) + "\n").encode())
+
+
+def relay(pid, out, err, head):
+    """Pass a call's stdout and stderr (pipes from its process) on to the runner's own,
+    up to the end of its envelope line, or until its process is gone and what it wrote is
+    passed on; then close the pipes and return the process's wait status.
+
+    Nothing after the envelope goes on: a process the call left behind cannot put bytes
+    in front of a later call's result, and gets EPIPE once the pipes are closed.
+    """
+    streams = {out: 1, err: 2}
+    held = b""  # stdout not passed on yet: what could be the start of a `head` split in two
+    enveloped = False  # `head` was passed on: the envelope follows, up to its newline
+    status = None
+    # Once the process is gone, how much more to read: what it left in the pipes fits,
+    # and a process it left behind, writing on, does not keep the runner here.
+    left = 0
+    try:
+        while streams:
+            ready, _, _ = select.select(list(streams), [], [], 0.05 if status is None else 0)
+            if status is not None and (not ready or left <= 0):
+                break
+            for fd in ready:
+                data = os.read(fd, 1 << 16)
+                left -= len(data)
+                if not data:
+                    del streams[fd]
+                    continue
+                if streams[fd] == 2:
+                    write_all(2, data)
+                    continue
+                if not enveloped:
+                    held += data
+                    at = held.find(head)
+                    if at < 0:
+                        cut = max(0, len(held) - len(head) + 1)
+                        write_all(1, held[:cut])
+                        held = held[cut:]
+                        continue
+                    write_all(1, held[:at])
+                    data, held, enveloped = held[at:], b"", True
+                end = data.find(b"\n")
+                if end >= 0:
+                    write_all(1, data[: end + 1])
+                    return status if status is not None else os.waitpid(pid, 0)[1]
+                write_all(1, data)
+            if status is None:
+                waited, code = os.waitpid(pid, os.WNOHANG)
+                if waited:
+                    status, left = code, 2 * PIPE_MAX
+    finally:
+        os.close(out)
+        os.close(err)
+    return status if status is not None else os.waitpid(pid, 0)[1]
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def main():
