@@ -59,7 +59,7 @@ from agentflow.models.fallback import CircuitBreaker, FallbackModel, RetryPolicy
 from agentflow.models.test import FunctionModel, Reply, ScriptedModel
 from agentflow.routing import RouteDecision, Router, RoutingPolicy, Tier
 from agentflow.step import StepContext
-from agentflow.tools import RunContext, Tool, ToolRetry, tool
+from agentflow.tools import HostError, RunContext, Tool, ToolRetry, host, tool
 
 try:
     __version__ = version("agentflow")
@@ -84,6 +84,7 @@ __all__ = [
     "FallbackModel",
     "FunctionModel",
     "GpuPrice",
+    "HostError",
     "HumanTurn",
     "JsonSchema",
     "Message",
@@ -130,6 +131,7 @@ __all__ = [
     "arguments_digest",
     "ask_approval",
     "hand_off",
+    "host",
     "infer_model",
     "load_config",
     "output_spec",

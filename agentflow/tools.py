@@ -52,13 +52,13 @@ from agentflow._docstrings import parse_docstring
 from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
-from agentflow.sandbox.base import Limits, SandboxCall
+from agentflow.sandbox.base import HostHandler, Limits, SandboxCall
 from agentflow.tracing import record_sandbox
 
 if TYPE_CHECKING:
     from agentflow.sandbox import Sandboxes
 
-__all__ = ["RunContext", "Tool", "ToolOutcome", "ToolRetry", "tool"]
+__all__ = ["HostError", "RunContext", "Tool", "ToolOutcome", "ToolRetry", "host", "tool"]
 
 DepsT = TypeVar("DepsT")
 
@@ -105,6 +105,25 @@ ArgumentsPredicate = (
 )
 """A predicate over a call's validated arguments: `args -> bool`, or `(ctx, args) -> bool`
 to see the call's `RunContext` as well (a per-customer limit in `ctx.deps`)."""
+
+
+class HostError(Exception):
+    """In a sandboxed tool: a host capability refused the request or failed."""
+
+
+class _Host:
+    """`agentflow.host`: in a sandboxed tool, `host.NAME(**arguments)` asks the host to
+    run the capability NAME that the tool declares (`@tool(sandbox=..., host=[NAME])`)
+    and returns its JSON value. The sandbox's runner provides the working one; this one
+    is what a tool module imports on the host, where nothing calls it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise HostError(f"host.{name}: host capabilities are called from a sandboxed tool")
+
+
+host = _Host()
 
 
 class ToolRetry(Exception):
@@ -186,6 +205,9 @@ class Tool(Generic[DepsT]):
     """A sandboxed call's limits (memory, network allowlist, ...); None means the defaults."""
     takes_context: bool
     """Whether the function has a `RunContext` parameter."""
+    host: dict[str, Tool[Any]]
+    """A sandboxed tool's host capabilities by name: functions that run on the host, with
+    the call's `RunContext` (deps, idempotency key), when the tool asks for them."""
 
     def __init__(
         self,
@@ -201,6 +223,7 @@ class Tool(Generic[DepsT]):
         retries: int = 2,
         secrets: Sequence[str] = (),
         limits: Limits | None = None,
+        host: Sequence[Tool[Any] | Callable[..., Any]] = (),
     ) -> None:
         """Analyse `function` once; raise `ConfigError` if it cannot be a tool."""
         self.name = _tool_name(function, name)
@@ -228,17 +251,27 @@ class Tool(Generic[DepsT]):
         self.secrets = tuple(secrets)
         self.limits = limits
         self.takes_context = self._signature.context is not None
+        self.host = {c.name: c for c in (c if isinstance(c, Tool) else Tool(c) for c in host)}
         if sandbox != "none" and self.takes_context:
             raise ConfigError(
-                "a sandboxed tool cannot take a RunContext: its deps stay on the host", key=key
+                "a sandboxed tool cannot take a RunContext: its deps stay on the host (give "
+                "it host capabilities that use them: host=[...])",
+                key=key,
             )
-        if side_effects and not self.takes_context:
+        if self.host and sandbox == "none":
+            raise ConfigError(
+                "host capabilities are for sandboxed tools: a tool in the process calls "
+                "them directly",
+                key=key,
+            )
+        if side_effects and not (self.takes_context or self.host):
             # After a crash a resumed run calls it again with the same key: the effect must
-            # happen once per `ctx.idempotency_key`, so the tool has to see the key.
+            # happen once per `ctx.idempotency_key`, so the tool has to see the key (or,
+            # sandboxed, act through host capabilities, which get it).
             raise ConfigError(
                 "a side-effecting tool must take a RunContext and act once per "
                 "ctx.idempotency_key (a run resumed after a crash calls it again with the "
-                "same key)",
+                "same key); a sandboxed one acts through host capabilities, which do",
                 key=key,
             )
         self._is_async = _is_async_callable(function)
@@ -302,7 +335,7 @@ class Tool(Generic[DepsT]):
             SandboxError: The sandbox could not run the call, or killed it.
         """
         if self.sandbox != "none":
-            return await self._call_sandboxed(arguments, sandboxes)
+            return await self._call_sandboxed(arguments, sandboxes, ctx)
         args, kwargs = self._bind(arguments, ctx)
         deadline = asyncio.timeout(self.timeout_s)
         try:
@@ -320,7 +353,9 @@ class Tool(Generic[DepsT]):
                 raise ToolError(message, tool=self.name) from None
             raise
 
-    async def _call_sandboxed(self, arguments: dict[str, Any], sandboxes: Sandboxes | None) -> Any:
+    async def _call_sandboxed(
+        self, arguments: dict[str, Any], sandboxes: Sandboxes | None, ctx: RunContext[Any]
+    ) -> Any:
         if sandboxes is None:
             raise ToolError(
                 f"tool {self.name!r} is sandboxed: run it in a compiled graph, or pass "
@@ -335,6 +370,7 @@ class Tool(Generic[DepsT]):
             function=self.function.__name__,
             arguments=_ARGUMENTS.dump_python(arguments, mode="json"),
             secrets={name: os.environ[name] for name in self.secrets if name in os.environ},
+            host=self._answer_host(ctx) if self.host else None,
         )
         sandbox = sandboxes.get("docker" if self.sandbox == "docker" else "auto")
         result = await sandbox.run(call, limits=self.sandbox_limits)
@@ -354,6 +390,27 @@ class Tool(Generic[DepsT]):
                 f"tool {self.name!r} returned {result.value!r}, not a {annotation!r}: {exc}",
                 tool=self.name,
             ) from exc
+
+    def _answer_host(self, ctx: RunContext[Any]) -> HostHandler:
+        """What answers this call's requests for host capabilities: the declared ones
+        only, their arguments validated, run with the call's `RunContext`."""
+
+        async def answer(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            capability = self.host.get(name)
+            if capability is None:
+                may = ", ".join(sorted(self.host))
+                return {"error": f"tool {self.name!r} may ask the host for {may}, not {name!r}"}
+            try:
+                value = await capability.call(capability.validate(arguments), ctx)
+            except ValidationError as exc:
+                return {"error": _describe_invalid(name, exc, capability._signature)}
+            except ToolRetry as exc:
+                return {"retry": str(exc)}
+            except Exception as exc:  # the tool decides what a failed capability means
+                return {"error": f"{name} failed: {exc!r}"}
+            return {"value": pydantic_core.to_jsonable_python(value)}
+
+        return answer
 
     async def run(
         self, call: ToolCall, ctx: RunContext[Any], *, sandboxes: Sandboxes | None = None
@@ -452,6 +509,7 @@ def tool(
     retries: int = 2,
     secrets: Sequence[str] = (),
     limits: Limits | None = None,
+    host: Sequence[Tool[Any] | Callable[..., Any]] = (),
 ) -> Callable[[Callable[..., Any]], Tool[Any]]: ...
 
 
@@ -469,6 +527,7 @@ def tool(
     retries: int = 2,
     secrets: Sequence[str] = (),
     limits: Limits | None = None,
+    host: Sequence[Tool[Any] | Callable[..., Any]] = (),
 ) -> Tool[Any] | Callable[[Callable[..., Any]], Tool[Any]]:
     """Turn a function (sync or async) into a `Tool`; use as `@tool` or `@tool(...)`.
 
@@ -492,6 +551,11 @@ def tool(
         retries: Invalid calls in a row the model may make before a `ToolError`.
         secrets: Names of environment variables a sandboxed call gets (and no others).
         limits: A sandboxed call's `Limits`, e.g. `Limits(network=("api.example.com",))`.
+        host: A sandboxed tool's host capabilities: functions (or tools) that run on the
+            host when the tool asks, `agentflow.host.NAME(**arguments)` returning their
+            JSON value, with the call's `RunContext` (deps, idempotency key). The tool
+            may ask for these and nothing else; their arguments are validated as a
+            tool's. A side-effecting sandboxed tool acts through them.
 
     Raises:
         ConfigError: The function cannot be a tool, or an option is out of range.
@@ -510,6 +574,7 @@ def tool(
             retries=retries,
             secrets=secrets,
             limits=limits,
+            host=host,
         )
 
     return decorate if function is None else decorate(function)

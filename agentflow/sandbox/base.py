@@ -16,13 +16,16 @@ the sandbox is not a sandbox failure: the result carries its error.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxCall"]
+__all__ = ["ExecResult", "HostHandler", "Limits", "Sandbox", "SandboxCall"]
+
+HostHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+"""Answers a sandboxed call's request for a host capability (name, arguments)."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -59,6 +62,10 @@ class SandboxCall:
     """Validated arguments, as JSON-able values."""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """Environment for this call only: the secrets the tool declared, nothing else."""
+    host: HostHandler | None = field(default=None, repr=False, compare=False)
+    """Answers the call's requests for host capabilities (`agentflow.host.NAME(...)` in
+    the tool): given the name and arguments, returns `{"value": ...}`, `{"error": ...}`
+    or `{"retry": ...}`. None: the call may ask for none."""
 
 
 @dataclass(kw_only=True, frozen=True)

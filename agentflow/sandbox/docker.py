@@ -52,6 +52,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ from agentflow.exceptions import (
     SandboxUnavailable,
 )
 from agentflow.sandbox import runner
-from agentflow.sandbox.base import ExecResult, Limits, Sandbox, SandboxCall
+from agentflow.sandbox.base import ExecResult, HostHandler, Limits, Sandbox, SandboxCall
 from agentflow.sandbox.egress import SOCKET_NAME, EgressProxy
 
 if TYPE_CHECKING:
@@ -421,6 +422,10 @@ class DockerSandbox(Sandbox):
         except OSError as exc:  # the container died or was removed under us
             raise SandboxError(f"sandbox container {container.short_id} is gone: {exc}") from exc
         collected = _Collected(head=(runner.MARKER + nonce).encode())
+        if call.host is not None:
+            loop, host = asyncio.get_running_loop(), call.host
+            collected.asks = (runner.CALL + nonce).encode()
+            collected.answer = lambda request: _answer(host, request, loop)
         reader = asyncio.create_task(asyncio.to_thread(_collect, sock, cap, collected))
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout=limits.timeout_s)
@@ -480,6 +485,12 @@ class _Collected:
     """Where `head` starts in `stdout`, once seen."""
     end: int = -1
     """Where the envelope line ends (its newline) in `stdout`, once seen."""
+    asks: bytes = b""
+    """`CALL + nonce`: what starts a line asking for a host capability (none: empty)."""
+    answer: Callable[[bytes], bytes] | None = None
+    """Turns such a request (the JSON after `asks`) into the answer line to send back."""
+    asked: int = 0
+    """How far `stdout` has been searched for requests."""
 
 
 def _collect(sock: Any, cap: int, into: _Collected) -> None:
@@ -507,11 +518,46 @@ def _collect(sock: Any, cap: int, into: _Collected) -> None:
             if len(into.stdout) + len(into.stderr) > cap:
                 into.overflow = True
                 return
+            if kind == STDOUT and into.answer is not None:
+                _answer_requests(sock, into)
             if kind == STDOUT and _envelope_complete(into, before):
                 return
     except (OSError, EOFError, ValueError):  # shut by an abandoning caller, or cut short
         pass
     into.closed = True
+
+
+def _answer_requests(sock: Any, into: _Collected) -> None:
+    """Answer each complete request line that stdout gained: one at a time, in order,
+    the call waiting for each answer before it asks again."""
+    assert into.answer is not None
+    while True:
+        at = into.stdout.find(into.asks, into.asked)
+        if at < 0:
+            into.asked = max(into.asked, len(into.stdout) - len(into.asks) + 1)
+            return
+        end = into.stdout.find(b"\n", at)
+        if end < 0:
+            into.asked = at
+            return
+        into.asked = end + 1
+        sock._sock.sendall(into.answer(bytes(into.stdout[at + len(into.asks) : end])))
+
+
+def _answer(host: HostHandler, request: bytes, loop: asyncio.AbstractEventLoop) -> bytes:
+    """Run the host handler on the event loop for one request; the answer as a line."""
+    import json
+
+    try:
+        asked = json.loads(request)
+        name, arguments = asked["name"], asked["arguments"]
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise TypeError("name must be a string and arguments an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        answer: dict[str, Any] = {"error": f"a malformed request for the host: {exc}"}
+    else:
+        answer = asyncio.run_coroutine_threadsafe(host(name, arguments), loop).result()
+    return json.dumps(answer).encode() + b"\n"
 
 
 def _envelope_complete(into: _Collected, before: int) -> bool:

@@ -39,6 +39,8 @@ import time
 import types
 
 MARKER = "\x1eagentflow-result\x1e"
+CALL = "\x1eagentflow-host-call\x1e"
+"""Starts a line in which a call asks the host for a capability (then its nonce, JSON)."""
 EGRESS_PORT = 3128
 """Where a container's tools find the egress proxy (`HTTPS_PROXY=http://127.0.0.1:3128`)."""
 PIDS_EVENTS = ("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
@@ -90,10 +92,64 @@ def tool(function=None, **options):
     return function
 
 
+class HostError(Exception):
+    """A host capability refused the call or failed (its message says why)."""
+
+
+class Host:
+    """The stand-in's `agentflow.host`: `host.NAME(**arguments)` calls the capability NAME
+    that the tool declares (`@tool(host=[...])`) on the host, and returns its JSON value.
+
+    A request goes out on the call's stdout as a line `CALL + nonce + JSON`; the runner
+    passes the host's answer, a JSON line, into the pipe `replies`.
+    """
+
+    def __init__(self):
+        self._channel = None  # (this call's request head, the fd answers come from)
+
+    def _serve(self, head, replies):
+        """Serve the call this process runs: its requests start with `head`."""
+        self._channel = (head, replies)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda **arguments: self._ask(name, arguments)
+
+    def _ask(self, name, arguments):
+        if self._channel is None:
+            raise HostError("host capabilities are there for a call in the Docker sandbox only")
+        head, replies = self._channel
+        request = json.dumps({"name": name, "arguments": arguments})
+        write_all(1, head + request.encode() + b"\n")
+        answer = json.loads(read_line(replies))
+        if "retry" in answer:
+            raise ToolRetry(answer["retry"])
+        if "error" in answer:
+            raise HostError(answer["error"])
+        return answer["value"]
+
+
+HOST = Host()
+
+
+def read_line(fd):
+    """One line from `fd`, read a byte at a time (nothing of the next line is taken)."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            raise HostError("the host's answer was cut short")
+        line += byte
+    return bytes(line)
+
+
 def install_stand_in():
     module = types.ModuleType("agentflow")
     context = type("RunContext", (), {"__class_getitem__": classmethod(lambda c, _: c)})
-    vars(module).update(tool=tool, ToolRetry=ToolRetry, RunContext=context)
+    vars(module).update(
+        tool=tool, ToolRetry=ToolRetry, RunContext=context, host=HOST, HostError=HostError
+    )
     sys.modules["agentflow"] = module
 
 
@@ -242,11 +298,12 @@ def serve():
         sys.exit("runner.py: --serve is only for Docker sandbox containers")
     base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
     shield()
-    for line in sys.stdin.buffer:
+    stdin = Lines(0)
+    while (line := stdin.next()) is not None:
         request = json.loads(line)
         reset()
         head = MARKER + request["nonce"]
-        out, err = os.pipe(), os.pipe()
+        out, err, answers = os.pipe(), os.pipe(), os.pipe()
         pid = os.fork()
         if pid == 0:
             for sig in SHIELDED:
@@ -256,8 +313,9 @@ def serve():
             os.dup2(devnull, 0)
             os.dup2(out[1], 1)  # the runner's own stdout and stderr are not the tool's
             os.dup2(err[1], 2)
-            for fd in (*out, *err):
+            for fd in (*out, *err, answers[1]):
                 os.close(fd)
+            HOST._serve((CALL + request["nonce"]).encode(), answers[0])
             os.environ.clear()
             os.environ.update(base_env, **request["env"])
             limit = int(request["output_bytes"])
@@ -271,23 +329,53 @@ def serve():
             envelope["pids_exhausted"] = pids_refused() > refused
             write_all(1, (head + json.dumps(envelope) + "\n").encode())
             os._exit(0)
-        os.close(out[1])
-        os.close(err[1])
-        status = relay(pid, out[0], err[0], head.encode())
+        for fd in (out[1], err[1], answers[0]):
+            os.close(fd)
+        status = relay(pid, out[0], err[0], head.encode(), stdin, answers[1])
         if os.WIFSIGNALED(status):
             died = {"died": os.WTERMSIG(status)}
             os.write(1, (head + json.dumps(died) + "\n").encode())
 
 
-def relay(pid, out, err, head):
+class Lines:
+    """Lines read from a file descriptor with `os.read`, so that `select` on it tells
+    the truth (a buffered file would hide what it read ahead)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.pending = b""
+
+    def feed(self):
+        """Read what is there (one `read`); False at the end of the stream."""
+        data = os.read(self.fd, 1 << 16)
+        self.pending += data
+        return bool(data)
+
+    def take(self):
+        """The complete lines read so far."""
+        *lines, self.pending = self.pending.split(b"\n")
+        return [line + b"\n" for line in lines]
+
+    def next(self):
+        """The next line, waiting for it; None at the end of the stream."""
+        while b"\n" not in self.pending:
+            if not self.feed():
+                return None
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line
+
+
+def relay(pid, out, err, head, stdin, answers):
     """Pass a call's stdout and stderr (pipes from its process) on to the runner's own,
     up to the end of its envelope line, or until its process is gone and what it wrote is
-    passed on; then close the pipes and return the process's wait status.
+    passed on; meanwhile pass the host's answers to its capability requests (lines on
+    the runner's stdin) into the pipe `answers`. Then close the pipes and return the
+    process's wait status.
 
     Nothing after the envelope goes on: a process the call left behind cannot put bytes
     in front of a later call's result, and gets EPIPE once the pipes are closed.
     """
-    streams = {out: 1, err: 2}
+    streams = {out: 1, err: 2, stdin.fd: answers}
     held = b""  # stdout not passed on yet: what could be the start of a `head` split in two
     enveloped = False  # `head` was passed on: the envelope follows, up to its newline
     status = None
@@ -300,6 +388,13 @@ def relay(pid, out, err, head):
             if status is not None and (not ready or left <= 0):
                 break
             for fd in ready:
+                if fd == stdin.fd:
+                    if not stdin.feed():
+                        del streams[fd]  # the host hung up: the call is being abandoned
+                    for answer in stdin.take():
+                        with contextlib.suppress(OSError):  # the call is gone already
+                            write_all(answers, answer)
+                    continue
                 data = os.read(fd, 1 << 16)
                 left -= len(data)
                 if not data:
@@ -311,8 +406,10 @@ def relay(pid, out, err, head):
                 if not enveloped:
                     held += data
                     at = held.find(head)
-                    if at < 0:
-                        cut = max(0, len(held) - len(head) + 1)
+                    if at < 0:  # hold back only what could begin a `head` split in two
+                        cut = held.rfind(head[:1], max(0, len(held) - len(head) + 1))
+                        if cut < 0 or not head.startswith(held[cut:]):
+                            cut = len(held)
                         write_all(1, held[:cut])
                         held = held[cut:]
                         continue
@@ -328,8 +425,8 @@ def relay(pid, out, err, head):
                 if waited:
                     status, left = code, 2 * PIPE_MAX
     finally:
-        os.close(out)
-        os.close(err)
+        for fd in (out, err, answers):
+            os.close(fd)
     return status if status is not None else os.waitpid(pid, 0)[1]
 
 
