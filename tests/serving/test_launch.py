@@ -184,7 +184,7 @@ def test_tier_errors_name_file_key_and_reason(
 
 def test_an_overridden_model_names_the_environment_variable(config_file: Path) -> None:
     variable = "AGENTFLOW_TIERS__TOOLS__MODEL"
-    config = load_config(config_file, env={variable: "openai:gpt-4.1"})
+    config = load_config(config_file, env={variable: "local:"})
     with pytest.raises(ConfigError) as info:
         tier_launch_command(config, "tools")
     assert info.value.file == f"environment variable {variable}"
