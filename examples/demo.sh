@@ -34,6 +34,9 @@ run() {
 }
 turn() { run agentflow run graphs/support.py --database "$db" --customer-email ada@example.com "$@"; }
 
+# The tools that read what the customer writes (refunds, address changes, tickets, the
+# help-centre search) run in the Docker sandbox: a daemon and the sandbox image.
+run sandbox/ensure-docker.sh
 run agentflow demo seed
 
 say "1. A question the tools answer"

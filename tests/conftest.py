@@ -51,9 +51,14 @@ async def sandboxes() -> AsyncIterator[Any]:
     """`Sandboxes` for the test's graphs (`compile(sandbox=sandboxes)`), closed after it:
     it leaves no container behind."""
     from agentflow.sandbox import Sandboxes
+    from tests.helpers import SANDBOXES
 
     async with Sandboxes() as made:
-        yield made
+        SANDBOXES.append(made)
+        try:
+            yield made
+        finally:
+            SANDBOXES.remove(made)
 
 
 @pytest.fixture(scope="session")

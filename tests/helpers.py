@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow import (
     END,
@@ -21,6 +21,10 @@ from agentflow import (
 
 CHEAP = GpuPrice(gpu_hour_usd=3.6, tokens_per_s=1000)  # $1e-6 per token
 FRONTIER = TokenPrice(input=3.0, output=15.0)
+
+
+if TYPE_CHECKING:
+    from agentflow.sandbox import Sandboxes
 
 
 def three_tiers(tools: Model, planning: Model, frontier: Model, **policy: Any) -> Router:
@@ -65,3 +69,14 @@ def single_node_graph(
     for source, target in zip([START, *names], [*names, END], strict=True):
         graph.edge(source, target)
     return graph
+
+
+SANDBOXES: list[Sandboxes] = []
+"""The running test's sandboxes, while its `sandboxes` fixture (tests/conftest.py) is up."""
+
+
+def running_sandboxes() -> Sandboxes:
+    """The running test's sandboxes, for helpers that run sandboxed tools (the test asks
+    for the `sandboxes` fixture, e.g. with `pytestmark = usefixtures("sandboxes")`)."""
+    assert SANDBOXES, "the test does not use the `sandboxes` fixture"
+    return SANDBOXES[-1]

@@ -15,8 +15,14 @@ exist, and tickets are opened for the bound customer whatever the model writes.
 
 Side-effecting tools (address changes, refunds, tickets) are keyed by
 `ctx.idempotency_key`, so a replayed call returns what the first one did instead of
-acting twice. A refund above `AGENTFLOW_REFUND_APPROVAL_LIMIT` (100 USD unless set) needs
-a human's approval and is decided by the high-stakes tier.
+acting twice. They are also the tools that take free text from the customer or the
+model (an address, a reason, a ticket's subject and body): that text is read in the
+Docker sandbox (`tools/intake.py`, like the help-centre search), which acts on the shop
+only through the host capabilities declared here (`change_address`, `refund`,
+`open_ticket`), run with the call's context.
+
+A refund above `AGENTFLOW_REFUND_APPROVAL_LIMIT` (100 USD unless set) needs a human's
+approval and is decided by the high-stakes tier.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from agentflow import ConfigError, RunContext, Tool, ToolRetry, tool
+from tools import intake
 from tools.db import Refused, SupportDB
 from tools.kb import search_kb
 from tools.records import AddressChange, Order, OrderHistory, Priority, Refund, Shipment, Ticket
@@ -150,49 +157,47 @@ def track_shipment(ctx: RunContext[SupportContext], order_id: OrderId) -> Shipme
     return order.shipment
 
 
-@tool(side_effects=True)
-def update_shipping_address(
+# The tools that take free text run it in the sandbox (`tools/intake.py`); these host
+# capabilities are all they can do to the shop, for the conversation's customer only.
+
+
+def change_address(
     ctx: RunContext[SupportContext],
     order_id: OrderId,
     address: Annotated[str, Field(min_length=10, max_length=300)],
 ) -> AddressChange:
-    """Change where an order will be shipped; only possible before it ships.
+    """Change an order's shipping address, once per idempotency key.
 
     Args:
-        order_id: The order number, e.g. 1045.
-        address: The full new address: street and number, city, state and ZIP code.
+        order_id: The order.
+        address: The new address, cleaned.
     """
     try:
         return ctx.deps.db.change_address(
-            order_id,
-            address.strip(),
-            key=ctx.idempotency_key,
-            customer_email=ctx.deps.customer_email,
+            order_id, address, key=ctx.idempotency_key, customer_email=ctx.deps.customer_email
         )
     except Refused as exc:
         raise ToolRetry(str(exc)) from exc
 
 
-@tool(side_effects=True, requires_approval=refund_needs_approval, high_stakes=refund_needs_approval)
-def issue_refund(
+def refund(
     ctx: RunContext[SupportContext],
     order_id: OrderId,
-    amount_usd: Annotated[float, Field(gt=0, le=1_000_000)],
-    reason: Annotated[str, Field(min_length=3, max_length=500)],
+    cents: Annotated[int, Field(gt=0)],
+    reason: Annotated[str, Field(min_length=1, max_length=500)],
 ) -> Refund:
-    """Refund part or all of an order to the customer's original payment method.
+    """Refund part of an order, once per idempotency key.
 
     Args:
-        order_id: The order number, e.g. 1044.
-        amount_usd: How much to refund, in US dollars; at most what the order has left.
-        reason: Why, in a sentence, for the records, e.g. `mug arrived chipped`.
+        order_id: The order.
+        cents: How much, in US cents.
+        reason: Why, cleaned.
     """
-    cents = round(amount_usd * 100)
     try:
         return ctx.deps.db.refund(
             order_id,
             cents,
-            reason.strip(),
+            reason,
             key=ctx.idempotency_key,
             customer_email=ctx.deps.customer_email,
         )
@@ -200,31 +205,29 @@ def issue_refund(
         raise ToolRetry(str(exc)) from exc
 
 
-@tool(side_effects=True)
-def create_ticket(
+def open_ticket(
     ctx: RunContext[SupportContext],
-    subject: Annotated[str, Field(min_length=3, max_length=200)],
-    body: Annotated[str, Field(min_length=1, max_length=5000)],
+    subject: Annotated[str, Field(min_length=1, max_length=200)],
+    body: Annotated[str, Field(max_length=5000)],
     customer_email: Annotated[str, Field(min_length=3, max_length=254)],
     order_id: OrderId | None = None,
     priority: Priority = "normal",
 ) -> Ticket:
-    """Open a ticket for the support team when a specialist or a follow-up is needed.
+    """Open a ticket, once per idempotency key; for the bound customer whatever it says.
 
     Args:
-        subject: A short title, e.g. `Redirect parcel of order 1042`.
-        body: What happened and what the customer asks for.
-        customer_email: The customer's email address, for the reply (in a conversation
-            with a known customer, always theirs).
+        subject: A short title, cleaned.
+        body: What happened, cleaned.
+        customer_email: Who to reply to (a bound conversation's customer wins).
         order_id: The order it is about, if any.
-        priority: `low`, `normal`, `high`, or `urgent` (legal threats, safety issues).
+        priority: How urgent.
     """
     bound = ctx.deps.customer_email
     try:
         return ctx.deps.db.open_ticket(
             customer_email=customer_email if bound is None else bound,
-            subject=subject.strip(),
-            body=body.strip(),
+            subject=subject,
+            body=body,
             order_id=order_id,
             priority=priority,
             key=ctx.idempotency_key,
@@ -232,6 +235,19 @@ def create_ticket(
         )
     except Refused as exc:
         raise ToolRetry(str(exc)) from exc
+
+
+update_shipping_address = tool(sandbox="docker", side_effects=True, host=[change_address])(
+    intake.update_shipping_address
+)
+issue_refund = tool(
+    sandbox="docker",
+    side_effects=True,
+    host=[refund],
+    requires_approval=refund_needs_approval,
+    high_stakes=refund_needs_approval,
+)(intake.issue_refund)
+create_ticket = tool(sandbox="docker", side_effects=True, host=[open_ticket])(intake.create_ticket)
 
 
 def _no_order(order_id: int) -> str:

@@ -17,10 +17,12 @@ from agentflow import Model, ScriptedModel, ToolCall, ToolResultMessage, UserMes
 from agentflow.hitl import TIMED_OUT, arguments_digest
 from graphs.support import Triage, graph
 from graphs.support_replies import HANDOFF_NOTICE, ReplyChoice
-from tests.helpers import three_tiers
+from tests.helpers import running_sandboxes, three_tiers
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER, LARGE_ORDER, seed
 from tools.support import SupportContext
+
+pytestmark = pytest.mark.usefixtures("sandboxes")
 
 
 @pytest.fixture
@@ -48,7 +50,12 @@ class Conversation:
             "frontier": ScriptedModel(frontier or [], name="claude-test"),
         }
         router = three_tiers(self.models["tools"], self.models["planning"], self.models["frontier"])
-        self.app = graph.compile(router=router, checkpointer=InMemorySaver(), journal=journal)
+        self.app = graph.compile(
+            router=router,
+            checkpointer=InMemorySaver(),
+            journal=journal,
+            sandbox=running_sandboxes(),
+        )
         self.shop = shop
         self.config: Any = {"configurable": {"thread_id": "thread-1"}}
 

@@ -24,6 +24,7 @@ from graphs.support_replies import (
     prompt,
     render,
 )
+from tests.helpers import running_sandboxes
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER, LARGE_ORDER, PLACED_ORDER, seed
 from tools.support import (
@@ -35,6 +36,8 @@ from tools.support import (
     track_shipment,
     update_shipping_address,
 )
+
+pytestmark = pytest.mark.usefixtures("sandboxes")
 
 PERSONAL = ("Analytical Way", "ada@example.com", "Lovelace", "503 555", "Portland")
 
@@ -50,7 +53,7 @@ async def called(shop: SupportContext, tool: Tool[Any], **arguments: Any) -> lis
     """A turn's messages for one call of `tool`: the call, then its real result."""
     call = ToolCall(id=f"c-{tool.name}", name=tool.name, arguments=arguments)
     ctx = RunContext(deps=shop, run_id="r1", thread_id="t1", tool_call_id=call.id)
-    outcome = await tool.run(call, ctx)
+    outcome = await tool.run(call, ctx, sandboxes=running_sandboxes())
     return [AssistantMessage(tool_calls=[call]), outcome.message]
 
 

@@ -20,6 +20,7 @@ from agentflow import RunContext, Tool, ToolCall, ToolError
 from agentflow.sandbox import Sandboxes
 from agentflow.sandbox.docker import DockerSandbox
 from agentflow.tools import ToolOutcome
+from tests.helpers import running_sandboxes
 from tools import kb
 from tools.db import SupportDB
 from tools.seed import (
@@ -42,6 +43,8 @@ from tools.support import (
     track_shipment,
     update_shipping_address,
 )
+
+pytestmark = pytest.mark.usefixtures("sandboxes")
 
 
 def _with_search_path(url: str, schema: str) -> str:
@@ -86,7 +89,8 @@ async def call(
     db: SupportDB, tool: Tool[Any], arguments: dict[str, Any], *, call_id: str = "call-1"
 ) -> ToolOutcome:
     """Run one tool call the way the agent loop does."""
-    return await tool.run(ToolCall(id=call_id, name=tool.name, arguments=arguments), context(db))
+    call = ToolCall(id=call_id, name=tool.name, arguments=arguments)
+    return await tool.run(call, context(db), sandboxes=running_sandboxes())
 
 
 def payload(outcome: ToolOutcome) -> Any:
@@ -293,7 +297,8 @@ async def call_as(
     """Run one tool call in a conversation bound to `customer` (as ThreadService does)."""
     deps = SupportContext(db=db).for_customer(customer)
     ctx = RunContext(deps=deps, run_id="run-1", tool_call_id="call-1")
-    return await tool.run(ToolCall(id="call-1", name=tool.name, arguments=arguments), ctx)
+    call = ToolCall(id="call-1", name=tool.name, arguments=arguments)
+    return await tool.run(call, ctx, sandboxes=running_sandboxes())
 
 
 async def test_another_customers_order_reads_as_one_that_does_not_exist(db: SupportDB) -> None:
