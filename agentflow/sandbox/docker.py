@@ -48,11 +48,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,8 +63,9 @@ from agentflow.exceptions import (
     SandboxUnavailable,
 )
 from agentflow.sandbox import runner
-from agentflow.sandbox.base import ExecResult, HostHandler, Limits, Sandbox, SandboxCall
+from agentflow.sandbox.base import ExecResult, Limits, Sandbox, SandboxCall
 from agentflow.sandbox.egress import SOCKET_NAME, EgressProxy
+from agentflow.sandbox.stream import Collected, answer_line, close_socket, collect
 
 if TYPE_CHECKING:
     import docker
@@ -276,7 +275,7 @@ class DockerSandbox(Sandbox):
 
     def _discard(self, pool: _Pool, container: Container) -> None:
         pool.uses.pop(container.id, None)
-        _close_socket(self._sockets.pop(container.id, None))
+        close_socket(self._sockets.pop(container.id, None))
         with contextlib.suppress(Exception):  # the daemon is busy or gone: `reap` has it
             _remove(self.client(), container.id or "")
 
@@ -369,7 +368,7 @@ class DockerSandbox(Sandbox):
                 # Shut its stream now (a reader stuck on it returns), remove it later: the
                 # caller's deadline must not wait on a daemon busy killing it.
                 pool.uses.pop(container.id, None)
-                _close_socket(self._sockets.pop(container.id, None))
+                close_socket(self._sockets.pop(container.id, None))
                 self._in_background(self._discard, pool, container)
             # Only a discarded container leaves a gap. A refill after every call would race
             # the next call for the idle container and then push it out of a full pool.
@@ -421,12 +420,12 @@ class DockerSandbox(Sandbox):
             sock._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:  # the container died or was removed under us
             raise SandboxError(f"sandbox container {container.short_id} is gone: {exc}") from exc
-        collected = _Collected(head=(runner.MARKER + nonce).encode())
+        collected = Collected(head=(runner.MARKER + nonce).encode())
         if call.host is not None:
             loop, host = asyncio.get_running_loop(), call.host
             collected.asks = (runner.CALL + nonce).encode()
-            collected.answer = lambda request: _answer(host, request, loop)
-        reader = asyncio.create_task(asyncio.to_thread(_collect, sock, cap, collected))
+            collected.answer = lambda request: answer_line(host, request, loop)
+        reader = asyncio.create_task(asyncio.to_thread(collect, sock, cap, collected))
         try:
             await asyncio.wait_for(asyncio.shield(reader), timeout=limits.timeout_s)
         except TimeoutError:
@@ -464,124 +463,13 @@ class DockerSandbox(Sandbox):
             client = self._client
             await asyncio.to_thread(_remove_owned, client, self.owner, self.instance)
             while self._sockets:
-                _close_socket(self._sockets.popitem()[1])
+                close_socket(self._sockets.popitem()[1])
             client.close()
             self._client = None
         for pool in self._pools.values():
             if pool.proxy is not None:
                 await pool.proxy.aclose()
         self._pools.clear()
-
-
-@dataclass
-class _Collected:
-    head: bytes
-    """`MARKER + nonce`: what starts this call's envelope line."""
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
-    overflow: bool = False
-    closed: bool = False
-    at: int = -1
-    """Where `head` starts in `stdout`, once seen."""
-    end: int = -1
-    """Where the envelope line ends (its newline) in `stdout`, once seen."""
-    asks: bytes = b""
-    """`CALL + nonce`: what starts a line asking for a host capability (none: empty)."""
-    answer: Callable[[bytes], bytes] | None = None
-    """Turns such a request (the JSON after `asks`) into the answer line to send back."""
-    asked: int = 0
-    """How far `stdout` has been searched for requests."""
-
-
-def _collect(sock: Any, cap: int, into: _Collected) -> None:
-    """Read the attached stream until this call's envelope line is complete, the
-    stream ends (the container died, or the call was abandoned and its stream shut) or
-    more than `cap` bytes came.
-
-    Linear in what is read: each frame is appended once, and only the bytes a frame added
-    (plus enough before them to catch a `head` split across frames) are searched.
-    """
-    from docker.utils.socket import STDOUT, next_frame_header, read
-
-    try:
-        while True:
-            kind, size = next_frame_header(sock)
-            if size < 0:
-                break
-            target = into.stdout if kind == STDOUT else into.stderr
-            before = len(target)
-            while len(target) - before < size:
-                data = read(sock, size - (len(target) - before))
-                if not data:
-                    raise EOFError
-                target.extend(data)
-            if len(into.stdout) + len(into.stderr) > cap:
-                into.overflow = True
-                return
-            if kind == STDOUT and into.answer is not None:
-                _answer_requests(sock, into)
-            if kind == STDOUT and _envelope_complete(into, before):
-                return
-    except (OSError, EOFError, ValueError):  # shut by an abandoning caller, or cut short
-        pass
-    into.closed = True
-
-
-def _answer_requests(sock: Any, into: _Collected) -> None:
-    """Answer each complete request line that stdout gained: one at a time, in order,
-    the call waiting for each answer before it asks again."""
-    assert into.answer is not None
-    while True:
-        at = into.stdout.find(into.asks, into.asked)
-        if at < 0:
-            into.asked = max(into.asked, len(into.stdout) - len(into.asks) + 1)
-            return
-        end = into.stdout.find(b"\n", at)
-        if end < 0:
-            into.asked = at
-            return
-        into.asked = end + 1
-        sock._sock.sendall(into.answer(bytes(into.stdout[at + len(into.asks) : end])))
-
-
-def _answer(host: HostHandler, request: bytes, loop: asyncio.AbstractEventLoop) -> bytes:
-    """Run the host handler on the event loop for one request; the answer as a line."""
-    import json
-
-    try:
-        asked = json.loads(request)
-        name, arguments = asked["name"], asked["arguments"]
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            raise TypeError("name must be a string and arguments an object")
-    except (ValueError, KeyError, TypeError) as exc:
-        answer: dict[str, Any] = {"error": f"a malformed request for the host: {exc}"}
-    else:
-        answer = asyncio.run_coroutine_threadsafe(host(name, arguments), loop).result()
-    return json.dumps(answer).encode() + b"\n"
-
-
-def _envelope_complete(into: _Collected, before: int) -> bool:
-    """Search what stdout gained since `before` for the envelope's start and end."""
-    if into.at < 0:
-        into.at = into.stdout.find(into.head, max(0, before - len(into.head) + 1))
-        if into.at < 0:
-            return False
-        before = into.at
-    into.end = into.stdout.find(b"\n", max(before, into.at))
-    return into.end >= 0
-
-
-def _close_socket(sock: Any) -> None:
-    """Shut and close an attached stream; a thread blocked reading it returns at once."""
-    if sock is None:
-        return
-    raw = getattr(sock, "_sock", None)  # SocketIO.close() drops it without closing it
-    if raw is not None:
-        with contextlib.suppress(OSError):  # a close alone does not wake a blocked recv
-            raw.shutdown(socket.SHUT_RDWR)
-    sock.close()
-    if raw is not None:
-        raw.close()
 
 
 def _proxy_env(proxy: EgressProxy | None) -> dict[str, str]:
@@ -618,9 +506,7 @@ def _pids_error(call: SandboxCall, limits: Limits) -> SandboxResourceError:
     )
 
 
-def _result(
-    call: SandboxCall, collected: _Collected, limits: Limits, duration: float
-) -> ExecResult:
+def _result(call: SandboxCall, collected: Collected, limits: Limits, duration: float) -> ExecResult:
     import json
 
     if collected.end < 0:
