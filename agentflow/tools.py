@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import inspect
 import os
 import re
@@ -31,24 +30,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
-    Annotated,
     Any,
     Generic,
     Literal,
     TypeVar,
-    get_args,
-    get_origin,
-    get_type_hints,
     overload,
 )
 
 import pydantic_core
 from langgraph.errors import GraphBubbleUp
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
-from pydantic.fields import FieldInfo
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic import TypeAdapter, ValidationError
 
 from agentflow._docstrings import parse_docstring
+from agentflow._signatures import (
+    analyse_signature,
+    describe_invalid,
+    json_schema,
+    return_type,
+)
 from agentflow.exceptions import AgentflowError, ConfigError, ToolError
 from agentflow.messages import ToolCall, ToolResultMessage
 from agentflow.models.base import ToolSpec
@@ -66,7 +65,6 @@ Sandboxing = Literal["none", "docker", "auto"]
 
 _SANDBOXES: tuple[str, ...] = ("none", "docker", "auto")
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_MAX_INPUT_REPR = 80
 _ARGUMENTS = TypeAdapter(dict[str, Any])
 
 
@@ -148,25 +146,6 @@ class ToolOutcome:
     """The tool's return value, when it succeeded."""
 
 
-@dataclass(kw_only=True, frozen=True)
-class _Signature:
-    model: type[BaseModel]
-    """Validates the model-visible arguments; one field per parameter, aliased to its name."""
-    fields: tuple[tuple[str, str], ...]
-    """(parameter name, model field name) for every model-visible parameter, in order."""
-    context: str | None
-    """The name of the `RunContext` parameter, if there is one."""
-    positional: tuple[str, ...]
-    """Positional-only parameters (the context included), in order."""
-
-
-class _ToolSchemaGenerator(GenerateJsonSchema):
-    """Pydantic's JSON schema without per-field titles, which only repeat the names."""
-
-    def field_title_should_be_set(self, schema: Any) -> bool:
-        return False
-
-
 class Tool(Generic[DepsT]):
     """A function the model may call, with the JSON schema of its arguments.
 
@@ -230,10 +209,10 @@ class Tool(Generic[DepsT]):
         key = f"tool {self.name}"
         _check_options(key, requires_approval, high_stakes, sandbox, timeout_s, retries)
         docstring = parse_docstring(inspect.getdoc(function))
-        self._signature = _analyse_signature(function, key, docstring.params)
+        self._signature = analyse_signature(function, key, docstring.params, RunContext)
         self.description = docstring.summary if description is None else description
         self.function = function
-        self.parameters = _json_schema(self._signature.model, key)
+        self.parameters = json_schema(self._signature.model, key)
         self.requires_approval = requires_approval
         self.high_stakes = high_stakes
         self._context_predicates = frozenset(
@@ -380,7 +359,7 @@ class Tool(Generic[DepsT]):
         if not result.ok:
             message = f"tool {self.name!r} failed in its sandbox: {result.error}"
             raise ToolError(message, tool=self.name)
-        annotation, adapter = _return_type(self.function)
+        annotation, adapter = return_type(self.function)
         if adapter is None:
             return result.value
         try:
@@ -403,7 +382,7 @@ class Tool(Generic[DepsT]):
             try:
                 value = await capability.call(capability.validate(arguments), ctx)
             except ValidationError as exc:
-                return {"error": _describe_invalid(name, exc, capability._signature)}
+                return {"error": describe_invalid(name, exc, capability._signature)}
             except ToolRetry as exc:
                 return {"retry": str(exc)}
             except Exception as exc:  # the tool decides what a failed capability means
@@ -429,7 +408,7 @@ class Tool(Generic[DepsT]):
         try:
             arguments = self.validate(call.arguments)
         except ValidationError as exc:
-            return self._retry(call, _describe_invalid(self.name, exc, self._signature))
+            return self._retry(call, describe_invalid(self.name, exc, self._signature))
         if ctx.tool_call_id != call.id:
             ctx = dataclasses.replace(ctx, tool_call_id=call.id)
         try:
@@ -630,133 +609,7 @@ def _takes_context(option: str, predicate: Callable[..., Any], key: str) -> bool
     return len(required) == 2
 
 
-def _analyse_signature(
-    function: Callable[..., Any], key: str, descriptions: dict[str, str]
-) -> _Signature:
-    """Build the arguments model from the signature; find the `RunContext` parameter."""
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot read the signature: {exc}", key=key) from exc
-    hints = _type_hints(function, key)
-    definitions: dict[str, Any] = {}
-    fields: list[tuple[str, str]] = []
-    positional: list[str] = []
-    context: str | None = None
-    for parameter in signature.parameters.values():
-        pname = parameter.name
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            raise ConfigError(f"parameter {pname!r}: *args and **kwargs are not supported", key=key)
-        if pname not in hints:
-            raise ConfigError(f"parameter {pname!r} has no type annotation", key=key)
-        if parameter.kind is parameter.POSITIONAL_ONLY:
-            positional.append(pname)
-        if _is_run_context(hints[pname]):
-            if context is not None:
-                raise ConfigError(f"parameters {context!r} and {pname!r}: one RunContext", key=key)
-            context = pname
-            continue
-        # Fields get neutral names and the parameter's name as alias, so parameters may
-        # be called anything (`json`, `_id`, `model_config`) without clashing with pydantic.
-        field = f"p{len(fields)}"
-        fields.append((pname, field))
-        definitions[field] = _field(hints[pname], parameter.default, pname, descriptions.get(pname))
-    try:
-        model = create_model(
-            key.removeprefix("tool "), __config__=ConfigDict(extra="forbid"), **definitions
-        )
-    except Exception as exc:  # pydantic raises several types for unsupported annotations
-        raise ConfigError(f"cannot build the arguments model: {exc}", key=key) from exc
-    return _Signature(
-        model=model, fields=tuple(fields), context=context, positional=tuple(positional)
-    )
-
-
-def _field(annotation: Any, default: Any, alias: str, description: str | None) -> tuple[Any, Any]:
-    """Return a `create_model` field definition; the docstring's description wins."""
-    if isinstance(default, FieldInfo):
-        # `x: int = Field(3, ge=0)`: keep the user's field, let ours override the alias.
-        annotation, default = Annotated[annotation, default], inspect.Parameter.empty
-    options: dict[str, Any] = {"alias": alias}
-    if description:
-        options["description"] = description
-    if default is not inspect.Parameter.empty:
-        options["default"] = default
-    return annotation, Field(**options)
-
-
-def _type_hints(function: Callable[..., Any], key: str) -> dict[str, Any]:
-    target: Any = function
-    while isinstance(target, functools.partial):
-        target = target.func
-    if not (inspect.isfunction(target) or inspect.ismethod(target)):
-        target = type(target).__call__  # a callable object: the hints of its __call__
-    try:
-        return get_type_hints(target, include_extras=True)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot resolve the type hints ({exc}); define the types at module level", key=key
-        ) from exc
-
-
-def _is_run_context(annotation: Any) -> bool:
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation is RunContext or get_origin(annotation) is RunContext
-
-
 def _is_async_callable(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
         type(function).__call__
     )
-
-
-def _json_schema(model: type[BaseModel], key: str) -> dict[str, Any]:
-    """The model's JSON schema as a strict-style tool `parameters` object."""
-    try:
-        schema = model.model_json_schema(schema_generator=_ToolSchemaGenerator)
-    except Exception as exc:  # e.g. a Callable parameter validates but has no JSON schema
-        raise ConfigError(f"the arguments have no JSON schema: {exc}", key=key) from exc
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": schema.get("properties", {}),
-        "required": schema.get("required", []),
-        "additionalProperties": False,
-    }
-    if "$defs" in schema:
-        parameters["$defs"] = schema["$defs"]
-    return parameters
-
-
-def _describe_invalid(name: str, exc: ValidationError, signature: _Signature) -> str:
-    """Explain every invalid argument so a model can fix its call."""
-    lines = [f"The arguments for tool {name!r} are invalid:"]
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"])
-        if not where:
-            lines.append("- the arguments must be a JSON object of named arguments")
-            continue
-        if error["type"] == "missing":
-            problem = "required, but missing"
-        elif error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
-            known = ", ".join(param for param, _ in signature.fields) or "none"
-            problem = f"not a parameter of this tool (parameters: {known})"
-        elif error["type"] == "extra_forbidden":
-            problem = "not an allowed field here"
-        else:
-            problem = f"{error['msg']} (got {_short_repr(error.get('input'))})"
-        lines.append(f"- {where}: {problem}")
-    lines.append("Fix these arguments and call the tool again.")
-    return "\n".join(lines)
-
-
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_INPUT_REPR else f"{text[: _MAX_INPUT_REPR - 3]}..."
-
-
-@functools.cache
-def _return_type(function: Callable[..., Any]) -> tuple[Any, TypeAdapter[Any] | None]:
-    """A function's return annotation and its validator, built once per function."""
-    annotation = get_type_hints(function).get("return")
-    return annotation, None if annotation is None else TypeAdapter(annotation)
