@@ -67,6 +67,19 @@ class ThreadLeases:
         """Take the thread's lease; None while a live holder (this service included) has it."""
         if thread_id in self._held:
             return None
+        # Held from here, before the database is asked: two runs of this service asking
+        # at once (a decision's resume, the upkeep's recovery) must not both get it.
+        self._held.add(thread_id)
+        try:
+            lease = await self._claim(thread_id)
+        except BaseException:
+            self._held.discard(thread_id)
+            raise
+        if lease is None:
+            self._held.discard(thread_id)
+        return lease
+
+    async def _claim(self, thread_id: str) -> Lease | None:
         now = datetime.now(UTC)
         expires = iso(now + self.ttl)
         async with self._db.transaction() as cursor:
@@ -87,15 +100,16 @@ class ThreadLeases:
                 update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
                 await cursor.execute(update, (self.holder, expires, thread_id))
                 taken_over = True  # our own leftover too: a service of ours closed mid-run
-        self._held.add(thread_id)
         return Lease(thread_id=thread_id, taken_over=taken_over)
 
     async def release(self, thread_id: str) -> None:
         """Give the thread's lease up (if this service still holds it)."""
-        self._held.discard(thread_id)
-        async with self._db.transaction() as cursor:
-            delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
-            await cursor.execute(delete, (thread_id, self.holder))
+        try:
+            async with self._db.transaction() as cursor:
+                delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
+                await cursor.execute(delete, (thread_id, self.holder))
+        finally:  # only now: a run of ours asking meanwhile would take the row being deleted
+            self._held.discard(thread_id)
 
     async def renew(self, thread_id: str) -> bool:
         """Push the lease's deadline forward; False if this service lost it meanwhile."""

@@ -42,6 +42,18 @@ async def test_one_holder_at_a_time_and_release_frees_it(db: Database) -> None:
     assert await first.orphaned() == []
 
 
+async def test_two_runs_of_one_service_racing_for_a_thread_get_one_lease(db: Database) -> None:
+    """A decision's resume and the upkeep's recovery ask for the same thread at once, in
+    one process: one gets it. (Both did when each checked its own service's leases,
+    then waited on the database, and the second took the first's row for a leftover.)"""
+    leases = ThreadLeases(db)
+    got = await asyncio.gather(*(leases.acquire("t1") for _ in range(4)))
+    assert sum(lease is not None for lease in got) == 1
+    # Releasing while another run asks: it never holds a lease whose row is being deleted.
+    _, again = await asyncio.gather(leases.release("t1"), leases.acquire("t1"))
+    assert again is None or await ThreadLeases(db).acquire("t1") is None
+
+
 async def test_a_dead_processs_lease_is_taken_over_at_once(db: Database) -> None:
     """A process that held a lease and died (kill -9: no release) loses it immediately."""
     name = "from agentflow._processes import owner_id; print(owner_id())"
