@@ -264,7 +264,8 @@ class ReviewQueue:
     async def unapplied(self, thread_id: str | None = None) -> _Items:
         """Decided items (resolved or expired) whose thread has not yet been resumed with
         the decision: the outbox a server drives to completion."""
-        where = "status IN ('resolved', 'expired') AND applied_at IS NULL"
+        closed = ", ".join(f"'{status}'" for status in _CLOSED)
+        where = f"status IN ({closed}) AND applied_at IS NULL"
         if thread_id is None:
             return await self._select(_Pick(where=where))
         return await self._select(_Pick(where=f"{where} AND thread_id = ?", params=(thread_id,)))

@@ -409,9 +409,9 @@ class ThreadService:
         thread another run holds are left for later. Every server runs this at start
         and on a timer."""
         turns: list[Turn] = []
-        threads = await self._leases.orphaned()
-        threads += [i.thread_id for i in await self.queue.unapplied() if i.thread_id not in threads]
-        for thread_id in threads:
+        orphaned = await self._leases.orphaned()
+        unapplied = [item.thread_id for item in await self.queue.unapplied()]
+        for thread_id in dict.fromkeys([*orphaned, *unapplied]):  # each thread once
             lease = await self._leases.acquire(thread_id)
             if lease is None:
                 continue
