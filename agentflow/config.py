@@ -217,6 +217,17 @@ class RoutingConfig(BaseModel):
         return {**{key: data[key] for key in _ROUTING_KEYS if key in data}, "kinds": kinds}
 
 
+class PresidioConfig(BaseModel):
+    """The `[policy.presidio]` table: the pipeline the `"presidio"` PII detector reads."""
+
+    model_config = _MODEL_CONFIG
+
+    model: str = "en_core_web_lg"
+    """An installed spaCy pipeline, or the directory of one."""
+    entities: list[str] = Field(default_factory=lambda: ["PERSON", "LOCATION"])
+    """The Presidio entities to find."""
+
+
 class PolicyConfig(BaseModel):
     """The `[policy]` table: the PII boundary and run budgets."""
 
@@ -227,8 +238,10 @@ class PolicyConfig(BaseModel):
     pii_patterns: dict[str, str] = Field(default_factory=dict)
     """Extra PII kinds: name -> regular expression."""
     pii_detectors: list[str] = Field(default_factory=list)
-    """Extra PII detectors, as `"module:function"` import paths (a name or address
-    finder): each is called with a text and returns `agentflow.pii.PiiFinding`s."""
+    """Extra PII detectors: `"presidio"` (names and locations, the presidio extra) or
+    `"module:function"` import paths, each called with a text and returning
+    `agentflow.pii.PiiFinding`s."""
+    presidio: PresidioConfig = Field(default_factory=PresidioConfig)
     budget_usd_per_run: PositiveFloat | None = None
     budget_tokens_per_run: PositiveInt | None = None
 

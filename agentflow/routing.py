@@ -44,6 +44,7 @@ from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tok
 from agentflow.models import infer_model, parse_spec
 from agentflow.models.base import Model
 from agentflow.pii import PiiDetector, PiiScanner
+from agentflow.presidio import PresidioDetector
 from agentflow.prices import listed_price
 
 if TYPE_CHECKING:
@@ -168,10 +169,28 @@ def _model_label(model: Model | str) -> str:
     return model if isinstance(model, str) else repr(model)
 
 
+def _configured_detector(config: AgentflowConfig, name: str) -> PiiScanner | str:
+    """`"presidio"` built from `[policy.presidio]`; other names are imported later."""
+    if name != "presidio":
+        return name
+    settings = config.policy.presidio
+    try:
+        return PresidioDetector(settings.model, entities=settings.entities)
+    except ConfigError as exc:
+        origin = config.origin(exc.key) if exc.key else config.source
+        raise ConfigError(exc.reason, file=origin, key=exc.key) from exc
+
+
 def _import_detector(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
-    """Return a PII detector, importing it when given as `"module:function"`."""
+    """Return a PII detector: `"presidio"` with its defaults, or imported from
+    `"module:function"`."""
     if not isinstance(detector, str):
         return detector
+    if detector == "presidio":
+        try:
+            return PresidioDetector()
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
     module_name, _, attribute = detector.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attribute)
@@ -201,8 +220,9 @@ class RoutingPolicy:
     pii_patterns: dict[str, str] = field(default_factory=dict)
     """Extra PII kinds: name -> regular expression."""
     pii_detectors: list[PiiScanner | str] = field(default_factory=list)
-    """Extra PII detectors (a name or address finder): callables, or `"module:function"`
-    import paths to one, called with each text and returning `PiiFinding`s."""
+    """Extra PII detectors (a name or address finder): callables, `"presidio"` (see
+    `agentflow.presidio`), or `"module:function"` import paths to one, called with each
+    text and returning `PiiFinding`s."""
     budget_usd_per_run: float | None = None
     budget_tokens_per_run: int | None = None
 
@@ -314,7 +334,7 @@ class Router:
             fallbacks={tier: list(chain) for tier, chain in routing.fallbacks.items()},
             pii=policy.pii,
             pii_patterns=dict(policy.pii_patterns),
-            pii_detectors=list(policy.pii_detectors),
+            pii_detectors=[_configured_detector(config, name) for name in policy.pii_detectors],
             budget_usd_per_run=policy.budget_usd_per_run,
             budget_tokens_per_run=policy.budget_tokens_per_run,
         )
