@@ -28,6 +28,7 @@ from agentflow._console import (
 )
 from agentflow.config import AgentflowConfig, load_config
 from agentflow.costs import RunUsage, StepRecord
+from agentflow.evals_cli import eval_app
 from agentflow.exceptions import AgentflowError, ConfigError
 from agentflow.graph import AgentGraph, run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
@@ -57,6 +58,7 @@ app.add_typer(sandbox_app, name="sandbox")
 demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this directory).")
 app.add_typer(demo_app, name="demo")
 app.add_typer(inbox_app, name="inbox")
+app.add_typer(eval_app, name="eval")
 
 
 @app.callback()

@@ -20,6 +20,7 @@ validated and recorded in the `steps` channel.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import operator
 import typing
@@ -47,6 +48,7 @@ from agentflow.tools import Tool
 from agentflow.tracing import TracedGraph, node_span
 
 if TYPE_CHECKING:
+    from agentflow.evals.suite import Suite
     from agentflow.journal import ToolJournal
 
 __all__ = ["END", "START", "AgentGraph", "AgentState", "CompiledGraph", "run_usage"]
@@ -176,6 +178,7 @@ class AgentGraph(Generic[DepsT]):
         self._nodes: dict[str, _Node] = {}
         self._agents: dict[str, AgentLoop] = {}
         self._edges = _Edges()
+        self._suites: list[Suite | str] = []
 
     def node(
         self,
@@ -272,6 +275,63 @@ class AgentGraph(Generic[DepsT]):
             takes_context=True,
         )
         return self
+
+    def evals(self, *suites: Suite | str) -> AgentGraph[DepsT]:
+        """Attach eval suites (`agentflow.evals.Suite`), or `"module:attribute"` paths to a
+        list of them, imported only when `agentflow eval` asks (so serving the graph never
+        loads its cases)."""
+        self._suites.extend(suites)
+        return self
+
+    def suites(self) -> list[Suite]:
+        """The graph's eval suites, importing those given as paths.
+
+        Raises:
+            ConfigError: A path cannot be imported or does not hold suites.
+        """
+        from agentflow.evals.suite import Suite
+
+        found: list[Suite] = []
+        for entry in self._suites:
+            if not isinstance(entry, str):
+                found.append(entry)
+                continue
+            module, _, attribute = entry.partition(":")
+            try:
+                value = getattr(importlib.import_module(module), attribute or "SUITES")
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(
+                    f"cannot import eval suites {entry!r}: {exc}", key=f"graph {self.name!r}"
+                ) from exc
+            values = value if isinstance(value, list | tuple) else [value]
+            if not all(isinstance(suite, Suite) for suite in values):
+                raise ConfigError(f"{entry!r} holds no Suites", key=f"graph {self.name!r}")
+            found.extend(values)
+        return found
+
+    def node_kind(self, name: str) -> str | None:
+        """The step kind of node `name`.
+
+        Raises:
+            ConfigError: There is no such node.
+        """
+        return self._node(name).kind
+
+    async def call_node(self, name: str, state: dict[str, Any], ctx: StepContext[DepsT]) -> Any:
+        """Run node `name`'s function once on `state` with `ctx`, outside any run: what an
+        eval does to measure one step. Its state update is returned, not applied."""
+        node = self._node(name)
+        result = node.function(state, ctx) if node.takes_context else node.function(state)
+        return await result if inspect.isawaitable(result) else result
+
+    def _node(self, name: str) -> _Node:
+        node = self._nodes.get(name)
+        if node is None:
+            raise ConfigError(
+                f"no node named {name!r} (nodes: {', '.join(self._nodes)})",
+                key=f"graph {self.name!r}",
+            )
+        return node
 
     def edge(self, source: str, target: str) -> AgentGraph[DepsT]:
         """Go from `source` to `target` (use `START` and `END` for the ends)."""

@@ -22,6 +22,7 @@ when the router is built.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
@@ -621,6 +622,41 @@ class Router:
                 estimate=tokens,
                 reserved=reserved_tokens,
             )
+
+    def pinned(
+        self,
+        kind: str,
+        tier: str,
+        *,
+        budget_usd: float | None = None,
+        spend: SpendLedger | None = None,
+    ) -> Router:
+        """A router that sends `kind` to `tier` alone: no fallbacks and no high-stakes
+        re-decision, with the same tiers, prices and PII boundary. Evals measure a tier so.
+
+        Args:
+            budget_usd: Replaces the policy's USD budget per run.
+            spend: The ledger its runs' spend is kept in (a new one by default).
+        """
+        self._check_tier(tier, f"routing.{kind}")
+        router = copy.copy(self)
+        router.policy = dataclasses.replace(
+            self.policy,
+            kinds={kind: tier},
+            high_stakes=None,
+            fallbacks={},
+            budget_usd_per_run=self.policy.budget_usd_per_run if budget_usd is None else budget_usd,
+        )
+        router._plans = {}
+        router.spend = spend or SpendLedger()
+        return router
+
+    async def aclose(self) -> None:
+        """Close the models the tiers built from their specs (their HTTP clients); models
+        given as objects belong to whoever made them."""
+        built = {id(t._resolved): t._resolved for t in self.tiers.values() if t._resolved}
+        for model in built.values():
+            await model.aclose()
 
     def routes(self) -> list[tuple[str, str, str]]:
         """Return `(kind, tier, model)` rows, kinds first, then `("high_stakes", tier, model)`."""
