@@ -37,6 +37,7 @@ ASCII text is scanned as it is (no folding), and text with no digit, no `@` and 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,7 @@ from typing import Any, TypeAlias
 
 from agentflow._pii_kinds import ANY_DIGIT, BUILTINS, EMAIL_SCAN, fold, iban_ok, luhn_ok
 from agentflow.exceptions import ConfigError
+from agentflow.messages import AssistantMessage, Message, ToolCall
 
 __all__ = ["PiiDetector", "PiiFinding", "PiiScanner", "iban_ok", "luhn_ok"]
 
@@ -174,6 +176,40 @@ class PiiDetector:
         """
         counts: dict[str, int] = {}
         return self._redact_data(value, field, counts), counts
+
+    def redact_messages(self, messages: Sequence[Message]) -> tuple[list[Message], dict[str, int]]:
+        """Redact personal data in a conversation, everything a server would see of it.
+
+        Content, reasoning, tool results and tool-call arguments are all scanned as data
+        (see `redact_data`): keys, strings and numbers, so an integer card number in the
+        arguments becomes `"[CARD]"` and a tool result holding JSON is read as JSON text.
+
+        Returns:
+            The messages (a message without personal data is the same object) and how
+            many findings of each kind were replaced.
+        """
+        counts: dict[str, int] = {}
+        return [self._redact_message(message, counts) for message in messages], counts
+
+    def _redact_message(self, message: Message, counts: dict[str, int]) -> Message:
+        changes: dict[str, Any] = {}
+        content = self._redact_data(message.content, "", counts)
+        if content is not message.content:
+            changes["content"] = content
+        if isinstance(message, AssistantMessage):
+            reasoning = self._redact_data(message.reasoning, "", counts)
+            if reasoning is not message.reasoning:
+                changes["reasoning"] = reasoning
+            calls = [self._redact_call(call, counts) for call in message.tool_calls]
+            if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
+                changes["tool_calls"] = calls
+        return dataclasses.replace(message, **changes) if changes else message
+
+    def _redact_call(self, call: ToolCall, counts: dict[str, int]) -> ToolCall:
+        arguments = self._redact_data(call.arguments, "", counts)
+        if arguments is call.arguments:
+            return call
+        return dataclasses.replace(call, arguments=arguments)
 
     def _redact_data(self, value: Any, field: str, counts: dict[str, int]) -> Any:
         if isinstance(value, str):

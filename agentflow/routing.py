@@ -22,13 +22,12 @@ when the router is built.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
 from agentflow.costs import (
     Price,
@@ -40,7 +39,7 @@ from agentflow.costs import (
 )
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
 from agentflow.hosting import hosted_api_host, untrusted_self_hosted
-from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
+from agentflow.messages import Message, estimate_tokens, message_text
 from agentflow.models import infer_model, parse_spec
 from agentflow.models.base import Model
 from agentflow.pii import PiiDetector, PiiScanner
@@ -490,10 +489,9 @@ class Router:
         """Apply the PII boundary to a request bound for `tier`.
 
         Requests to self-hosted tiers, and every request under `pii = "allow"`, pass
-        unchanged. Otherwise every message is scanned: content, reasoning, tool results,
-        and tool-call arguments as data (keys, strings and numbers: an integer card number
-        becomes `"[CARD]"`; see `PiiDetector.redact_data`). Messages without PII are
-        returned as the same objects.
+        unchanged. Otherwise every message is scanned (`PiiDetector.redact_messages`:
+        content, reasoning, tool results, and tool-call arguments as data). Messages
+        without PII are returned as the same objects.
 
         Returns:
             The messages to send and the counts of redacted findings by kind.
@@ -504,13 +502,7 @@ class Router:
         """
         if tier.self_hosted or self.policy.pii == "allow":
             return messages if isinstance(messages, list) else list(messages), {}
-        result: list[Message] = []
-        counts: dict[str, int] = {}
-        for message in messages:
-            redacted, found = self._redact_message(message)
-            result.append(redacted)
-            for kind, count in found.items():
-                counts[kind] = counts.get(kind, 0) + count
+        result, counts = self.pii.redact_messages(messages)
         if counts and self.policy.pii == "block":
             found_kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
             raise PolicyViolation(
@@ -520,36 +512,6 @@ class Router:
                 tier=tier.name,
             )
         return result, counts
-
-    def _redact_message(self, message: Message) -> tuple[Message, dict[str, int]]:
-        counts: dict[str, int] = {}
-        changes: dict[str, Any] = {}
-        content = self._redact_value(message.content, counts)
-        if content is not message.content:
-            changes["content"] = content
-        if isinstance(message, AssistantMessage):
-            reasoning = self._redact_value(message.reasoning, counts)
-            if reasoning is not message.reasoning:
-                changes["reasoning"] = reasoning
-            calls = [self._redact_call(call, counts) for call in message.tool_calls]
-            if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
-                changes["tool_calls"] = calls
-        if not changes:
-            return message, counts
-        return dataclasses.replace(message, **changes), counts
-
-    def _redact_call(self, call: ToolCall, counts: dict[str, int]) -> ToolCall:
-        arguments = self._redact_value(call.arguments, counts)
-        if arguments is call.arguments:
-            return call
-        return dataclasses.replace(call, arguments=arguments)
-
-    def _redact_value(self, value: Any, counts: dict[str, int]) -> Any:
-        """Return `value` with PII redacted (strings, keys, numbers); the same object if none."""
-        redacted, found = self.pii.redact_data(value)
-        for kind, count in found.items():
-            counts[kind] = counts.get(kind, 0) + count
-        return redacted
 
     def check_budget(
         self, decision_tier: Tier, *, est_input_tokens: int, max_tokens: int, spent: UsageTotals
