@@ -27,7 +27,7 @@ import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from agentflow.costs import (
     Price,
@@ -56,10 +56,6 @@ _SELF_SERVED_BACKENDS = ("local", "sglang")
 """Backends that run on the company's own machines: never priced from the API list."""
 
 _log = logging.getLogger("agentflow")
-
-
-_Plan: TypeAlias = tuple[str, str, tuple[str, ...], tuple[str, ...]]
-"""A cached route: tier, reason, fallback chain, skipped fallbacks."""
 
 
 @dataclass(kw_only=True)
@@ -242,6 +238,19 @@ class RouteDecision:
     est_input_tokens: int = 0
     est_cost_usd: float | None = None
     """Estimated cost of the call on `tier` (prompt estimate + max_tokens); None if unpriced."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class _Plan:
+    """Where a step of one kind goes: `choose`'s decision before the prompt is known,
+    cached per (kind, high-stakes flag)."""
+
+    tier: str
+    reason: str
+    fallback_chain: tuple[str, ...]
+    """Tiers to try after `tier`, in order, already filtered."""
+    skipped: tuple[str, ...]
+    """Notes on fallbacks left out, e.g. "frontier: reserved for high-stakes steps"."""
 
 
 class Router:
@@ -449,18 +458,17 @@ class Router:
         if plan is None:
             self.check_kind(kind, node=node)
             plan = self._plans[(kind, high_stakes)] = self._plan(kind, high_stakes)
-        tier, reason, chain, skipped = plan
         est_input = estimate_tokens("".join(message_text(m) for m in messages))
         return RouteDecision(
             node=node,
             kind=kind,
-            tier=tier,
-            reason=reason,
+            tier=plan.tier,
+            reason=plan.reason,
             high_stakes=high_stakes,
-            fallback_chain=chain,
-            skipped=skipped,
+            fallback_chain=plan.fallback_chain,
+            skipped=plan.skipped,
             est_input_tokens=est_input,
-            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[tier].price),
+            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[plan.tier].price),
         )
 
     def _plan(self, kind: str, high_stakes: bool) -> _Plan:
@@ -481,7 +489,7 @@ class Router:
                 skipped.append(f"{fallback}: reserved for high-stakes steps")
                 continue
             chain.append(fallback)
-        return tier, reason, tuple(chain), tuple(skipped)
+        return _Plan(tier=tier, reason=reason, fallback_chain=tuple(chain), skipped=tuple(skipped))
 
     def boundary(
         self, tier: Tier, messages: Sequence[Message]
