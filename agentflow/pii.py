@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import importlib
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Number
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from agentflow._pii_kinds import ANY_DIGIT, BUILTINS, EMAIL_SCAN, fold, iban_ok, luhn_ok
 from agentflow.exceptions import ConfigError
@@ -100,6 +101,34 @@ class PiiDetector:
                     f"invalid regular expression {pattern!r}: {exc}",
                     key=f"policy.pii_patterns.{name}",
                 ) from exc
+
+    @classmethod
+    def from_policy(
+        cls,
+        patterns: Mapping[str, str],
+        detectors: Sequence[PiiScanner | str],
+        *,
+        source: str | None = None,
+    ) -> PiiDetector:
+        """Build the detector a routing policy asks for (`pii_patterns`, `pii_detectors`).
+
+        Args:
+            patterns: Extra kinds, name -> regular expression.
+            detectors: Callables, `"presidio"` (with its defaults; see
+                `agentflow.presidio`), or `"module:function"` import paths to one.
+            source: The config file the policy came from, named in errors.
+
+        Raises:
+            ConfigError: A pattern is invalid, or a detector cannot be imported.
+        """
+        scanners = [
+            _load_scanner(detector, source, f"policy.pii_detectors[{index}]")
+            for index, detector in enumerate(detectors)
+        ]
+        try:
+            return cls(patterns, detectors=scanners)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
 
     def find(self, text: str, *, field: str = "") -> list[PiiFinding]:
         """Return the findings in `text`, sorted and non-overlapping.
@@ -268,6 +297,33 @@ class PiiDetector:
         for kind, count in found.items():
             counts[kind] = counts.get(kind, 0) + count
         return redacted if found else None
+
+
+def _load_scanner(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
+    """Return a PII detector: `"presidio"` with its defaults, or imported from
+    `"module:function"`."""
+    if not isinstance(detector, str):
+        return detector
+    if detector == "presidio":
+        # Imported here: agentflow.presidio imports this module for PiiFinding.
+        from agentflow.presidio import PresidioDetector
+
+        try:
+            return PresidioDetector()
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
+    module_name, _, attribute = detector.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot import PII detector {detector!r} (write module:function): {exc}",
+            file=source,
+            key=key,
+        ) from exc
+    if not callable(found):
+        raise ConfigError(f"PII detector {detector!r} is not callable", file=source, key=key)
+    return cast(PiiScanner, found)
 
 
 def _number_text(value: Number) -> str:

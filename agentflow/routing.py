@@ -23,11 +23,10 @@ when the router is built.
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 from agentflow.costs import (
     Price,
@@ -176,30 +175,6 @@ def _configured_detector(config: AgentflowConfig, name: str) -> PiiScanner | str
         raise ConfigError(exc.reason, file=origin, key=exc.key) from exc
 
 
-def _import_detector(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
-    """Return a PII detector: `"presidio"` with its defaults, or imported from
-    `"module:function"`."""
-    if not isinstance(detector, str):
-        return detector
-    if detector == "presidio":
-        try:
-            return PresidioDetector()
-        except ConfigError as exc:
-            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
-    module_name, _, attribute = detector.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot import PII detector {detector!r} (write module:function): {exc}",
-            file=source,
-            key=key,
-        ) from exc
-    if not callable(found):
-        raise ConfigError(f"PII detector {detector!r} is not callable", file=source, key=key)
-    return cast(PiiScanner, found)
-
-
 @dataclass(kw_only=True)
 class RoutingPolicy:
     """Which tier serves which step kind, and the rules every call must pass."""
@@ -291,14 +266,7 @@ class Router:
                 )
         self._check_routes()
         self._check_policy()
-        detectors = [
-            _import_detector(detector, source, f"policy.pii_detectors[{index}]")
-            for index, detector in enumerate(policy.pii_detectors)
-        ]
-        try:
-            self.pii = PiiDetector(policy.pii_patterns, detectors=detectors)
-        except ConfigError as exc:
-            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
+        self.pii = PiiDetector.from_policy(policy.pii_patterns, policy.pii_detectors, source=source)
 
     @classmethod
     def from_config(
