@@ -48,7 +48,7 @@ from agentflow.prices import listed_price
 if TYPE_CHECKING:
     from agentflow.config import AgentflowConfig, TierConfig
 
-__all__ = ["RouteDecision", "Router", "RoutingPolicy", "Tier"]
+__all__ = ["Attempt", "RouteDecision", "Router", "RoutingPolicy", "Tier"]
 
 _PII_MODES = ("redact", "block", "allow")
 _SELF_SERVED_BACKENDS = ("local", "sglang")
@@ -213,6 +213,22 @@ class RouteDecision:
     est_input_tokens: int = 0
     est_cost_usd: float | None = None
     """Estimated cost of the call on `tier` (prompt estimate + max_tokens); None if unpriced."""
+
+
+@dataclass(kw_only=True, slots=True)  # not frozen: one is built per call, on the hot path
+class Attempt:
+    """One call about to leave for a tier: what to send, what the PII boundary redacted,
+    and the budget held for it (see `Router.attempt`)."""
+
+    tier: Tier
+    model: Model
+    """The tier's model, resolved."""
+    messages: list[Message]
+    """The request past the PII boundary, then the tier's retry exchange."""
+    pii_redacted: dict[str, int]
+    """Findings redacted, by kind; empty when there were none or the tier is self-hosted."""
+    held: Reservation
+    """The call's estimate, held against the run's budget until it is settled or released."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -458,6 +474,46 @@ class Router:
                 continue
             chain.append(fallback)
         return _Plan(tier=tier, reason=reason, fallback_chain=tuple(chain), skipped=tuple(skipped))
+
+    def attempt(
+        self,
+        tier: str,
+        messages: Sequence[Message],
+        *,
+        est_input_tokens: int,
+        max_tokens: int,
+        spend: RunSpend,
+        retry: Sequence[Message] = (),
+    ) -> Attempt:
+        """Ready one call to `tier`: the PII boundary, then the budget check and hold.
+
+        Args:
+            tier: The name of the tier the call goes to.
+            messages: The request as routed; `est_input_tokens` estimates it (see
+                `RouteDecision.est_input_tokens`) and is recounted if PII is redacted.
+            max_tokens: The call's output limit, counted in the estimate.
+            spend: The run's spend, which the estimate is checked against and held in.
+            retry: The tier's invalid answers so far and the corrections asked of it, sent
+                after the request. They came from the tier and from validating its
+                answers, not from the request's data, so the boundary leaves them alone.
+
+        Raises:
+            PolicyViolation: See `boundary`.
+            BudgetExceeded: See `reserve`.
+            ConfigError: The tier's model spec cannot be resolved.
+        """
+        target = self.tiers[tier]
+        sent, redacted = self.boundary(target, messages)
+        model = target.get_model()
+        if redacted:  # the redacted text is what is sent, so it is what is estimated
+            est_input_tokens = estimate_tokens("".join(message_text(m) for m in sent))
+        if retry:
+            est_input_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
+            sent = [*sent, *retry]
+        held = self.reserve(
+            target, est_input_tokens=est_input_tokens, max_tokens=max_tokens, spend=spend
+        )
+        return Attempt(tier=target, model=model, messages=sent, pii_redacted=redacted, held=held)
 
     def boundary(
         self, tier: Tier, messages: Sequence[Message]
