@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from pydantic import ValidationError
 
 from agentflow.costs import RunSpend, StepRecord, cost_usd
-from agentflow.exceptions import ConfigError, ModelError, OutputValidationError
+from agentflow.exceptions import ConfigError, OutputValidationError
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -30,6 +30,7 @@ from agentflow.models.base import (
     OutputSpec,
     output_spec,
 )
+from agentflow.models.fallback import Failure, try_in_order
 from agentflow.routing import Attempt, RouteDecision, Router
 from agentflow.tracing import instrument, tool_span
 
@@ -259,17 +260,14 @@ class StepContext(Generic[DepsT]):
         )
         if why is not None:
             decision = replace(decision, reason=f"{why} -> {decision.tier}")
-        reason = decision.reason
-        failure: ModelError | OutputValidationError | None = None
-        for tier_name in (decision.tier, *decision.fallback_chain):
+
+        async def on_tier(tier: str, failure: Failure | None) -> tuple[ModelResponse, Any]:
+            reason = decision.reason
             if failure is not None:
-                reason = f"{decision.reason}; fell back to {tier_name}: {failure}"
-            try:
-                return await self._on_tier(tier_name, decision, req, reason, retries)
-            except (ModelError, OutputValidationError) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+                reason += f"; fell back to {tier}: {failure}"
+            return await self._on_tier(tier, decision, req, reason, retries)
+
+        return await try_in_order((decision.tier, *decision.fallback_chain), on_tier, name=str)
 
     async def _on_tier(
         self, tier: str, decision: RouteDecision, req: ModelRequest, reason: str, retries: int
