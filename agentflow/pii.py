@@ -37,15 +37,18 @@ ASCII text is scanned as it is (no folding), and text with no digit, no `@` and 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import importlib
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Number
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from agentflow._pii_kinds import ANY_DIGIT, BUILTINS, EMAIL_SCAN, fold, iban_ok, luhn_ok
 from agentflow.exceptions import ConfigError
+from agentflow.messages import AssistantMessage, Message, ToolCall
 
 __all__ = ["PiiDetector", "PiiFinding", "PiiScanner", "iban_ok", "luhn_ok"]
 
@@ -98,6 +101,34 @@ class PiiDetector:
                     f"invalid regular expression {pattern!r}: {exc}",
                     key=f"policy.pii_patterns.{name}",
                 ) from exc
+
+    @classmethod
+    def from_policy(
+        cls,
+        patterns: Mapping[str, str],
+        detectors: Sequence[PiiScanner | str],
+        *,
+        source: str | None = None,
+    ) -> PiiDetector:
+        """Build the detector a routing policy asks for (`pii_patterns`, `pii_detectors`).
+
+        Args:
+            patterns: Extra kinds, name -> regular expression.
+            detectors: Callables, `"presidio"` (with its defaults; see
+                `agentflow.presidio`), or `"module:function"` import paths to one.
+            source: The config file the policy came from, named in errors.
+
+        Raises:
+            ConfigError: A pattern is invalid, or a detector cannot be imported.
+        """
+        scanners = [
+            _load_scanner(detector, source, f"policy.pii_detectors[{index}]")
+            for index, detector in enumerate(detectors)
+        ]
+        try:
+            return cls(patterns, detectors=scanners)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
 
     def find(self, text: str, *, field: str = "") -> list[PiiFinding]:
         """Return the findings in `text`, sorted and non-overlapping.
@@ -175,6 +206,40 @@ class PiiDetector:
         counts: dict[str, int] = {}
         return self._redact_data(value, field, counts), counts
 
+    def redact_messages(self, messages: Sequence[Message]) -> tuple[list[Message], dict[str, int]]:
+        """Redact personal data in a conversation, everything a server would see of it.
+
+        Content, reasoning, tool results and tool-call arguments are all scanned as data
+        (see `redact_data`): keys, strings and numbers, so an integer card number in the
+        arguments becomes `"[CARD]"` and a tool result holding JSON is read as JSON text.
+
+        Returns:
+            The messages (a message without personal data is the same object) and how
+            many findings of each kind were replaced.
+        """
+        counts: dict[str, int] = {}
+        return [self._redact_message(message, counts) for message in messages], counts
+
+    def _redact_message(self, message: Message, counts: dict[str, int]) -> Message:
+        changes: dict[str, Any] = {}
+        content = self._redact_data(message.content, "", counts)
+        if content is not message.content:
+            changes["content"] = content
+        if isinstance(message, AssistantMessage):
+            reasoning = self._redact_data(message.reasoning, "", counts)
+            if reasoning is not message.reasoning:
+                changes["reasoning"] = reasoning
+            calls = [self._redact_call(call, counts) for call in message.tool_calls]
+            if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
+                changes["tool_calls"] = calls
+        return dataclasses.replace(message, **changes) if changes else message
+
+    def _redact_call(self, call: ToolCall, counts: dict[str, int]) -> ToolCall:
+        arguments = self._redact_data(call.arguments, "", counts)
+        if arguments is call.arguments:
+            return call
+        return dataclasses.replace(call, arguments=arguments)
+
     def _redact_data(self, value: Any, field: str, counts: dict[str, int]) -> Any:
         if isinstance(value, str):
             return self._redact_text(value, field, counts) or value
@@ -232,6 +297,33 @@ class PiiDetector:
         for kind, count in found.items():
             counts[kind] = counts.get(kind, 0) + count
         return redacted if found else None
+
+
+def _load_scanner(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
+    """Return a PII detector: `"presidio"` with its defaults, or imported from
+    `"module:function"`."""
+    if not isinstance(detector, str):
+        return detector
+    if detector == "presidio":
+        # Imported here: agentflow.presidio imports this module for PiiFinding.
+        from agentflow.presidio import PresidioDetector
+
+        try:
+            return PresidioDetector()
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
+    module_name, _, attribute = detector.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot import PII detector {detector!r} (write module:function): {exc}",
+            file=source,
+            key=key,
+        ) from exc
+    if not callable(found):
+        raise ConfigError(f"PII detector {detector!r} is not callable", file=source, key=key)
+    return cast(PiiScanner, found)
 
 
 def _number_text(value: Number) -> str:

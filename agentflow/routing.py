@@ -25,11 +25,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Literal
 
 from agentflow.costs import (
     Price,
@@ -41,7 +40,7 @@ from agentflow.costs import (
 )
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
 from agentflow.hosting import hosted_api_host, untrusted_self_hosted
-from agentflow.messages import AssistantMessage, Message, ToolCall, estimate_tokens, message_text
+from agentflow.messages import Message, estimate_tokens, message_text
 from agentflow.models import infer_model, parse_spec
 from agentflow.models.base import Model
 from agentflow.pii import PiiDetector, PiiScanner
@@ -51,17 +50,13 @@ from agentflow.prices import listed_price
 if TYPE_CHECKING:
     from agentflow.config import AgentflowConfig, TierConfig
 
-__all__ = ["RouteDecision", "Router", "RoutingPolicy", "Tier"]
+__all__ = ["Attempt", "RouteDecision", "Router", "RoutingPolicy", "Tier"]
 
 _PII_MODES = ("redact", "block", "allow")
 _SELF_SERVED_BACKENDS = ("local", "sglang")
 """Backends that run on the company's own machines: never priced from the API list."""
 
 _log = logging.getLogger("agentflow")
-
-
-_Plan: TypeAlias = tuple[str, str, tuple[str, ...], tuple[str, ...]]
-"""A cached route: tier, reason, fallback chain, skipped fallbacks."""
 
 
 @dataclass(kw_only=True)
@@ -182,30 +177,6 @@ def _configured_detector(config: AgentflowConfig, name: str) -> PiiScanner | str
         raise ConfigError(exc.reason, file=origin, key=exc.key) from exc
 
 
-def _import_detector(detector: PiiScanner | str, source: str | None, key: str) -> PiiScanner:
-    """Return a PII detector: `"presidio"` with its defaults, or imported from
-    `"module:function"`."""
-    if not isinstance(detector, str):
-        return detector
-    if detector == "presidio":
-        try:
-            return PresidioDetector()
-        except ConfigError as exc:
-            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
-    module_name, _, attribute = detector.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot import PII detector {detector!r} (write module:function): {exc}",
-            file=source,
-            key=key,
-        ) from exc
-    if not callable(found):
-        raise ConfigError(f"PII detector {detector!r} is not callable", file=source, key=key)
-    return cast(PiiScanner, found)
-
-
 @dataclass(kw_only=True)
 class RoutingPolicy:
     """Which tier serves which step kind, and the rules every call must pass."""
@@ -246,6 +217,35 @@ class RouteDecision:
     """Estimated cost of the call on `tier` (prompt estimate + max_tokens); None if unpriced."""
 
 
+@dataclass(kw_only=True, slots=True)  # not frozen: one is built per call, on the hot path
+class Attempt:
+    """One call about to leave for a tier: what to send, what the PII boundary redacted,
+    and the budget held for it (see `Router.attempt`)."""
+
+    tier: Tier
+    model: Model
+    """The tier's model, resolved."""
+    messages: list[Message]
+    """The request past the PII boundary, then the tier's retry exchange."""
+    pii_redacted: dict[str, int]
+    """Findings redacted, by kind; empty when there were none or the tier is self-hosted."""
+    held: Reservation
+    """The call's estimate, held against the run's budget until it is settled or released."""
+
+
+@dataclass(kw_only=True, frozen=True)
+class _Plan:
+    """Where a step of one kind goes: `choose`'s decision before the prompt is known,
+    cached per (kind, high-stakes flag)."""
+
+    tier: str
+    reason: str
+    fallback_chain: tuple[str, ...]
+    """Tiers to try after `tier`, in order, already filtered."""
+    skipped: tuple[str, ...]
+    """Notes on fallbacks left out, e.g. "frontier: reserved for high-stakes steps"."""
+
+
 class Router:
     """Pick a tier for each step, apply the PII boundary, and enforce run budgets.
 
@@ -284,14 +284,7 @@ class Router:
                 )
         self._check_routes()
         self._check_policy()
-        detectors = [
-            _import_detector(detector, source, f"policy.pii_detectors[{index}]")
-            for index, detector in enumerate(policy.pii_detectors)
-        ]
-        try:
-            self.pii = PiiDetector(policy.pii_patterns, detectors=detectors)
-        except ConfigError as exc:
-            raise ConfigError(exc.reason, file=source, key=exc.key) from exc
+        self.pii = PiiDetector.from_policy(policy.pii_patterns, policy.pii_detectors, source=source)
 
     @classmethod
     def from_config(
@@ -451,18 +444,17 @@ class Router:
         if plan is None:
             self.check_kind(kind, node=node)
             plan = self._plans[(kind, high_stakes)] = self._plan(kind, high_stakes)
-        tier, reason, chain, skipped = plan
         est_input = estimate_tokens("".join(message_text(m) for m in messages))
         return RouteDecision(
             node=node,
             kind=kind,
-            tier=tier,
-            reason=reason,
+            tier=plan.tier,
+            reason=plan.reason,
             high_stakes=high_stakes,
-            fallback_chain=chain,
-            skipped=skipped,
+            fallback_chain=plan.fallback_chain,
+            skipped=plan.skipped,
             est_input_tokens=est_input,
-            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[tier].price),
+            est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[plan.tier].price),
         )
 
     def _plan(self, kind: str, high_stakes: bool) -> _Plan:
@@ -483,7 +475,47 @@ class Router:
                 skipped.append(f"{fallback}: reserved for high-stakes steps")
                 continue
             chain.append(fallback)
-        return tier, reason, tuple(chain), tuple(skipped)
+        return _Plan(tier=tier, reason=reason, fallback_chain=tuple(chain), skipped=tuple(skipped))
+
+    def attempt(
+        self,
+        tier: str,
+        messages: Sequence[Message],
+        *,
+        est_input_tokens: int,
+        max_tokens: int,
+        spend: RunSpend,
+        retry: Sequence[Message] = (),
+    ) -> Attempt:
+        """Ready one call to `tier`: the PII boundary, then the budget check and hold.
+
+        Args:
+            tier: The name of the tier the call goes to.
+            messages: The request as routed; `est_input_tokens` estimates it (see
+                `RouteDecision.est_input_tokens`) and is recounted if PII is redacted.
+            max_tokens: The call's output limit, counted in the estimate.
+            spend: The run's spend, which the estimate is checked against and held in.
+            retry: The tier's invalid answers so far and the corrections asked of it, sent
+                after the request. They came from the tier and from validating its
+                answers, not from the request's data, so the boundary leaves them alone.
+
+        Raises:
+            PolicyViolation: See `boundary`.
+            BudgetExceeded: See `reserve`.
+            ConfigError: The tier's model spec cannot be resolved.
+        """
+        target = self.tiers[tier]
+        sent, redacted = self.boundary(target, messages)
+        model = target.get_model()
+        if redacted:  # the redacted text is what is sent, so it is what is estimated
+            est_input_tokens = estimate_tokens("".join(message_text(m) for m in sent))
+        if retry:
+            est_input_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
+            sent = [*sent, *retry]
+        held = self.reserve(
+            target, est_input_tokens=est_input_tokens, max_tokens=max_tokens, spend=spend
+        )
+        return Attempt(tier=target, model=model, messages=sent, pii_redacted=redacted, held=held)
 
     def boundary(
         self, tier: Tier, messages: Sequence[Message]
@@ -491,10 +523,9 @@ class Router:
         """Apply the PII boundary to a request bound for `tier`.
 
         Requests to self-hosted tiers, and every request under `pii = "allow"`, pass
-        unchanged. Otherwise every message is scanned: content, reasoning, tool results,
-        and tool-call arguments as data (keys, strings and numbers: an integer card number
-        becomes `"[CARD]"`; see `PiiDetector.redact_data`). Messages without PII are
-        returned as the same objects.
+        unchanged. Otherwise every message is scanned (`PiiDetector.redact_messages`:
+        content, reasoning, tool results, and tool-call arguments as data). Messages
+        without PII are returned as the same objects.
 
         Returns:
             The messages to send and the counts of redacted findings by kind.
@@ -505,13 +536,7 @@ class Router:
         """
         if tier.self_hosted or self.policy.pii == "allow":
             return messages if isinstance(messages, list) else list(messages), {}
-        result: list[Message] = []
-        counts: dict[str, int] = {}
-        for message in messages:
-            redacted, found = self._redact_message(message)
-            result.append(redacted)
-            for kind, count in found.items():
-                counts[kind] = counts.get(kind, 0) + count
+        result, counts = self.pii.redact_messages(messages)
         if counts and self.policy.pii == "block":
             found_kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
             raise PolicyViolation(
@@ -521,36 +546,6 @@ class Router:
                 tier=tier.name,
             )
         return result, counts
-
-    def _redact_message(self, message: Message) -> tuple[Message, dict[str, int]]:
-        counts: dict[str, int] = {}
-        changes: dict[str, Any] = {}
-        content = self._redact_value(message.content, counts)
-        if content is not message.content:
-            changes["content"] = content
-        if isinstance(message, AssistantMessage):
-            reasoning = self._redact_value(message.reasoning, counts)
-            if reasoning is not message.reasoning:
-                changes["reasoning"] = reasoning
-            calls = [self._redact_call(call, counts) for call in message.tool_calls]
-            if any(new is not old for new, old in zip(calls, message.tool_calls, strict=True)):
-                changes["tool_calls"] = calls
-        if not changes:
-            return message, counts
-        return dataclasses.replace(message, **changes), counts
-
-    def _redact_call(self, call: ToolCall, counts: dict[str, int]) -> ToolCall:
-        arguments = self._redact_value(call.arguments, counts)
-        if arguments is call.arguments:
-            return call
-        return dataclasses.replace(call, arguments=arguments)
-
-    def _redact_value(self, value: Any, counts: dict[str, int]) -> Any:
-        """Return `value` with PII redacted (strings, keys, numbers); the same object if none."""
-        redacted, found = self.pii.redact_data(value)
-        for kind, count in found.items():
-            counts[kind] = counts.get(kind, 0) + count
-        return redacted
 
     def check_budget(
         self, decision_tier: Tier, *, est_input_tokens: int, max_tokens: int, spent: UsageTotals

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import ValidationError
 
-from agentflow.costs import Reservation, RunSpend, StepRecord, cost_usd
-from agentflow.exceptions import ConfigError, ModelError, OutputValidationError
+from agentflow.costs import RunSpend, StepRecord, cost_usd
+from agentflow.exceptions import ConfigError, OutputValidationError
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -22,8 +22,6 @@ from agentflow.messages import (
     ToolCall,
     ToolResultMessage,
     UserMessage,
-    estimate_tokens,
-    message_text,
 )
 from agentflow.models.base import (
     ModelRequest,
@@ -32,7 +30,8 @@ from agentflow.models.base import (
     OutputSpec,
     output_spec,
 )
-from agentflow.routing import RouteDecision, Router, Tier
+from agentflow.models.fallback import Failure, try_in_order
+from agentflow.routing import Attempt, RouteDecision, Router
 from agentflow.tracing import instrument, tool_span
 
 if TYPE_CHECKING:
@@ -261,62 +260,53 @@ class StepContext(Generic[DepsT]):
         )
         if why is not None:
             decision = replace(decision, reason=f"{why} -> {decision.tier}")
-        reason = decision.reason
-        failure: ModelError | OutputValidationError | None = None
-        for tier_name in (decision.tier, *decision.fallback_chain):
+
+        async def on_tier(tier: str, failure: Failure | None) -> tuple[ModelResponse, Any]:
+            reason = decision.reason
             if failure is not None:
-                reason = f"{decision.reason}; fell back to {tier_name}: {failure}"
-            try:
-                return await self._on_tier(
-                    self.router.tiers[tier_name], decision, req, reason, retries
-                )
-            except (ModelError, OutputValidationError) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+                reason += f"; fell back to {tier}: {failure}"
+            return await self._on_tier(tier, decision, req, reason, retries)
+
+        return await try_in_order((decision.tier, *decision.fallback_chain), on_tier, name=str)
 
     async def _on_tier(
-        self, tier: Tier, decision: RouteDecision, req: ModelRequest, reason: str, retries: int
+        self, tier: str, decision: RouteDecision, req: ModelRequest, reason: str, retries: int
     ) -> tuple[ModelResponse, Any]:
-        messages, redacted = self.router.boundary(tier, req.messages)
-        model = tier.get_model()
-        est_tokens = (
-            estimate_tokens("".join(message_text(m) for m in messages))
-            if redacted
-            else decision.est_input_tokens
-        )
+        retry: list[Message] = []
         error: Exception | None = None
         response: ModelResponse | None = None
         for attempt in range(1, retries + 2):
             why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
-            held = self.router.reserve(
+            call = self.router.attempt(
                 tier,
-                est_input_tokens=est_tokens,
+                req.messages,
+                retry=retry,
+                est_input_tokens=decision.est_input_tokens,
                 max_tokens=req.settings.max_tokens,
                 spend=self.spend,
             )
             try:
                 started = time.perf_counter()
-                sent = req if messages is req.messages else replace(req, messages=messages)
+                sent = (
+                    req if call.messages is req.messages else replace(req, messages=call.messages)
+                )
                 prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
-                traced = instrument(model, tier=tier, attempt=attempt, reason=why)
+                traced = instrument(call.model, tier=call.tier, attempt=attempt, reason=why)
                 response = await traced.request(sent)
             except BaseException:
-                self.spend.release(held)  # no usage to settle; cancelled calls included
+                self.spend.release(call.held)  # no usage to settle; cancelled calls included
                 raise
-            self._record(tier, decision, response, why, attempt, held, redacted, started, prompt)
+            self._record(call, decision, response, why, attempt, started, prompt)
             if req.output is None:
                 return response, None
             try:
                 return response, req.output.parse(response.message.content)
             except ValueError as exc:
                 error = exc
-                retry = [response.message, _retry_prompt(exc)]
-                messages = [*messages, *retry]
-                est_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
+                retry += [response.message, _retry_prompt(exc)]
         assert error is not None and response is not None
         raise OutputValidationError(
-            f"{tier.name} gave invalid output {retries + 1} times: {describe_error(error)}",
+            f"{tier} gave invalid output {retries + 1} times: {describe_error(error)}",
             raw=response.message.content,
             errors=describe_error(error),
             attempts=retries + 1,
@@ -324,16 +314,15 @@ class StepContext(Generic[DepsT]):
 
     def _record(
         self,
-        tier: Tier,
+        call: Attempt,
         decision: RouteDecision,
         response: ModelResponse,
         reason: str,
         attempt: int,
-        held: Reservation,
-        redacted: dict[str, int],
         started: float,
         prompt: tuple[int, int | None],
     ) -> None:
+        tier, held = call.tier, call.held
         cost = cost_usd(response.usage, tier.price)
         # Settled before the record is kept: if the node raises later, the record is lost
         # with its state update, but the run's ledger still counts the call.
@@ -344,7 +333,7 @@ class StepContext(Generic[DepsT]):
                 node=self.node,
                 kind=decision.kind,
                 tier=tier.name,
-                model=response.model or getattr(tier.get_model(), "name", ""),
+                model=response.model or getattr(call.model, "name", ""),
                 reason=reason,
                 fallback_chain=decision.fallback_chain,
                 usage=response.usage,
@@ -352,7 +341,7 @@ class StepContext(Generic[DepsT]):
                 est_cost_usd=held.cost_usd,
                 latency_s=response.latency_s or time.perf_counter() - started,
                 attempt=attempt,
-                pii_redacted=redacted,
+                pii_redacted=call.pii_redacted,
                 prompt_chars=prompt[0],
                 prefix_chars=prompt[1],
                 call_id=held.call_id,

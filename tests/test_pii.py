@@ -12,6 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agentflow.exceptions import ConfigError
+from agentflow.messages import AssistantMessage, ToolCall, ToolResultMessage, UserMessage
 from agentflow.pii import PiiDetector, PiiFinding, iban_ok, luhn_ok
 from bench.pii import load_corpus, run
 
@@ -502,6 +503,22 @@ def test_redact_data_numbers_colliding_keys_and_returns_clean_data_as_is() -> No
     clean = {"order": [1042, "shipped"], "at": "home"}
     assert DETECTOR.redact_data(clean) == (clean, {})
     assert DETECTOR.redact_data(clean)[0] is clean
+
+
+def test_redact_messages_scans_everything_sent_and_keeps_clean_messages() -> None:
+    clean = UserMessage(content="where is order 1042?")
+    call = ToolCall(id="c1", name="pay", arguments={"card_number": 4111111111111111})
+    answer = AssistantMessage(content="ok", reasoning="mail ada@example.com", tool_calls=[call])
+    result = ToolResultMessage(tool_call_id="c1", name="pay", content="call +44 20 7946 0958")
+    sent, counts = DETECTOR.redact_messages([clean, answer, result])
+    assert sent[0] is clean
+    assert sent[1] == AssistantMessage(
+        content="ok",
+        reasoning="mail [EMAIL]",
+        tool_calls=[ToolCall(id="c1", name="pay", arguments={"card_number": "[CARD]"})],
+    )
+    assert sent[2] == ToolResultMessage(tool_call_id="c1", name="pay", content="call [PHONE]")
+    assert counts == {"email": 1, "card": 1, "phone": 1}
 
 
 # --- extra detectors ------------------------------------------------------------------------

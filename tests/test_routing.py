@@ -376,6 +376,45 @@ def test_no_budget_means_no_limit() -> None:
     assert estimate == pytest.approx(30.0 + 15.0)
 
 
+def test_an_attempt_redacts_then_holds_the_estimate_of_what_is_sent() -> None:
+    tiers = make_tiers()
+    tiers[2] = Tier(name="frontier", model=ScriptedModel([]), price=FRONTIER_PRICE)
+    router = Router(tiers, make_policy(budget_tokens_per_run=10_000))
+    spend = router.spend.open("run", [], run_id="r1")
+    request: list[Message] = [UserMessage(content="mail jane@example.com")]  # 6 tokens
+    retry: list[Message] = [AssistantMessage(content="a@b.co"), UserMessage(content="x" * 8)]
+    call = router.attempt(
+        "frontier", request, retry=retry, est_input_tokens=6, max_tokens=100, spend=spend
+    )
+    assert call.tier is frontier(router)
+    assert call.messages == [UserMessage(content="mail [EMAIL]"), *retry]  # retry not scanned
+    assert call.pii_redacted == {"email": 1}
+    # "mail [EMAIL]" is 3 tokens, the retry 2 + 2, and max_tokens 100 is held as well
+    assert call.held.tokens == 107
+    assert call.held.cost_usd == pytest.approx((7 * 3.0 + 100 * 15.0) / 1e6)
+    assert spend.totals()[3] == 107
+
+
+def test_an_attempt_on_a_self_hosted_tier_sends_the_request_itself() -> None:
+    router = make_router()
+    spend = router.spend.open("run", [], run_id="r1")
+    request: list[Message] = [UserMessage(content="mail jane@example.com")]
+    call = router.attempt("tools", request, est_input_tokens=6, max_tokens=10, spend=spend)
+    assert call.messages is request
+    assert call.pii_redacted == {}
+    assert call.held.tokens == 16
+
+
+def test_an_attempt_over_budget_holds_nothing() -> None:
+    router = make_router(budget_tokens_per_run=100)
+    spend = router.spend.open("run", [], run_id="r1")
+    with pytest.raises(BudgetExceeded):
+        router.attempt(
+            "tools", [UserMessage(content="hi")], est_input_tokens=1, max_tokens=100, spend=spend
+        )
+    assert spend.totals()[3] == 0
+
+
 # --- tiers, models and the routes table -----------------------------------------------------
 
 

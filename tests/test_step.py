@@ -154,10 +154,11 @@ async def test_model_error_fails_over_but_never_escalates_to_the_frontier() -> N
     tools = ScriptedModel([ModelError("503 from gpu-glm", status=503)])
     planning = ScriptedModel([ModelError("connection refused")])
     frontier = ScriptedModel(["expensive answer"])
-    with pytest.raises(ModelError, match="connection refused"):
+    with pytest.raises(ModelError, match="connection refused") as caught:
         await run_one(three_tiers(tools, planning, frontier), lambda s, ctx: ask(ctx))
     assert len(tools.requests) == 1 and len(planning.requests) == 1
     assert frontier.requests == []
+    assert "earlier failures: tools: 503 from gpu-glm" in caught.value.__notes__
 
 
 async def test_fallback_records_why() -> None:

@@ -7,6 +7,9 @@
   row it opens and refuses calls at once (`CircuitOpen`), so a dead endpoint costs
   nothing; after `cooldown_s` it lets one probe through (half-open) and closes again if
   the probe succeeds.
+- `try_in_order` is the one way agentflow fails over: it tries options in order, moves
+  on after a `ModelError` or `OutputValidationError`, and raises the last failure with
+  the earlier ones noted. A step's tier chain and `FallbackModel` both use it.
 - `FallbackModel(primary, *fallbacks)` is a `Model` that tries each model in turn. It
   moves on after a transport error, an open circuit, an empty or garbled answer, or an
   answer that fails validation; a stream moves on only if it had emitted nothing yet.
@@ -17,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, TypeAlias, TypeVar
 
 from agentflow.exceptions import CircuitOpen, ModelError, OutputValidationError, StreamInterrupted
 from agentflow.models.base import Model, ModelProfile, ModelRequest, ModelResponse, StreamDelta
 
-__all__ = ["CircuitBreaker", "FallbackModel", "RetryPolicy", "send_with_retries"]
+__all__ = ["CircuitBreaker", "FallbackModel", "RetryPolicy", "send_with_retries", "try_in_order"]
 
 T = TypeVar("T")
+OptionT = TypeVar("OptionT")
+
+Failure: TypeAlias = ModelError | OutputValidationError
+"""A failure that moves on to the next option: the service failed, or its answer did."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -135,6 +142,40 @@ async def send_with_retries(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+async def try_in_order(
+    options: Sequence[OptionT],
+    attempt: Callable[[OptionT, Failure | None], Awaitable[T]],
+    *,
+    name: Callable[[OptionT], str] = repr,
+) -> T:
+    """Return what `attempt` gives for the first option that does not fail.
+
+    A `ModelError` or `OutputValidationError` moves on to the next option; anything else
+    (a budget, a policy, a cancellation) stops at once, since another option would meet
+    it too. When every option fails, the last failure is raised, noted with the earlier
+    ones (`"earlier failures: <name>: <error>; ..."`).
+
+    Args:
+        options: What to try, in order: models, tier names.
+        attempt: Called with each option and the failure of the one before it (None for
+            the first), so that a caller can say why it fell back.
+        name: How an option is named in the note.
+    """
+    failures: list[str] = []
+    failure: Failure | None = None
+    for option in options:
+        try:
+            return await attempt(option, failure)
+        except (ModelError, OutputValidationError) as exc:
+            failure = exc
+            failures.append(f"{name(option)}: {exc}")
+    if failure is None:
+        raise ValueError("try_in_order needs at least one option")
+    if len(failures) > 1:
+        failure.add_note("earlier failures: " + "; ".join(failures[:-1]))
+    raise failure
+
+
 def _check_answer(req: ModelRequest, response: ModelResponse) -> None:
     """Raise if an answer is empty, calls a tool that was not offered, or fails its spec."""
     message = response.message
@@ -183,20 +224,13 @@ class FallbackModel(Model):
         )
 
     async def request(self, req: ModelRequest) -> ModelResponse:
-        failures: list[str] = []
-        for model in self.models:
-            try:
-                response = await model.request(req)
-                _check_answer(req, response)
-            except (ModelError, OutputValidationError) as exc:
-                failures.append(f"{model!r}: {exc}")
-                if model is self.models[-1]:
-                    if len(self.models) > 1:
-                        exc.add_note("earlier failures: " + "; ".join(failures[:-1]))
-                    raise
-            else:
-                return response
-        raise AssertionError("unreachable: the last model returns or raises")
+        return await try_in_order(self.models, lambda model, _: self._answer(model, req))
+
+    @staticmethod
+    async def _answer(model: Model, req: ModelRequest) -> ModelResponse:
+        response = await model.request(req)
+        _check_answer(req, response)
+        return response
 
     async def stream(self, req: ModelRequest) -> AsyncIterator[StreamDelta | ModelResponse]:
         for model in self.models:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agentflow.exceptions import (
+    BudgetExceeded,
     CircuitOpen,
     ModelError,
     OutputValidationError,
@@ -20,6 +21,7 @@ from agentflow.models.fallback import (
     FallbackModel,
     RetryPolicy,
     send_with_retries,
+    try_in_order,
 )
 from agentflow.models.openai import OpenAIModel
 from agentflow.models.test import ScriptedModel
@@ -266,6 +268,31 @@ async def test_when_every_model_fails_the_last_failure_is_raised_with_the_others
         await model.request(ModelRequest(messages=[UserMessage(content="x")], output=spec))
     assert info.value.raw == "still not json"
     assert any("primary down" in note for note in info.value.__notes__)
+
+
+async def test_try_in_order_tells_each_option_why_the_one_before_failed() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def attempt(option: str, failure: ModelError | OutputValidationError | None) -> str:
+        seen.append((option, None if failure is None else str(failure)))
+        if option != "c":
+            raise ModelError(f"{option} down")
+        return "from c"
+
+    assert await try_in_order(["a", "b", "c"], attempt, name=str) == "from c"
+    assert seen == [("a", None), ("b", "a down"), ("c", "b down")]
+
+
+async def test_try_in_order_stops_at_an_error_another_option_would_meet_too() -> None:
+    tried: list[str] = []
+
+    async def attempt(option: str, failure: ModelError | OutputValidationError | None) -> str:
+        tried.append(option)
+        raise BudgetExceeded(unit="usd", limit=1.0, spent=1.0, estimate=0.1)
+
+    with pytest.raises(BudgetExceeded):
+        await try_in_order(["a", "b"], attempt)
+    assert tried == ["a"]
 
 
 def test_capabilities_and_data_boundary_are_the_weakest_of_the_chain() -> None:
