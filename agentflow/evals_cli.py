@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -145,10 +152,18 @@ async def _measure(
                 tiers,
                 router,
                 settings,
-                on_case=lambda suite, tier: progress.advance(bars[(suite.name, tier)]),
+                on_case=lambda suite, tier: _advance(progress, bars[(suite.name, tier)]),
             )
         finally:
             await router.aclose()
+
+
+def _advance(progress: Progress, task: TaskID) -> None:
+    progress.advance(task)
+    done = progress.tasks[task]
+    if done.finished and not err.is_terminal:  # no live bar on a pipe: one line per run
+        took = done.finished_time or 0.0
+        err.print(f"{done.description}: {done.completed:.0f} cases in {took:.0f} s")
 
 
 def _money(value: float | None) -> str:

@@ -49,6 +49,7 @@ candidates = st.lists(
         p50_s=st.none() | st.floats(0, 10),
     ),
     max_size=8,
+    unique_by=lambda candidate: candidate.tier,
 )
 
 
