@@ -202,19 +202,40 @@ class RoutingConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _collect_kinds(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        explicit = data.get("kinds")
-        kinds = dict(explicit) if isinstance(explicit, dict) else {}
-        for key, value in data.items():
-            if key not in _ROUTING_KEYS and not (key == "kinds" and isinstance(value, dict)):
-                reserved = (*_ROUTING_KEYS, "kinds")
-                close = difflib.get_close_matches(key, reserved, n=1, cutoff=_TYPO_CUTOFF)
-                if close and key != "kinds":
-                    message = f"unknown key; did you mean {close[0]!r}? (other keys are step kinds)"
-                    raise _KeyValueError(message, name=key)
-                kinds[key] = value
-        return {**{key: data[key] for key in _ROUTING_KEYS if key in data}, "kinds": kinds}
+        return _collect_kinds(data, _ROUTING_KEYS)
+
+
+def _collect_kinds(data: Any, reserved: tuple[str, ...]) -> Any:
+    """A table whose keys are step kinds besides `reserved` ones: the kinds under `kinds`.
+    A key close to a reserved one is taken for it misspelt."""
+    if not isinstance(data, dict):
+        return data
+    explicit = data.get("kinds")
+    kinds = dict(explicit) if isinstance(explicit, dict) else {}
+    for key, value in data.items():
+        if key not in reserved and not (key == "kinds" and isinstance(value, dict)):
+            close = difflib.get_close_matches(key, (*reserved, "kinds"), n=1, cutoff=_TYPO_CUTOFF)
+            if close and key != "kinds":
+                message = f"unknown key; did you mean {close[0]!r}? (other keys are step kinds)"
+                raise _KeyValueError(message, name=key)
+            kinds[key] = value
+    return {**{key: data[key] for key in reserved if key in data}, "kinds": kinds}
+
+
+class ShadowConfig(BaseModel):
+    """The `[shadow]` table: every key but `sample` and `log` maps a step kind to the
+    candidate tier a sample of its live steps is also sent to (see `agentflow.shadow`)."""
+
+    model_config = _MODEL_CONFIG
+
+    kinds: dict[str, str] = Field(default_factory=dict)
+    sample: float = Field(default=0.05, gt=0, le=1)
+    log: str | None = ".agentflow/shadow.jsonl"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_kinds(cls, data: Any) -> Any:
+        return _collect_kinds(data, ("sample", "log"))
 
 
 class PresidioConfig(BaseModel):
@@ -285,6 +306,7 @@ class AgentflowConfig(BaseModel):
     routing: RoutingConfig
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    shadow: ShadowConfig | None = None
     source: str = "<defaults>"
     """The file the configuration came from."""
     _overrides: list[tuple[_KeyPath, str]] = PrivateAttr(default_factory=list)

@@ -5,6 +5,7 @@ route to it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -242,3 +243,79 @@ def _propose(report: EvalReport, config: Path, *, write: bool) -> None:
         out.print(f"routing: wrote {config}")
     else:
         out.print("routing: not written; run again with --write to apply this diff")
+
+
+@eval_app.command("shadow-report")
+@user_errors
+def shadow_report(
+    log: Annotated[
+        Path, typer.Option(help="The shadow log ([shadow] log in agentflow.toml).")
+    ] = Path(".agentflow/shadow.jsonl"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """How often each candidate tier agreed with the serving tier on shadowed live steps."""
+    from agentflow.evals.stats import wilson_interval
+
+    if not log.is_file():
+        raise ConfigError(f"no shadow log at {log}: set [shadow] in agentflow.toml and serve")
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            key = (row["kind"], row["serving_tier"], row["candidate_tier"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            where = f"line {number}"
+            raise ConfigError(f"not a shadow record: {exc}", file=str(log), key=where) from exc
+        groups.setdefault(key, []).append(row)
+    figures = []
+    for (kind, serving, candidate), rows in sorted(groups.items()):
+        compared = [row for row in rows if row.get("agree") is not None]
+        agreed = sum(1 for row in compared if row["agree"])
+        low, high = wilson_interval(agreed, len(compared))
+        figures.append(
+            {
+                "kind": kind,
+                "serving_tier": serving,
+                "candidate_tier": candidate,
+                "sampled": len(rows),
+                "compared": len(compared),
+                "agreement": round(agreed / len(compared), 4) if compared else None,
+                "agreement_low": round(low, 4),
+                "agreement_high": round(high, 4),
+                "errors": len(rows) - len(compared),
+                "cost_share": _share(rows),
+            }
+        )
+    if json_out:
+        out.print_json(data=figures)
+        return
+    table = Table(title=f"shadowed steps ({log})", title_justify="left")
+    for column in ("kind", "serving", "candidate", "compared", "agreement [95% CI]", "errors"):
+        table.add_column(column)
+    table.add_column("candidate cost / serving")
+    for f in figures:
+        agreement = "-" if f["agreement"] is None else f"{f['agreement']:.3f}"
+        share = "unpriced" if f["cost_share"] is None else f"{f['cost_share']:.3f}"
+        table.add_row(
+            f["kind"],
+            f["serving_tier"],
+            f["candidate_tier"],
+            f"{f['compared']}/{f['sampled']}",
+            f"{agreement} [{f['agreement_low']:.3f}, {f['agreement_high']:.3f}]",
+            str(f["errors"]),
+            share,
+        )
+    out.print(table)
+
+
+def _share(rows: list[dict[str, Any]]) -> float | None:
+    """What the candidate cost as a share of the serving tier, on the same steps."""
+    priced = [
+        row
+        for row in rows
+        if row.get("candidate_cost_usd") is not None and row.get("serving_cost_usd") is not None
+    ]
+    serving = sum(row["serving_cost_usd"] for row in priced)
+    if not priced or serving <= 0:
+        return None
+    return round(sum(row["candidate_cost_usd"] for row in priced) / serving, 4)

@@ -28,6 +28,7 @@ import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from agentflow.costs import (
@@ -46,6 +47,7 @@ from agentflow.models.base import Model
 from agentflow.pii import PiiDetector, PiiScanner
 from agentflow.presidio import PresidioDetector
 from agentflow.prices import listed_price
+from agentflow.shadow import ShadowPolicy, Shadows
 
 if TYPE_CHECKING:
     from agentflow.config import AgentflowConfig, TierConfig
@@ -165,6 +167,14 @@ def _model_label(model: Model | str) -> str:
     return model if isinstance(model, str) else repr(model)
 
 
+def _shadow_policy(config: AgentflowConfig) -> ShadowPolicy | None:
+    shadow = config.shadow
+    if shadow is None or not shadow.kinds:
+        return None
+    log = Path(shadow.log) if shadow.log else None
+    return ShadowPolicy(kinds=dict(shadow.kinds), sample=shadow.sample, log=log)
+
+
 def _configured_detector(config: AgentflowConfig, name: str) -> PiiScanner | str:
     """`"presidio"` built from `[policy.presidio]`; other names are imported later."""
     if name != "presidio":
@@ -197,6 +207,8 @@ class RoutingPolicy:
     text and returning `PiiFinding`s."""
     budget_usd_per_run: float | None = None
     budget_tokens_per_run: int | None = None
+    shadow: ShadowPolicy | None = None
+    """A sample of some kinds' steps also sent to a candidate tier (`agentflow.shadow`)."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -285,6 +297,12 @@ class Router:
         self._check_routes()
         self._check_policy()
         self.pii = PiiDetector.from_policy(policy.pii_patterns, policy.pii_detectors, source=source)
+        self.shadows: Shadows | None = None
+        """Where sampled steps go to their candidate tier, when `policy.shadow` says."""
+        if policy.shadow is not None:
+            for kind, tier in policy.shadow.kinds.items():
+                self._check_tier(tier, f"shadow.{kind}")
+            self.shadows = Shadows(router=self, policy=policy.shadow)
 
     @classmethod
     def from_config(
@@ -331,6 +349,7 @@ class Router:
             pii_detectors=[_configured_detector(config, name) for name in policy.pii_detectors],
             budget_usd_per_run=policy.budget_usd_per_run,
             budget_tokens_per_run=policy.budget_tokens_per_run,
+            shadow=_shadow_policy(config),
         )
         try:
             return cls(tiers, rules, source=config.source)
@@ -644,11 +663,14 @@ class Router:
         )
         router._plans = {}
         router.spend = spend or SpendLedger()
+        router.shadows = None  # a measured tier is measured alone
         return router
 
     async def aclose(self) -> None:
         """Close the models the tiers built from their specs (their HTTP clients); models
         given as objects belong to whoever made them."""
+        if self.shadows is not None:
+            await self.shadows.drain()
         built = {id(t._resolved): t._resolved for t in self.tiers.values() if t._resolved}
         for model in built.values():
             await model.aclose()

@@ -267,7 +267,19 @@ class StepContext(Generic[DepsT]):
                 reason += f"; fell back to {tier}: {failure}"
             return await self._on_tier(tier, decision, req, reason, retries)
 
-        return await try_in_order((decision.tier, *decision.fallback_chain), on_tier, name=str)
+        result = await try_in_order((decision.tier, *decision.fallback_chain), on_tier, name=str)
+        shadows = self.router.shadows
+        if shadows is not None:
+            last = self.records[-1]
+            shadows.maybe_send(
+                kind=self.kind,
+                node=self.node,
+                served=last.tier,
+                req=req,
+                result=result,
+                serving_cost_usd=last.cost_usd,
+            )
+        return result
 
     async def _on_tier(
         self, tier: str, decision: RouteDecision, req: ModelRequest, reason: str, retries: int

@@ -129,6 +129,7 @@ NODE_OUTPUT_TOKENS = "agentflow.usage.output_tokens"
 COST = "agentflow.cost.usd"
 UNPRICED = "agentflow.cost.unpriced"
 COST_METRIC = "agentflow.cost.usd"
+SHADOW_METRIC = "agentflow.shadow.comparisons"
 PII_REDACTED = "agentflow.pii.redacted"
 RUN_ID = "agentflow.run.id"
 RESUMED = "agentflow.resumed"
@@ -201,6 +202,11 @@ class _Instruments:
         )
         self.cost = meter.create_counter(
             COST_METRIC, unit="USD", description="Listed or GPU-time cost of model calls, by tier"
+        )
+        self.shadow = meter.create_counter(
+            SHADOW_METRIC,
+            unit="{comparison}",
+            description="Shadowed steps by kind, serving and candidate tier, and verdict",
         )
         self.capture = capture_mode()
         self.spans = self.capture in ("SPAN_ONLY", "SPAN_AND_EVENT")
