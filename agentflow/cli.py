@@ -237,8 +237,12 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="The largest request body taken (larger: 413).")
     ] = 1024 * 1024,
+    evals_report: Annotated[
+        Path, typer.Option(help="The `agentflow eval` report shown at /evals.")
+    ] = Path(".agentflow/evals/latest.json"),
 ) -> None:
-    """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics.
+    """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics,
+    and the latest eval report at /evals.
 
     Callers authenticate with bearer tokens from $AGENTFLOW_TOKENS
     (ROLE:SUBJECT:TOKEN,...; roles client, reviewer, admin). The graph module's
@@ -264,6 +268,7 @@ def serve(
                 port=port,
                 expire_every_s=expire_every,
                 max_body_bytes=max_body_bytes,
+                evals_report=evals_report,
             )
             runner.run(serving)
     finally:
@@ -308,6 +313,7 @@ async def _serve(
     port: int,
     expire_every_s: float,
     max_body_bytes: int,
+    evals_report: Path | None = None,
 ) -> None:
     """Open the service first, so a database that cannot be opened is one line, not a
     traceback from inside the server's start-up; then serve until stopped."""
@@ -328,7 +334,11 @@ async def _serve(
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(
-                service, tokens, expire_every_s=expire_every_s, max_body_bytes=max_body_bytes
+                service,
+                tokens,
+                expire_every_s=expire_every_s,
+                max_body_bytes=max_body_bytes,
+                evals_report=evals_report,
             ),
             host=host,
             port=port,

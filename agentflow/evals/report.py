@@ -14,8 +14,9 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import ParseError
 
-from agentflow.evals.results import TierResult
+from agentflow.evals.results import CaseResult, TierResult
 from agentflow.evals.stats import Recommendation, recommend
+from agentflow.evals.suite import Bar
 from agentflow.exceptions import ConfigError
 
 __all__ = ["EvalReport", "RoutingChange", "build_report", "routing_change"]
@@ -67,6 +68,36 @@ class EvalReport:
                 for result in self.results
             ],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalReport:
+        """Read what `to_json()` wrote (with its cases)."""
+        results = [
+            TierResult(
+                suite=row["suite"],
+                kind=row["kind"],
+                tier=row["tier"],
+                model=row["model"],
+                bar=Bar.parse(row["bar"]),
+                confidence=row.get("confidence", 0.95),
+                cases=[CaseResult(**case) for case in row.get("cases", [])],
+            )
+            for row in data["results"]
+        ]
+        recommendations = {
+            kind: Recommendation(
+                kind=kind, tier=rec["tier"], reason=rec["reason"], rejected=tuple(rec["rejected"])
+            )
+            for kind, rec in data["recommendations"].items()
+        }
+        return cls(
+            graph=data["graph"],
+            results=results,
+            recommendations=recommendations,
+            routes=data["routes"],
+            reserved=data.get("reserved"),
+            created_at=data["created_at"],
+        )
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,7 @@ class TierResult:
             "tier": self.tier,
             "model": self.model,
             "bar": str(self.bar),
+            "confidence": self.confidence,
             "cases": len(self.cases),
             "ran": len(self.ran),
             "passed": self.passed,

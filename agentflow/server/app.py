@@ -23,6 +23,8 @@ uvicorn.run(app)                                 # or: agentflow serve graphs/su
 | GET /healthz, GET /metrics      | anyone (no token)       | readiness; Prometheus text         |
 | GET /inbox, GET /static/...     | anyone (no token)       | the reviewer inbox page (it asks   |
 |                                 |                         | for a token, then calls the API)   |
+| GET /evals                      | anyone (no token)       | the latest eval report: cost and   |
+|                                 |                         | quality per kind and tier          |
 
 `/metrics` takes no token, as Prometheus scrapes expect: it shows only aggregates (counts,
 tokens, cost by tier), never a thread or a customer. A proxy in front of a public
@@ -52,7 +54,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -133,6 +135,7 @@ def create_app(
     *,
     expire_every_s: float = 30.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    evals_report: Path | None = None,
 ) -> FastAPI:
     """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown.
 
@@ -142,6 +145,7 @@ def create_app(
             recovered (0: recovery once at start, no expiry).
         max_body_bytes: The largest request body taken; a larger one is a 413, refused
             before it is read and before the token is looked at.
+        evals_report: The `agentflow eval` report (JSON) that `/evals` shows.
     """
 
     @asynccontextmanager
@@ -171,6 +175,7 @@ def create_app(
     app.state.tokens = tokens
     app.state.metrics = metrics
     app.state.runs = set()
+    app.state.evals_report = evals_report
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the 413s too
@@ -533,6 +538,22 @@ async def healthz(request: Request) -> Health:
 async def inbox() -> FileResponse:
     """The reviewer inbox page (static; it asks for a token and calls the JSON API)."""
     return FileResponse(_STATIC / "inbox.html", media_type="text/html", headers=_INBOX_HEADERS)
+
+
+@operations.get("/evals", response_class=HTMLResponse, responses={404: {"model": ErrorBody}})
+def evals(request: Request) -> HTMLResponse:
+    """The latest `agentflow eval` report: cost against quality per kind and tier
+    (aggregates only, no case; no token needed). Sync: FastAPI reads the file in a thread."""
+    path: Path | None = request.app.state.evals_report
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no eval report at {path}: run agentflow eval GRAPH")
+    try:
+        from agentflow.evals.html import render_html
+        from agentflow.evals.report import EvalReport
+    except ImportError as exc:
+        raise HTTPException(404, "the eval report needs: pip install 'agentflow[evals]'") from exc
+    report = EvalReport.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return HTMLResponse(render_html(report))
 
 
 @operations.get("/metrics", response_class=PlainTextResponse)
