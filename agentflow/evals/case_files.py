@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -102,15 +102,19 @@ class CaseFile:
         interrupted writer, sees the old file or the new one, never half of one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{line}\n" for line in self.lines)
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
+        # 0o666 less the umask, as for any new file (the cases belong to the repository).
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
+                if self.path.exists():  # a rewritten file keeps its permissions
+                    os.chmod(file.fileno(), self.path.stat().st_mode & 0o777)
                 file.write(text)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, self.path)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
 
 

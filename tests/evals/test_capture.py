@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -147,6 +148,9 @@ def test_capture_writes_new_cases_once_and_a_reviewer_labels_them(
     assert sorted(files) == ["classify.jsonl", "respond.jsonl", "tool_call.jsonl"]
     classify = folder / "classify.jsonl"
     assert load_cases(classify) == []  # nothing counts before a reviewer looked
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert classify.stat().st_mode & 0o777 == 0o666 & ~umask  # a file for the repository
 
     again = cli("eval", "capture", str(graph_file), "--database", store_url, "--thread", "t1")
     assert "classify: 0 new cases" in again and "(2 already there)" in again
@@ -192,6 +196,7 @@ def test_every_decision_is_saved_at_once_and_bad_answers_are_asked_again(
 ) -> None:
     path = tmp_path / "cases.jsonl"
     unreviewed(path, 4)
+    path.chmod(0o640)
     before = path.read_text().splitlines()
     # An unknown answer, then JSON that does not parse, are asked again; the input
     # then ends (a reviewer's Ctrl-D) after two decisions: both are in the file.
@@ -209,6 +214,7 @@ def test_every_decision_is_saved_at_once_and_bad_answers_are_asked_again(
     ]
     assert json.loads(after[2])["expected"] == "other"
     assert after[3:] == before[3:]
+    assert path.stat().st_mode & 0o777 == 0o640  # rewritten, its permissions kept
 
     said = cli("eval", "label", str(path), input="s\nq\n")
     assert "0 accepted, 0 edited, 0 rejected, 1 skipped; 2 left to review" in said
