@@ -211,9 +211,11 @@ def _proposed(
     if inputs is None:
         return None
     if not isinstance(inputs, dict) or _ROW_KEYS & set(inputs):
+        # Named by type or keys, never by value: the values are not redacted yet.
+        got = sorted(_ROW_KEYS & set(inputs)) if isinstance(inputs, dict) else type(inputs)
         raise ConfigError(
-            f"suite {suite.name!r}: capture= must return a dict of inputs (none named "
-            f"{', '.join(sorted(_ROW_KEYS))}), not {inputs!r}"
+            f"suite {suite.name!r}: capture= must return a dict of inputs, none named "
+            f"{', '.join(sorted(_ROW_KEYS))}; got {got}"
         )
     expected = _called(suite, "label", where, suite.proposed_label, update)
     redacted, _ = pii.redact_data(as_data(inputs))

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,14 @@ def test_each_run_of_a_suites_node_becomes_a_redacted_proposed_case(store_url: s
     everything = json.dumps(rows)
     for personal in ("jane.doe@example.com", "ada@example.com", "4111", BOB):
         assert personal not in everything
+
+    # A suite's own capture failing, or returning what no row can hold, is one error.
+    broken = replace(SUITES[0], capture=lambda state: state["nope"])
+    with pytest.raises(ConfigError, match=r"capture failed on thread 't1', checkpoint .*KeyError"):
+        asyncio.run(capture_cases(graph, [broken], database_url=store_url, threads=["t1"]))
+    clashing = replace(SUITES[0], capture=lambda state: {"name": "x", "review": "accepted"})
+    with pytest.raises(ConfigError, match=r"none named .*; got \['name', 'review'\]"):
+        asyncio.run(capture_cases(graph, [clashing], database_url=store_url, threads=["t1"]))
 
 
 def cli(*args: str, input: str | None = None) -> str:
