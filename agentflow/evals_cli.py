@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from agentflow._console import err, out, user_errors
 from agentflow.config import load_config
+from agentflow.evals_capture_cli import capture, label
 from agentflow.exceptions import ConfigError
 from agentflow.graph_files import load_graph
 from agentflow.routing import Router
@@ -55,6 +56,8 @@ eval_app = typer.Typer(
     help="Measure each step kind on each tier; route each to the cheapest that clears its bar.",
     no_args_is_help=True,
 )
+eval_app.command("capture")(capture)
+eval_app.command("label")(label)
 
 
 @eval_app.command("run")

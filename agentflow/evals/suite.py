@@ -3,7 +3,6 @@ quality bar a tier must clear to serve the kind."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,8 @@ from typing import Any, Literal
 from pydantic_evals import Case
 from pydantic_evals.evaluators import Evaluator
 
+from agentflow.evals.case_files import CaseFile
+from agentflow.evals.graders import as_data
 from agentflow.exceptions import ConfigError
 
 __all__ = ["Bar", "Case", "Suite", "load_cases"]
@@ -80,6 +81,13 @@ class Suite:
     """Builds the context (`ctx.deps`) the node needs, if any."""
     name: str = ""
     """Defaults to the kind."""
+    capture: Callable[[Any], Any] | None = None
+    """A state the node ran on -> the case's inputs (the inverse of `state`), for
+    `agentflow eval capture` to make cases of recorded runs; None from it leaves that run
+    out (one the inputs cannot describe). Without it, the suite's runs are not captured."""
+    label: Callable[[Any], Any] | None = None
+    """The node's return value -> the expected output a reviewer starts from, as JSON
+    data (default: `output` applied, as data)."""
 
     def __post_init__(self) -> None:
         self.name = self.name or self.kind
@@ -94,6 +102,13 @@ class Suite:
         assert isinstance(self.bar, Bar)  # parsed in __post_init__
         return self.bar
 
+    def proposed_label(self, update: Any) -> Any:
+        """The expected output a captured run proposes: `label(update)`, else the graded
+        output as data."""
+        if self.label is not None:
+            return self.label(update)
+        return as_data(self.output(update))
+
 
 def load_cases(
     path: str | Path,
@@ -104,22 +119,20 @@ def load_cases(
     """Read cases from a JSONL file: one object per line with a `name`, the expected
     output under `expected`, and the rest as the inputs (or `inputs(row)`).
 
+    Captured rows (`agentflow eval capture`) count once a reviewer has labelled them: a
+    row whose `review` is `unreviewed` or `rejected` is left out, and the `review` and
+    `source` keys are never inputs.
+
     Raises:
-        ConfigError: A line is not a JSON object with a name (names the file and line).
+        ConfigError: The file cannot be read, or a line is not a JSON object with a name
+            and a known review state (names the file and line).
     """
     cases: list[Case[Any, Any, Any]] = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for row in CaseFile.read(Path(path)).rows:
+        if row is None or row.get("review") in ("unreviewed", "rejected"):
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"not JSON: {exc}", file=str(path), key=f"line {number}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
-            raise ConfigError(
-                "a case is an object with a name", file=str(path), key=f"line {number}"
-            )
+        row.pop("review", None)
+        row.pop("source", None)
         wanted = row.pop(expected, None)
         name = row.pop("name")
         cases.append(Case(name=name, inputs=inputs(row) if inputs else row, expected_output=wanted))
