@@ -441,7 +441,7 @@ def test_tier_resolves_a_spec_once(monkeypatch: pytest.MonkeyPatch) -> None:
         built.append(spec)
         return ScriptedModel(["hi"], name=spec)
 
-    monkeypatch.setattr("agentflow.routing.infer_model", fake_infer)
+    monkeypatch.setattr("agentflow.tiers.infer_model", fake_infer)
     tier = Tier(name="t", model="sglang:http://gpu:30000")
     first = tier.get_model()
     assert tier.get_model() is first
