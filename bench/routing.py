@@ -13,7 +13,8 @@ The candidate tiers, and which figures are real:
   are graded and its token counts are real. It is priced as machine time: a $0.10/h
   two-core host at the tokens per second it sustained in this run.
 - `embedded-fewshot`: the same model with eight labelled triage examples (not eval
-  cases) added to the triage prompt; **measured** likewise.
+  cases) added to the triage prompt; **measured** likewise, on the classify suite only
+  (the examples change no other prompt).
 - `qwen-8b`, `glm`, `frontier`: **scripted** stand-ins with stated accuracies (95 %,
   98 %, 99.5 % of cases answered right, the wrong ones chosen by a hash of the case), as
   no such model runs on this machine. Their token counts are estimated from the real
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflow.costs import GpuPrice, TokenPrice
-from agentflow.evals import EvalSettings, TierResult, evaluate_suites
+from agentflow.evals import EvalSettings, TierResult, evaluate_suite
 from agentflow.evals.report import build_report
 from agentflow.messages import SystemMessage, ToolCall, UserMessage
 from agentflow.models.base import Model, ModelRequest, ModelResponse
@@ -219,9 +220,15 @@ async def measure(*, limit: int | None, scripted_only: bool) -> dict[str, Any]:
     kinds = {suite.kind: "glm" for suite in suites}
     router = Router(tiers, RoutingPolicy(kinds=kinds, high_stakes="frontier"))
     started = time.perf_counter()
-    results = await evaluate_suites(
-        graph, suites, [t.name for t in tiers], router, EvalSettings(concurrency=4)
-    )
+    settings = EvalSettings(concurrency=4)
+    runs = [
+        evaluate_suite(graph, suite, tier.name, router, settings)
+        for suite in suites
+        for tier in tiers
+        # the examples only change the triage prompt: other kinds would repeat `embedded`
+        if tier.name != "embedded-fewshot" or suite.kind == "classify"
+    ]
+    results = list(await asyncio.gather(*runs))
     report = build_report("graphs/support.py", results, kinds, reserved="frontier")
     return _figures(report.recommendations, results, tokens_per_s, time.perf_counter() - started)
 
