@@ -53,7 +53,8 @@ class _RunByDefault(TyperGroup):
 
 eval_app = typer.Typer(
     cls=_RunByDefault,
-    help="Measure each step kind on each tier; route each to the cheapest that clears its bar.",
+    help="Measure each step kind on each tier; route each to the cheapest that clears its "
+    "bar. `agentflow eval GRAPH` is `agentflow eval run GRAPH`.",
     no_args_is_help=True,
 )
 eval_app.command("capture")(capture)
