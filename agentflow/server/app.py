@@ -540,7 +540,7 @@ async def inbox() -> FileResponse:
     return FileResponse(_STATIC / "inbox.html", media_type="text/html", headers=_INBOX_HEADERS)
 
 
-@operations.get("/evals", response_class=HTMLResponse, responses={404: {"model": ErrorBody}})
+@operations.get("/evals", response_class=HTMLResponse, include_in_schema=False)
 def evals(request: Request) -> HTMLResponse:
     """The latest `agentflow eval` report: cost against quality per kind and tier
     (aggregates only, no case; no token needed). Sync: FastAPI reads the file in a thread."""
