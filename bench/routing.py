@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from agentflow.costs import GpuPrice, TokenPrice
 from agentflow.evals import EvalSettings, TierResult, evaluate_suite
@@ -45,7 +45,7 @@ from agentflow.messages import SystemMessage, ToolCall, UserMessage
 from agentflow.models.base import Model, ModelRequest, ModelResponse
 from agentflow.models.test import FunctionModel
 from agentflow.routing import Router, RoutingPolicy, Tier
-from graphs.support import TRIAGE_PROMPT, graph
+from graphs.support import TRIAGE_PROMPT, Intent, graph
 from graphs.support_evals import SUITES
 from graphs.support_replies import GLAD, SORRY
 
@@ -144,16 +144,7 @@ def scripted(tier: str, known: dict[str, _Known]) -> FunctionModel:
     return FunctionModel(answer, name=tier)
 
 
-INTENTS = [
-    "order_status",
-    "shipping",
-    "refund",
-    "address_change",
-    "product_question",
-    "legal",
-    "human",
-    "other",
-]
+INTENTS = list(get_args(Intent))
 
 
 def _triage(case: _Known, right: bool) -> str:
