@@ -36,8 +36,13 @@ DEFAULT_MODEL = "en_core_web_lg"
 DEFAULT_ENTITIES = ("PERSON", "LOCATION")
 _KINDS = {"PERSON": "name", "LOCATION": "location"}
 """Presidio entity -> agentflow PII kind; other entities are named in lower case."""
-_SPACY_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION"}
-_SPACY_LABELS["FAC"] = "LOCATION"  # streets and buildings, which Presidio leaves out
+_SPACY_LABELS = {
+    "PERSON": "PERSON",
+    "PER": "PERSON",
+    "GPE": "LOCATION",
+    "LOC": "LOCATION",
+    "FAC": "LOCATION",  # streets and buildings, which Presidio's own mapping leaves out
+}
 
 
 class PresidioDetector:

@@ -179,11 +179,11 @@ def _reply(case: _Known, prompt: str, right: bool) -> str:
 
 async def _calibrate(model: Model) -> float:
     """Tokens per second the embedded model sustains on triage-sized requests."""
-    from agentflow.messages import SystemMessage as System
-
     tokens, started = 0, time.perf_counter()
     for text in ("where is my order 1042?", "I want a refund for order 1187, it broke"):
-        req = ModelRequest(messages=[System(content=TRIAGE_PROMPT), UserMessage(content=text)])
+        req = ModelRequest(
+            messages=[SystemMessage(content=TRIAGE_PROMPT), UserMessage(content=text)]
+        )
         response = await model.request(req)
         tokens += response.usage.input_tokens + response.usage.output_tokens
     return tokens / (time.perf_counter() - started)

@@ -17,7 +17,7 @@ from pydantic_evals import Dataset
 from pydantic_evals.lifecycle import CaseLifecycle
 from pydantic_evals.reporting import EvaluationReport
 
-from agentflow.costs import SpendLedger, StepRecord
+from agentflow.costs import RunUsage, SpendLedger, StepRecord
 from agentflow.evals.graders import JUDGE, Judge
 from agentflow.evals.results import CaseResult, TierResult
 from agentflow.evals.suite import Suite
@@ -162,7 +162,7 @@ def _results(
 
 
 def _result(name: str, inputs: Any, expected: Any, output: Any, used: _Spent) -> CaseResult:
-    costs = [record.cost_usd for record in used.records]
+    usage = RunUsage.from_steps(used.records).total
     return CaseResult(
         name=name,
         inputs=inputs,
@@ -172,10 +172,10 @@ def _result(name: str, inputs: Any, expected: Any, output: Any, used: _Spent) ->
         passed=False,
         skipped=used.skipped,
         reasons=[],
-        cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
-        tokens=sum(r.usage.input_tokens + r.usage.output_tokens for r in used.records),
+        cost_usd=usage.cost_usd if usage.priced else None,
+        tokens=usage.total_tokens,
         latency_s=used.latency_s,
-        calls=len(used.records),
+        calls=usage.calls,
         judge_cost_usd=used.judge_cost_usd,
     )
 
@@ -222,7 +222,7 @@ def _judge(router: Router, ledger: _Ledger, spent: dict[str, _Spent]) -> Judge:
         finally:
             ctx.spend.close()
             case = spent.setdefault(_CASE.get(), _Spent())
-            case.judge_cost_usd += sum(record.cost_usd or 0.0 for record in records)
+            case.judge_cost_usd += RunUsage.from_steps(records).total.cost_usd
 
     return ask
 
