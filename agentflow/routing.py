@@ -560,7 +560,7 @@ class Router:
         given as objects belong to whoever made them."""
         if self.shadows is not None:
             await self.shadows.drain()
-        built = {id(t._resolved): t._resolved for t in self.tiers.values() if t._resolved}
+        built = {id(m): m for t in self.tiers.values() if (m := t.built_model) is not None}
         for model in built.values():
             await model.aclose()
 

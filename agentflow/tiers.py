@@ -79,6 +79,12 @@ class Tier:
         if self.price is None and not self.self_hosted:
             self.price = _hosted_list_price(self.model)
 
+    @property
+    def built_model(self) -> Model | None:
+        """The model this tier built from its spec, once `get_model()` has; None before,
+        and for a tier given a `Model` object (its maker owns it)."""
+        return self._resolved
+
     def get_model(self) -> Model:
         """Return the tier's model, resolving a spec string once and caching the result.
 
