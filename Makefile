@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
-EXTRAS := dev local server docker otlp postgres presidio evals
+EXTRAS := dev local server docker otlp postgres presidio evals mcp
 # The CPU build of torch: from this machine's wheel folder where it has it, else from
 # PyTorch's CPU index (PyPI's torch for Linux is the multi-GB CUDA build).
 TORCH := 2.13.0+cpu
