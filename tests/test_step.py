@@ -38,7 +38,10 @@ from agentflow import (
     UserMessage,
     run_usage,
 )
+from agentflow.models.base import DEFAULT_PROFILE, ModelProfile, output_spec
+from agentflow.models.openai import OpenAIModel
 from tests.helpers import CHEAP, single_node_graph, three_tiers
+from tests.loopback import loopback
 
 
 class Triage(BaseModel):
@@ -136,6 +139,71 @@ async def test_exhausted_retries_fall_back_to_the_next_tier() -> None:
     assert result["answer"].intent == "refund"
     assert [r.tier for r in result["steps"]] == ["tools"] * 3 + ["planning"]
     assert "fell back to planning" in result["steps"][-1].reason
+
+
+NEEDS_A = {
+    "title": "Needs A",
+    "type": "object",
+    "properties": {"a": {"type": "string"}},
+    "required": ["a"],
+}
+
+
+def openai_answer(content: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "deepseek-chat",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
+
+
+async def test_a_dict_schema_is_validated_on_the_client_retried_then_fallen_back() -> None:
+    """A `json_object`-mode provider only promises some JSON: wrong shapes are caught here."""
+    json_object_only = ModelProfile({**DEFAULT_PROFILE, "json_schema": False})
+    planning = ScriptedModel(['{"a": "ok"}'])
+    with loopback() as server:
+        for content in ['{"b": "x"}', "[1, 2, 3]", '{"a": 5}']:
+            server.reply(openai_answer(content))
+        cheap = OpenAIModel(
+            "deepseek-chat", base_url=f"{server.url}/v1", api_key="k", profile=json_object_only
+        )
+        async with cheap:
+            result = await run_one(
+                three_tiers(cheap, planning, ScriptedModel([])),
+                lambda s, ctx: ask(ctx, output=NEEDS_A),
+            )
+        bodies = [r.json for r in server.requests]
+    assert result["answer"] == {"a": "ok"}
+    assert [b["response_format"] for b in bodies] == [{"type": "json_object"}] * 3
+    assert "at $: 'a' is a required property" in bodies[1]["messages"][-2]["content"]
+    assert "at $: [1, 2, 3] is not of type 'object'" in bodies[2]["messages"][-2]["content"]
+    assert [r.tier for r in result["steps"]] == ["tools"] * 3 + ["planning"]
+    assert result["steps"][-1].reason.startswith("kind respond -> tools; fell back to planning")
+
+
+async def test_a_dict_schema_output_that_never_validates_raises_the_typed_error() -> None:
+    tools = ScriptedModel(['{"a": 1}', "[]"])
+    planning = ScriptedModel(['{"b": 2}', '{"a": null}'])
+    with pytest.raises(OutputValidationError) as caught:
+        await run_one(
+            three_tiers(tools, planning, ScriptedModel([])),
+            lambda s, ctx: ask(ctx, output=NEEDS_A, retries=1),
+        )
+    assert caught.value.raw == '{"a": null}'
+    assert "at $['a']: None is not of type 'string'" in caught.value.errors
+
+
+def test_an_invalid_dict_schema_is_refused_when_the_spec_is_built() -> None:
+    with pytest.raises(ValueError, match=r"output schema 'output': not a valid JSON Schema: "):
+        output_spec({"type": "objekt"})
 
 
 async def test_output_validation_error_carries_the_raw_output() -> None:

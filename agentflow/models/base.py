@@ -17,6 +17,7 @@ from typing import Any, Literal, Self, TypeAlias, TypedDict
 
 from pydantic import TypeAdapter
 
+from agentflow._json_schema import check_schema, validate_json_value
 from agentflow.messages import AssistantMessage, Message, Usage
 
 __all__ = [
@@ -51,18 +52,32 @@ class JsonSchema:
     type: Any = None
     """The Python type the output is validated into, when there is one."""
 
+    def __post_init__(self) -> None:
+        if self.type is None:  # a type's schema comes from pydantic and is valid
+            try:
+                check_schema(self.schema)
+            except ValueError as exc:
+                raise ValueError(f"output schema {self.name!r}: {exc}") from None
+
     @cached_property
     def _adapter(self) -> TypeAdapter[Any] | None:
         return None if self.type is None else TypeAdapter(self.type)
 
     def parse(self, text: str) -> Any:
-        """Return the validated value, or raise `ValueError` saying what is wrong."""
+        """Return the validated value, or raise `ValueError` saying what is wrong.
+
+        A pydantic type validates into an instance of it; a plain dict schema is checked
+        with a JSON Schema validator, so a provider that only promises *some* JSON (a
+        `json_object` mode) cannot hand back `[1, 2, 3]` for an object with required keys.
+        """
         if self._adapter is not None:
             return self._adapter.validate_json(text)
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"output is not valid JSON: {exc}") from None
+        validate_json_value(value, self.schema)
+        return value
 
 
 @dataclass(kw_only=True, frozen=True)
