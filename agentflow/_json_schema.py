@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
-__all__ = ["check_schema", "validate_json_value"]
+__all__ = ["check_schema", "json_schema_errors", "validate_json_value"]
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -25,11 +25,18 @@ def check_schema(schema: dict[str, Any]) -> None:
 
 def validate_json_value(value: Any, schema: dict[str, Any]) -> None:
     """Raise `ValueError` naming where and why `value` breaks `schema` (the first few errors)."""
-    errors = sorted(_validator(_key(schema)).iter_errors(value), key=lambda e: list(e.path))
+    errors = json_schema_errors(value, schema)
     if errors:
-        shown = "; ".join(_describe(error) for error in errors[:3])
+        shown = "; ".join(errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise ValueError(f"output does not match the schema: {shown}{more}")
+
+
+def json_schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Every way `value` breaks `schema`, as `at $['a'][0]: why` lines, in path order."""
+    found = _validator(_key(schema)).iter_errors(value)
+    errors = sorted(found, key=lambda e: [str(step) for step in e.path])
+    return [_describe(error) for error in errors]
 
 
 def _describe(error: Any) -> str:

@@ -278,6 +278,10 @@ class Tool(Generic[DepsT]):
         validated = self._signature.model.model_validate(arguments)
         return {param: getattr(validated, field) for param, field in self._signature.fields}
 
+    def explain_invalid(self, exc: ValidationError) -> str:
+        """Explain, for the model, what `validate` found wrong with its arguments."""
+        return describe_invalid(self.name, exc, self._signature)
+
     def needs_approval(self, arguments: dict[str, Any], ctx: RunContext[Any] | None = None) -> bool:
         """Whether a call with these validated arguments must be approved by a human.
 
@@ -382,7 +386,7 @@ class Tool(Generic[DepsT]):
             try:
                 value = await capability.call(capability.validate(arguments), ctx)
             except ValidationError as exc:
-                return {"error": describe_invalid(name, exc, capability._signature)}
+                return {"error": capability.explain_invalid(exc)}
             except ToolRetry as exc:
                 return {"retry": str(exc)}
             except Exception as exc:  # the tool decides what a failed capability means
@@ -408,7 +412,7 @@ class Tool(Generic[DepsT]):
         try:
             arguments = self.validate(call.arguments)
         except ValidationError as exc:
-            return self._retry(call, describe_invalid(self.name, exc, self._signature))
+            return self._retry(call, self.explain_invalid(exc))
         if ctx.tool_call_id != call.id:
             ctx = dataclasses.replace(ctx, tool_call_id=call.id)
         try:
