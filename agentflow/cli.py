@@ -32,6 +32,7 @@ from agentflow.evals_cli import eval_app
 from agentflow.exceptions import AgentflowError, ConfigError
 from agentflow.graph import AgentGraph, run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
+from agentflow.mcp_cli import mcp_app
 from agentflow.messages import UserMessage
 from agentflow.routing import Router
 from agentflow.sandbox import Sandboxes
@@ -59,6 +60,7 @@ demo_app = typer.Typer(help="The support demo: fill its database (tools/ in this
 app.add_typer(demo_app, name="demo")
 app.add_typer(inbox_app, name="inbox")
 app.add_typer(eval_app, name="eval")
+app.add_typer(mcp_app, name="mcp")
 
 
 @app.callback()

@@ -348,6 +348,12 @@ class AgentGraph(Generic[DepsT]):
         self._edges.branches.append((source, _Branch(path=path, targets=targets)))
         return self
 
+    @property
+    def tools(self) -> list[Tool[Any]]:
+        """Every tool of the graph's agents, each once, in the order they were added."""
+        found = {id(t): t for loop in self._agents.values() for t in loop.tools.values()}
+        return list(found.values())
+
     def _check_new(self, name: str) -> None:
         if name in self._nodes or name in (START, END):
             raise ConfigError(f"a node named {name!r} already exists", key=f"graph {self.name!r}")
