@@ -30,6 +30,7 @@ from agentflow.hitl import (
     ask_approval,
     hand_off,
 )
+from agentflow.mcp import McpServer, tools_from_mcp
 from agentflow.messages import (
     AssistantMessage,
     Message,
@@ -87,6 +88,7 @@ __all__ = [
     "HostError",
     "HumanTurn",
     "JsonSchema",
+    "McpServer",
     "Message",
     "Model",
     "ModelError",
@@ -137,4 +139,5 @@ __all__ = [
     "output_spec",
     "run_usage",
     "tool",
+    "tools_from_mcp",
 ]

@@ -11,7 +11,8 @@ PUBLIC = [
     "END", "START", "AgentGraph", "AgentState", "AgentflowConfig", "AgentflowError",
     "ApprovalDecision", "AssistantMessage", "BudgetExceeded", "Choice", "CircuitBreaker",
     "CircuitOpen", "ConfigError", "Ebnf", "FallbackModel", "FunctionModel", "GpuPrice",
-    "HostError", "HumanTurn", "JsonSchema", "Message", "Model", "ModelError", "ModelProfile",
+    "HostError", "HumanTurn", "JsonSchema", "McpServer", "Message", "Model", "ModelError",
+    "ModelProfile",
     "ModelRequest", "ModelResponse", "ModelSettings", "OutputSpec", "OutputValidationError",
     "PolicyViolation", "Price", "ProposedCall", "Regex", "Reply", "RetryPolicy",
     "RouteDecision", "Router", "RoutingPolicy", "RunContext", "RunUsage", "SandboxError",
@@ -19,7 +20,7 @@ PUBLIC = [
     "StreamInterrupted", "SystemMessage", "Tier", "TokenPrice", "Tool", "ToolCall",
     "ToolCallParseError", "ToolError", "ToolResultMessage", "ToolRetry", "ToolSpec", "Usage",
     "UsageTotals", "UserMessage", "__version__", "arguments_digest", "ask_approval", "hand_off",
-    "host", "infer_model", "load_config", "output_spec", "run_usage", "tool",
+    "host", "infer_model", "load_config", "output_spec", "run_usage", "tool", "tools_from_mcp",
 ]  # fmt: skip
 
 
