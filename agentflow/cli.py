@@ -242,6 +242,15 @@ def serve(
     evals_report: Annotated[
         Path, typer.Option(help="The `agentflow eval` report shown at /evals.")
     ] = Path(".agentflow/evals/latest.json"),
+    keepalive_s: Annotated[
+        float,
+        typer.Option(
+            "--keepalive-s",
+            min=0,
+            help="Seconds of silence after which an event stream gets a ': keep-alive' "
+            "comment, so proxies with an idle timeout keep it open (0: never).",
+        ),
+    ] = 15.0,
 ) -> None:
     """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics,
     and the latest eval report at /evals.
@@ -271,6 +280,7 @@ def serve(
                 expire_every_s=expire_every,
                 max_body_bytes=max_body_bytes,
                 evals_report=evals_report,
+                keepalive_s=keepalive_s,
             )
             runner.run(serving)
     finally:
@@ -316,6 +326,7 @@ async def _serve(
     expire_every_s: float,
     max_body_bytes: int,
     evals_report: Path | None = None,
+    keepalive_s: float = 15.0,
 ) -> None:
     """Open the service first, so a database that cannot be opened is one line, not a
     traceback from inside the server's start-up; then serve until stopped."""
@@ -341,6 +352,7 @@ async def _serve(
                 expire_every_s=expire_every_s,
                 max_body_bytes=max_body_bytes,
                 evals_report=evals_report,
+                keepalive_s=keepalive_s,
             ),
             host=host,
             port=port,
@@ -360,8 +372,31 @@ def serve_model(
     ] = "gemma3-270m",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 30000,
+    alias: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another name requests may give as `model` (repeatable); other names "
+            "are a 404 model_not_found."
+        ),
+    ] = None,
+    keepalive_s: Annotated[
+        float,
+        typer.Option(
+            "--keepalive-s",
+            min=0,
+            help="Seconds of silence after which an event stream gets a ': keep-alive' "
+            "comment, so proxies with an idle timeout keep it open (0: never).",
+        ),
+    ] = 15.0,
+    parallel_tool_calls: Annotated[
+        bool,
+        typer.Option(
+            help="What a request without parallel_tool_calls gets (OpenAI: true; off by "
+            "default here, as a small model allowed several calls repeats its call)."
+        ),
+    ] = False,
 ) -> None:
-    """Serve the embedded model over an SGLang-compatible HTTP API."""
+    """Serve the embedded model over an SGLang- and OpenAI-compatible HTTP API."""
     import uvicorn
 
     from agentflow.models.local import LocalModel
@@ -371,7 +406,13 @@ def serve_model(
     asyncio.run(local.load())
     out.print(f"serving {local.name} on http://{host}:{port} (OpenAI base URL: /v1)")
     out.file.flush()
-    uvicorn.run(create_app(local), host=host, port=port, log_level="warning")
+    served = create_app(
+        local,
+        aliases=alias or (),
+        keepalive_s=keepalive_s,
+        parallel_tool_calls=parallel_tool_calls,
+    )
+    uvicorn.run(served, host=host, port=port, log_level="warning")
 
 
 @app.command("serve-tier")

@@ -190,35 +190,56 @@ def _json_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}
 
 
-def constraint(engine: Engine, req: ModelRequest) -> Any:
-    """Return the compiled grammar for the request's one constraint, or None."""
+def _call_tag(tool: ToolSpec) -> dict[str, Any]:
+    """One tagged call of `tool`: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`."""
+    return {
+        "type": "tag",
+        "begin": f'{CALL_BEGIN}{{"name": {json.dumps(tool.name)}, "arguments": ',
+        "content": _json_format(tool.parameters),
+        "end": f"}}{CALL_END}",
+    }
+
+
+def _parallel(req: ModelRequest, parallel: bool | None) -> bool:
+    return req.tool_choice == "auto" if parallel is None else parallel
+
+
+def _structural(fmt: dict[str, Any]) -> str:
+    return json_source({"type": "structural_tag", "format": fmt})
+
+
+def constraint(engine: Engine, req: ModelRequest, *, parallel: bool | None = None) -> Any:
+    """Return the compiled grammar for the request's one constraint, or None.
+
+    `parallel` lets an answer hold several tool calls (`tool_choice` "auto" or
+    "required"; a named tool is called once): "required" then becomes one or more
+    tagged calls, one per line, instead of one bare call object. None is the `local:`
+    backend's own choice: several under "auto", one bare object under "required"
+    (what a small model fills most reliably).
+    """
+    parallel = _parallel(req, parallel)
     forced = _forced_tools(req)
+    if forced and parallel and req.tool_choice == "required":
+        tags = [_call_tag(t) for t in forced]
+        fmt = {"type": "tags_with_separator", "tags": tags, "separator": "\n", "at_least_one": True}
+        return engine.grammar("structural_tag", _structural(fmt))
     if forced:
         if len(forced) == 1:
             return engine.grammar("json_schema", json_source(_call_schema(forced[0])))
         elements = [_json_format(_call_schema(t)) for t in forced]
-        tag = {"type": "structural_tag", "format": {"type": "or", "elements": elements}}
-        return engine.grammar("structural_tag", json_source(tag))
+        return engine.grammar("structural_tag", _structural({"type": "or", "elements": elements}))
     if req.tools and req.tool_choice == "auto":
-        tags = [
-            {
-                "type": "tag",
-                "begin": f'{CALL_BEGIN}{{"name": {json.dumps(t.name)}, "arguments": ',
-                "content": _json_format(t.parameters),
-                "end": f"}}{CALL_END}",
-            }
-            for t in req.tools
-        ]
-        fmt = {"type": "triggered_tags", "triggers": [CALL_BEGIN], "tags": tags}
-        return engine.grammar(
-            "structural_tag", json_source({"type": "structural_tag", "format": fmt})
-        )
+        fmt = {
+            "type": "triggered_tags",
+            "triggers": [CALL_BEGIN],
+            "tags": [_call_tag(t) for t in req.tools],
+            "stop_after_first": not parallel,
+        }
+        return engine.grammar("structural_tag", _structural(fmt))
     output = req.output
     if output is None and req.tools and req.tool_choice == "none":
         fmt = {"type": "any_text", "excludes": [CALL_BEGIN]}
-        return engine.grammar(
-            "structural_tag", json_source({"type": "structural_tag", "format": fmt})
-        )
+        return engine.grammar("structural_tag", _structural(fmt))
     if isinstance(output, JsonSchema):
         return engine.grammar("json_schema", json_source(output.schema))
     if isinstance(output, Regex):
@@ -238,8 +259,28 @@ def _new_call(name: Any, arguments: Any) -> ToolCall:
     return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=arguments)
 
 
-def parse_reply(text: str, req: ModelRequest) -> AssistantMessage:
-    """Turn generated text into a message: a forced call, tagged calls, or plain text."""
+def _tagged_calls(text: str) -> list[ToolCall]:
+    calls = []
+    for body in _CALLS.findall(text):
+        try:
+            call = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"tool call is not JSON: {body!r}", status=502) from exc
+        calls.append(_new_call(call.get("name"), call.get("arguments")))
+    return calls
+
+
+def parse_reply(text: str, req: ModelRequest, *, parallel: bool | None = None) -> AssistantMessage:
+    """Turn generated text into a message: forced calls, tagged calls, or plain text.
+
+    `parallel` must be what `constraint` was given: it decides how a forced answer is written.
+    """
+    parallel = _parallel(req, parallel)
+    if _forced_tools(req) and parallel and req.tool_choice == "required":
+        calls = _tagged_calls(text)
+        if not calls:
+            raise ModelError(f"no complete tool call in {text!r}", status=502)
+        return AssistantMessage(tool_calls=calls)
     if _forced_tools(req):
         try:
             call = json.loads(text)
@@ -247,13 +288,7 @@ def parse_reply(text: str, req: ModelRequest) -> AssistantMessage:
             raise ModelError(f"forced tool call is not JSON: {text!r}", status=502) from exc
         return AssistantMessage(tool_calls=[_new_call(call.get("name"), call.get("arguments"))])
     if req.tools and req.tool_choice == "auto" and CALL_BEGIN in text:
-        calls = []
-        for body in _CALLS.findall(text):
-            try:
-                call = json.loads(body)
-            except json.JSONDecodeError as exc:
-                raise ModelError(f"tool call is not JSON: {body!r}", status=502) from exc
-            calls.append(_new_call(call.get("name"), call.get("arguments")))
+        calls = _tagged_calls(text)
         return AssistantMessage(content=text.split(CALL_BEGIN, 1)[0].strip(), tool_calls=calls)
     return AssistantMessage(content=text.strip() if req.output is None else text)
 

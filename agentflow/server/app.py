@@ -84,6 +84,7 @@ from agentflow.server.schemas import (
     turn_out,
 )
 from agentflow.server.threads import Event, ThreadService, Turn, last_turn
+from agentflow.serving.sse import DEFAULT_KEEPALIVE_S, keep_alive
 
 __all__ = ["create_app"]
 
@@ -136,6 +137,7 @@ def create_app(
     expire_every_s: float = 30.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     evals_report: Path | None = None,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
 ) -> FastAPI:
     """Build the server's ASGI app; its lifespan opens the service and closes it at shutdown.
 
@@ -146,6 +148,8 @@ def create_app(
         max_body_bytes: The largest request body taken; a larger one is a 413, refused
             before it is read and before the token is looked at.
         evals_report: The `agentflow eval` report (JSON) that `/evals` shows.
+        keepalive_s: Seconds of silence after which a streamed turn gets a
+            `: keep-alive` comment, so proxies do not cut a slow step (0: never).
     """
 
     @asynccontextmanager
@@ -176,6 +180,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.runs = set()
     app.state.evals_report = evals_report
+    app.state.keepalive_s = keepalive_s
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the 413s too
@@ -342,7 +347,8 @@ def _event_stream(
             else:
                 yield _sse("message", message_out(event))
 
-    return StreamingResponse(body(), media_type=_SSE, headers={"Cache-Control": "no-cache"})
+    stream = keep_alive(body(), request.app.state.keepalive_s)
+    return StreamingResponse(stream, media_type=_SSE, headers={"Cache-Control": "no-cache"})
 
 
 # -- threads ------------------------------------------------------------------------

@@ -178,6 +178,27 @@ def test_a_client_that_leaves_mid_stream_does_not_cut_the_turn_short(tmp_path: P
     assert [s["node"] for s in view["steps"]] == ["triage", "resolve", "respond"]
 
 
+def test_a_slow_turn_streams_keep_alive_comments_that_clients_skip(tmp_path: Path) -> None:
+    """Each model call takes 100 ms; with `--keepalive-s 0.01` the silence before each step
+    carries `: keep-alive` comments (a proxy with an idle timeout keeps the stream open),
+    and the events around them are those of any turn."""
+    options = {"graph": "bench/support_graph.py", "extra": ("--keepalive-s", "0.01")}
+    with seeded_server(tmp_path, **options) as slow:
+        thread = new_thread(slow)
+        with slow.client("ada") as ada:
+            path = f"/threads/{thread}/messages"
+            sse = {"Accept": "text/event-stream"}
+            response = ada.post(path, json={"text": WHERE}, headers=sse)
+    assert response.status_code == 200, response.text
+    blocks = response.text.strip().split("\n\n")
+    first_step = next(i for i, b in enumerate(blocks) if b.startswith("event: step"))
+    assert ": keep-alive" in blocks[:first_step]  # while the first model call ran
+    events = [b for b in blocks if b != ": keep-alive"]
+    assert [b.split("\n", 1)[0] for b in events][-1] == "event: done"
+    done = json.loads(events[-1].split("data: ", 1)[1])
+    assert done["reply"].startswith("Thanks for reaching out. Order 1042 has shipped.")
+
+
 def test_a_large_refund_waits_for_a_reviewer_then_happens_once(
     serve: Callable[[], LiveServer], shop_url: str
 ) -> None:
