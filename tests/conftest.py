@@ -13,6 +13,9 @@ import pytest
 # production deployments should turn on; run every test with it so a state type that
 # would be blocked fails here first. Set before LangGraph's serializer is imported.
 os.environ.setdefault("LANGGRAPH_STRICT_MSGPACK", "true")
+# litellm (the conformance suite drives serve-model with it) fetches its price map from
+# GitHub at import unless told to use the copy it ships; CI has no network.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 
 @pytest.fixture(scope="session")
