@@ -1,10 +1,11 @@
 """What tracing may record of messages and tool calls: redacted, and without secrets.
 
 Content is recorded only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` asks
-for it (see `agentflow.tracing`), in the GenAI conventions' JSON shapes
-(`gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.system_instructions`).
-Everything recorded, error messages included, goes through `redact`: the values of the
-secrets tools declared are cut, then the node's PII detector redacts personal data.
+for it (see `agentflow.tracing`), as structured values in the GenAI conventions' shapes
+(`gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.system_instructions`: lists
+of objects, not JSON text). Everything recorded, error messages included, goes through
+`redact`: the values of the secrets tools declared are cut, then the node's PII detector
+redacts personal data.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from agentflow.messages import AssistantMessage, Message, SystemMessage, ToolRes
 from agentflow.models.base import ModelResponse
 from agentflow.pii import PiiDetector
 
-__all__ = ["DEFAULT_REDACTOR", "chat_content", "json_text", "redact", "redactor", "secret_names"]
+__all__ = [
+    "DEFAULT_REDACTOR",
+    "chat_content",
+    "redact",
+    "redacted",
+    "redactor",
+    "secret_names",
+    "structured",
+]
 
 redactor: ContextVar[PiiDetector | None] = ContextVar("agentflow_redactor", default=None)
 """Set inside a traced node: the PII detector (the router's) for what is recorded there."""
@@ -36,15 +45,37 @@ def redact(text: str) -> str:
     return (redactor.get() or DEFAULT_REDACTOR).redact(text)[0]
 
 
-def json_text(value: Any) -> str:
-    """JSON of recorded content, redacted as a whole (strings nested in arguments too)."""
-    return redact(json.dumps(value, ensure_ascii=False, default=str))
+def redacted(value: Any) -> Any:
+    """Structured content as it may be recorded: every string in it (keys aside) redacted,
+    other values kept, anything else (a date, say) as its redacted text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): redacted(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return redact(str(value))
+
+
+def structured(text: str) -> Any:
+    """A tool's result as the conventions want it: the object its JSON text holds, else
+    the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:
     if isinstance(message, ToolResultMessage):
         return [
-            {"type": "tool_call_response", "id": message.tool_call_id, "response": message.content}
+            {
+                "type": "tool_call_response",
+                "id": message.tool_call_id,
+                "response": structured(message.content),
+            }
         ]
     if not isinstance(message, AssistantMessage):
         return [{"type": "text", "content": message.content}]
@@ -60,8 +91,10 @@ def _parts(message: Message) -> list[dict[str, Any]]:
     return parts
 
 
-def chat_content(messages: list[Message], response: ModelResponse) -> tuple[str, str, str | None]:
-    """The input messages, output messages and system instructions of one call, as JSON."""
+def chat_content(
+    messages: list[Message], response: ModelResponse
+) -> tuple[list[Any], list[Any], list[Any] | None]:
+    """The input messages, output messages and system instructions of one call, redacted."""
     system = [m for m in messages if isinstance(m, SystemMessage)]
     history = [
         {"role": m.role, "parts": _parts(m)} for m in messages if not isinstance(m, SystemMessage)
@@ -74,4 +107,4 @@ def chat_content(messages: list[Message], response: ModelResponse) -> tuple[str,
         }
     ]
     instructions = [{"type": "text", "content": m.content} for m in system]
-    return json_text(history), json_text(output), json_text(instructions) if system else None
+    return redacted(history), redacted(output), redacted(instructions) if system else None

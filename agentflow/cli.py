@@ -160,7 +160,11 @@ def run(
         return
     from agentflow.otel import configure
 
-    telemetry = configure(chosen)  # type: ignore[arg-type]
+    try:
+        telemetry = configure(chosen)  # type: ignore[arg-type]
+    except BaseException:
+        work.close()  # never started: no "coroutine was never awaited" after the error
+        raise
     try:
         asyncio.run(work)
     finally:

@@ -17,7 +17,8 @@ Which exporter: the argument, else `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `n
 else `otlp`. OTLP goes over HTTP/protobuf unless `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
 `OTEL_EXPORTER_OTLP_PROTOCOL` says `grpc`; the endpoint, headers and timeouts are the
 exporters' own `OTEL_EXPORTER_OTLP_*` variables. Metrics follow `OTEL_METRICS_EXPORTER`,
-else go where the traces go when that is OTLP.
+and the GenAI events (captured content, failed model calls) `OTEL_LOGS_EXPORTER`; each
+goes where the traces go when that is OTLP, else nowhere.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -45,6 +48,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from agentflow import _genai as genai
 from agentflow import tracing
 from agentflow.exceptions import ConfigError
 
@@ -61,25 +65,35 @@ class Telemetry:
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider | None
+    logger_provider: LoggerProvider | None = None
 
     def force_flush(self) -> None:
-        """Export every finished span and the metrics collected so far."""
+        """Export every finished span, the events and the metrics collected so far."""
         self.tracer_provider.force_flush()
+        if self.logger_provider is not None:
+            self.logger_provider.force_flush()
         if self.meter_provider is not None:
             self.meter_provider.force_flush()
 
     def shutdown(self) -> None:
-        """Flush and stop the exporters; agentflow goes back to the global providers."""
+        """Flush and stop the exporters; agentflow goes back to the global providers.
+
+        agentflow lets go of these providers first, and asks the global ones for nothing
+        until its next span: a provider that is shut down gives out no meter.
+        """
+        tracing.use_providers()
         self.tracer_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
-        tracing.use_providers()
 
 
 def configure(
     traces: ExporterName | SpanExporter | None = None,
     *,
     metrics_to: ExporterName | MetricReader | None = None,
+    events_to: ExporterName | LogRecordExporter | None = None,
     batch: bool = True,
     set_global: bool = True,
     out: TextIO | None = None,
@@ -91,6 +105,9 @@ def configure(
             `none`, or any SDK `SpanExporter`. Default: `OTEL_TRACES_EXPORTER`, else `otlp`.
         metrics_to: `otlp`, `console`, `none`, or an SDK `MetricReader`. Default:
             `OTEL_METRICS_EXPORTER`, else `otlp` when the traces go over OTLP.
+        events_to: Where the GenAI events go (log records): `otlp`, `none`, or an SDK
+            `LogRecordExporter`. Default: `OTEL_LOGS_EXPORTER`, else `otlp` when the
+            traces go over OTLP (`console` prints each record as JSON).
         batch: Export spans in batches from a background thread (a `SpanExporter`
             argument only; OTLP always batches, the console tree never does).
         set_global: Also make these the process's global providers, so other
@@ -99,8 +116,11 @@ def configure(
         out: Where the console tree goes (stdout by default).
 
     Raises:
-        ConfigError: An unknown exporter or protocol, or the OTLP extra is missing.
+        ConfigError: An unknown exporter or protocol, an unknown
+            `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`, or the OTLP extra is
+            missing.
     """
+    genai.capture_mode()  # a bad content setting fails before any provider is made
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "agentflow")})
     tracer_provider = TracerProvider(resource=resource)
     chosen = traces if traces is not None else _from_env("OTEL_TRACES_EXPORTER", "otlp")
@@ -120,12 +140,52 @@ def configure(
     meter_provider: MeterProvider | None = None
     if reader is not None:
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    logger_provider = _logger_provider(
+        resource,
+        events_to if events_to is not None else _from_env("OTEL_LOGS_EXPORTER", default_metrics),
+    )
     if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(tracer_provider)
         if meter_provider is not None:
             metrics.set_meter_provider(meter_provider)
-    tracing.use_providers(tracer_provider, meter_provider)
-    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        if logger_provider is not None:
+            _logs.set_logger_provider(logger_provider)
+    tracing.use_providers(tracer_provider, meter_provider, logger_provider)
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+    )
+
+
+def _logger_provider(
+    resource: Resource, chosen: ExporterName | LogRecordExporter
+) -> LoggerProvider | None:
+    if chosen == "none":
+        return None
+    exporter: LogRecordExporter
+    if chosen == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        exporter = ConsoleLogRecordExporter()
+    elif chosen == "otlp":
+        exporter = _otlp_log_exporter()
+    else:
+        exporter = chosen
+    provider = LoggerProvider(resource=resource)
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    return provider
+
+
+def _otlp_log_exporter() -> LogRecordExporter:
+    try:
+        if _protocol() == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    except ImportError as exc:
+        raise ConfigError(f"the OTLP exporter is not installed: {_INSTALL}") from exc
+    return OTLPLogExporter()
 
 
 def _from_env(variable: str, default: ExporterName) -> ExporterName:
@@ -238,14 +298,14 @@ def _describe(span: ReadableSpan) -> str:
     a = span.attributes or {}
     ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     parts = [span.name]
-    if tracing.CONVERSATION_ID in a:
-        parts.append(f"thread={a[tracing.CONVERSATION_ID]}")
+    if genai.CONVERSATION_ID in a and a.get(genai.OPERATION) == "invoke_agent":
+        parts.append(f"thread={a[genai.CONVERSATION_ID]}")
     if a.get(tracing.RESUMED):
         parts.append("resumed")
-    if tracing.ROUTE_TIER in a and tracing.OPERATION not in a:
+    if tracing.ROUTE_TIER in a and genai.OPERATION not in a:
         parts.append(f"tier={a[tracing.ROUTE_TIER]} ({a.get(tracing.ROUTE_REASON, '')})")
-    if tracing.INPUT_TOKENS in a:
-        parts.append(f"tokens={a[tracing.INPUT_TOKENS]}/{a.get(tracing.OUTPUT_TOKENS, 0)}")
+    if genai.INPUT_TOKENS in a:
+        parts.append(f"tokens={a[genai.INPUT_TOKENS]}/{a.get(genai.OUTPUT_TOKENS, 0)}")
     elif tracing.NODE_INPUT_TOKENS in a:
         parts.append(f"tokens={a[tracing.NODE_INPUT_TOKENS]}/{a.get(tracing.NODE_OUTPUT_TOKENS)}")
     if tracing.COST in a:
@@ -256,7 +316,7 @@ def _describe(span: ReadableSpan) -> str:
         where = a.get(tracing.CONTAINER_ID) or a[tracing.SANDBOX_KIND]
         warm = {True: " warm", False: " cold"}.get(a.get(tracing.POOL_HIT))  # type: ignore[arg-type]
         parts.append(f"sandbox={where}{warm or ''} exit={a.get(tracing.EXIT_CODE)}")
-    if tracing.ERROR_TYPE in a:
-        parts.append(f"error={a[tracing.ERROR_TYPE]}")
+    if genai.ERROR_TYPE in a:
+        parts.append(f"error={a[genai.ERROR_TYPE]}")
     parts.append(f"{ms:.1f} ms")
     return "  ".join(str(p) for p in parts)

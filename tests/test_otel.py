@@ -3,11 +3,13 @@ decode the protobuf, the console tree, and the environment variables that choose
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,10 @@ from typing import Any
 import grpc
 import pytest
 from langgraph.types import Command
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -26,9 +32,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as ProtoLogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric as ProtoMetric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from typer.testing import CliRunner
 
 from agentflow import ConfigError, ScriptedModel, UserMessage
+from agentflow.cli import app
 from agentflow.otel import configure
 from agentflow.sandbox import Sandboxes
 from tests.helpers import three_tiers
@@ -38,13 +48,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Received:
-    """What a receiver decoded: spans and metric names, with the service name they came from."""
+    """What a receiver decoded: spans, metrics and log records, the service name they came
+    from, and the schema URL of each instrumentation scope (by scope name)."""
 
     def __init__(self) -> None:
         self.spans: list[ProtoSpan] = []
         self.services: set[str] = set()
         self.metrics: set[str] = set()
+        self.metric_data: list[ProtoMetric] = []
+        self.logs: list[ProtoLogRecord] = []
+        self.schema_urls: dict[str, set[str]] = {}
         self.lock = threading.Lock()
+
+    def _scope(self, scoped: Any) -> None:
+        self.schema_urls.setdefault(scoped.scope.name, set()).add(scoped.schema_url)
 
     def add_traces(self, request: ExportTraceServiceRequest) -> None:
         with self.lock:
@@ -53,18 +70,28 @@ class Received:
                     if attribute.key == "service.name":
                         self.services.add(attribute.value.string_value)
                 for scope_spans in resource_spans.scope_spans:
+                    self._scope(scope_spans)
                     self.spans.extend(scope_spans.spans)
 
     def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
         with self.lock:
             for resource_metrics in request.resource_metrics:
                 for scope_metrics in resource_metrics.scope_metrics:
+                    self._scope(scope_metrics)
                     self.metrics.update(m.name for m in scope_metrics.metrics)
+                    self.metric_data.extend(scope_metrics.metrics)
+
+    def add_logs(self, request: ExportLogsServiceRequest) -> None:
+        with self.lock:
+            for resource_logs in request.resource_logs:
+                for scope_logs in resource_logs.scope_logs:
+                    self._scope(scope_logs)
+                    self.logs.extend(scope_logs.log_records)
 
 
 @pytest.fixture
 def http_receiver() -> Iterator[tuple[str, Received]]:
-    """An OTLP/HTTP receiver: POST /v1/traces and /v1/metrics with protobuf bodies."""
+    """An OTLP/HTTP receiver: POST /v1/traces, /v1/metrics and /v1/logs, protobuf bodies."""
     received = Received()
 
     class Handler(BaseHTTPRequestHandler):
@@ -77,6 +104,9 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
             elif self.path == "/v1/metrics":
                 received.add_metrics(ExportMetricsServiceRequest.FromString(body))
                 answer = ExportMetricsServiceResponse().SerializeToString()
+            elif self.path == "/v1/logs":
+                received.add_logs(ExportLogsServiceRequest.FromString(body))
+                answer = ExportLogsServiceResponse().SerializeToString()
             else:
                 self.send_error(404)
                 return
@@ -218,6 +248,60 @@ def test_cli_trace_otlp_sends_the_run_to_the_collector(
     names = {s.name for s in received.spans}
     assert {"invoke_agent quickstart", "triage", "execute_tool lookup_order"} <= names
     assert len({s.trace_id for s in received.spans}) == 1
+    assert "gen_ai.client.token.usage" in received.metrics
+    # Shutting down must not ask the shut-down MeterProvider for a meter (it warned).
+    assert "MeterProvider" not in result.stderr, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_cli_capture_content_true_records_structured_events(
+    http_receiver: tuple[str, Received],
+) -> None:
+    """`true`, the boolean older instrumentations read, captures content on spans and as
+    log-based events; it used to abort the run before it started."""
+    endpoint, received = http_receiver
+    result = cli(
+        "run",
+        "examples/quickstart.py",
+        "-m",
+        "where is my order 1042?",
+        "--trace",
+        "otlp",
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "never awaited" not in result.stderr
+    events = [
+        r for r in received.logs if r.event_name == "gen_ai.client.inference.operation.details"
+    ]
+    chats = [s for s in received.spans if s.name.startswith("chat ")]
+    assert len(events) == len(chats) >= 3
+    attributes = {a.key: a.value for a in events[0].attributes}
+    first = attributes["gen_ai.input.messages"].array_value.values[0].kvlist_value
+    assert {kv.key: kv.value.string_value for kv in first.values}["role"] == "user"
+    on_span = {a.key: a.value for a in chats[0].attributes}
+    assert on_span["gen_ai.input.messages"].WhichOneof("value") == "array_value"
+
+
+def test_cli_a_bad_capture_setting_fails_in_one_line() -> None:
+    """In process, where the run's coroutine, made before the exporters, was left never
+    awaited (a RuntimeWarning, an error under pytest) when setting them up failed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(
+            app,
+            ["run", str(ROOT / "examples/quickstart.py"), "-m", "hi", "--trace", "console"],
+            env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "everything"},
+        )
+        status, output = result.exit_code, result.output
+        del result  # its traceback holds the frames that hold the coroutine
+        gc.collect()
+    assert status == 1
+    assert "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: must be one of" in output
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
 
 
 def test_cli_rejects_an_unknown_exporter_in_one_line() -> None:

@@ -6,12 +6,14 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -43,9 +45,13 @@ from tests.sandbox import sandboxed_tools
 class Telemetry:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    logs: InMemoryLogRecordExporter
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
+
+    def events(self, name: str) -> list[ReadableLogRecord]:
+        return [r for r in self.logs.get_finished_logs() if r.log_record.event_name == name]
 
     def metric(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
@@ -67,11 +73,15 @@ def telemetry() -> Iterator[Telemetry]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
-    tracing.use_providers(provider, meters)
-    yield Telemetry(exporter=exporter, reader=reader)
+    logs = InMemoryLogRecordExporter()
+    loggers = LoggerProvider()
+    loggers.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    tracing.use_providers(provider, meters, loggers)
+    yield Telemetry(exporter=exporter, reader=reader, logs=logs)
     tracing.use_providers()
     provider.shutdown()
     meters.shutdown()
+    loggers.shutdown()
 
 
 def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
@@ -114,7 +124,7 @@ def issue_refund(order_id: int, amount: float) -> str:
     return f"refunded {amount} on {order_id}"
 
 
-async def ask_once(router: Any) -> dict[str, Any]:
+async def ask_once(router: Any, *, thread: str | None = None) -> dict[str, Any]:
     """Run a one-node graph (`test`: node `step`, kind respond) that asks the model once."""
 
     async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
@@ -122,7 +132,8 @@ async def ask_once(router: Any) -> dict[str, Any]:
         return {}
 
     graph = single_node_graph(router, body)
-    return await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]})
+    config: Any = {"configurable": {"thread_id": thread}} if thread else None
+    return await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]}, config)
 
 
 def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> AgentGraph[Any]:
@@ -378,42 +389,54 @@ async def test_captured_content_is_redacted_and_never_holds_secrets(
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", mode)
     monkeypatch.setenv("AGENTFLOW_TEST_SECRET", "hunter2-s3cret")
-    tracing.use_providers(*_providers(telemetry))
+    tracing.use_providers(*_providers(telemetry))  # re-reads the capture setting
     model = ScriptedModel([ToolCall(id="c1", name="read_env"), "mail jane@example.com"])
     ask = UserMessage(content="my card is 4111 1111 1111 1111")
     await content_graph(model).compile(sandbox=sandboxes).ainvoke({"messages": [ask]})
     spans = telemetry.spans()
+    events = telemetry.events(tracing.CONTENT_EVENT)
     everything = json.dumps(
-        [[dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]] for s in spans],
+        [
+            *[
+                [dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]]
+                for s in spans
+            ],
+            *[dict(e.log_record.attributes or {}) for e in events],
+        ],
         default=str,
     )
-    assert "hunter2-s3cret" not in everything, "a tool's secret reached a span"
+    assert "hunter2-s3cret" not in everything, "a tool's secret reached a span or an event"
     assert "4111" not in everything and "jane@example.com" not in everything
     chat = next(s for s in spans if s.name.startswith("chat") and s.attributes)
     assert chat.attributes is not None
-    content_events = [e for e in chat.events if e.name == tracing.CONTENT_EVENT]
     assert ("gen_ai.input.messages" in chat.attributes) is on_span
-    assert bool(content_events) is as_event
-    recorded = chat.attributes if on_span else content_events[0].attributes
+    assert not chat.events, "content goes on log-based events, not span events"
+    assert len(events) == (2 if as_event else 0)  # one per model call
+    if as_event:
+        assert chat.context is not None
+        assert events[0].log_record.span_id == chat.context.span_id  # in the call's span
+    recorded = chat.attributes if on_span else events[0].log_record.attributes
     assert recorded is not None
-    [user] = json.loads(str(recorded["gen_ai.input.messages"]))
-    assert user == {"role": "user", "parts": [{"type": "text", "content": "my card is [CARD]"}]}
-    assert json.loads(str(recorded["gen_ai.system_instructions"])) == [
-        {"type": "text", "content": "Be brief."}
-    ]
-    [output] = json.loads(str(recorded["gen_ai.output.messages"]))
+    # Structured values (the conventions' shapes), not JSON text.
+    [user] = recorded["gen_ai.input.messages"]  # type: ignore[misc]
+    assert user == {"role": "user", "parts": ({"type": "text", "content": "my card is [CARD]"},)}
+    assert recorded["gen_ai.system_instructions"] == ({"type": "text", "content": "Be brief."},)
+    [output] = cast(Any, recorded["gen_ai.output.messages"])
     assert output["parts"][0]["type"] == "tool_call" and output["finish_reason"] == "tool_calls"
     tool_span = next(s for s in spans if s.name == "execute_tool read_env")
     assert tool_span.attributes is not None
     assert ("gen_ai.tool.call.result" in tool_span.attributes) is on_span
     if on_span:
         assert "[SECRET]" in str(tool_span.attributes["gen_ai.tool.call.result"])
+        assert tool_span.attributes["gen_ai.tool.call.arguments"] == {}
 
 
-def _providers(telemetry: Telemetry) -> tuple[TracerProvider, MeterProvider]:
+def _providers(telemetry: Telemetry) -> tuple[TracerProvider, MeterProvider, LoggerProvider]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(telemetry.exporter))
-    return provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+    loggers = LoggerProvider()
+    loggers.add_log_record_processor(SimpleLogRecordProcessor(telemetry.logs))
+    return provider, MeterProvider(metric_readers=[InMemoryMetricReader()]), loggers
 
 
 def test_an_unknown_capture_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -223,6 +223,7 @@ class _Assembly:
     usage: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
     model: str = ""
+    id: str = ""
     done: bool = False
 
     def apply(self, event: dict[str, Any]) -> str:
@@ -231,6 +232,7 @@ class _Assembly:
         if kind == "message_start":
             message = event.get("message") or {}
             self.model = message.get("model") or self.model
+            self.id = str(message.get("id") or self.id)
             self._count(message.get("usage"))
         elif kind == "content_block_start":
             self.blocks[int(event["index"])] = dict(event.get("content_block") or {})
@@ -394,6 +396,7 @@ class AnthropicModel(Model):
             model=data.get("model") or self.name,
             req=req,
             latency_s=latency_s,
+            response_id=str(data.get("id") or ""),
         )
 
     def _tool_call(self, block: dict[str, Any]) -> ToolCall:
@@ -415,6 +418,7 @@ class AnthropicModel(Model):
         model: str,
         req: ModelRequest,
         latency_s: float,
+        response_id: str = "",
     ) -> ModelResponse:
         text: list[str] = []
         reasoning: list[str] = []
@@ -442,6 +446,7 @@ class AnthropicModel(Model):
             provider=self.provider,
             finish_reason="tool_calls" if calls else finish,
             latency_s=latency_s,
+            id=response_id,
         )
 
     async def request(self, req: ModelRequest) -> ModelResponse:
@@ -478,6 +483,7 @@ class AnthropicModel(Model):
             model=assembly.model,
             req=req,
             latency_s=time.perf_counter() - started,
+            response_id=assembly.id,
         )
 
     def _stream_error(self, event: dict[str, Any]) -> ModelError:

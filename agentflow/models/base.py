@@ -189,6 +189,8 @@ class ModelResponse:
     provider: str = ""
     finish_reason: str = "stop"
     latency_s: float = 0.0
+    id: str = ""
+    """The provider's id of this completion (`chatcmpl-...`, `msg_...`); empty if none."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -225,7 +227,15 @@ class Model(ABC):
 
     name: str
     provider: str
+    """The backend: the wire format spoken (`openai` for any OpenAI-compatible endpoint)."""
     profile: ModelProfile = DEFAULT_PROFILE
+
+    @property
+    def provider_name(self) -> str:
+        """Who serves the model, as OpenTelemetry's `gen_ai.provider.name` names it
+        (`deepseek` for DeepSeek's OpenAI-compatible API); `provider` unless the backend
+        knows better."""
+        return self.provider
 
     @abstractmethod
     async def request(self, req: ModelRequest) -> ModelResponse:

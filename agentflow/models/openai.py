@@ -65,15 +65,40 @@ _HOSTS: dict[str, tuple[str, bool]] = {
     "openrouter.ai": ("OPENROUTER_API_KEY", True),
 }
 
+# host suffix -> `gen_ai.provider.name`: the conventions' well-known value where it has
+# one (v1.41: openai, deepseek, groq, mistral_ai, perplexity, x_ai, azure.ai.openai,
+# gcp.gemini), else the provider's name in the same lowercase style.
+_PROVIDER_NAMES: dict[str, str] = {
+    "api.openai.com": "openai",
+    "api.deepseek.com": "deepseek",
+    "api.moonshot.ai": "moonshot_ai",
+    "api.moonshot.cn": "moonshot_ai",
+    "api.z.ai": "z_ai",
+    "open.bigmodel.cn": "z_ai",
+    "aliyuncs.com": "dashscope",
+    "openrouter.ai": "openrouter",
+    "api.groq.com": "groq",
+    "api.mistral.ai": "mistral_ai",
+    "api.perplexity.ai": "perplexity",
+    "api.x.ai": "x_ai",
+    "openai.azure.com": "azure.ai.openai",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
-def _host_settings(base_url: str) -> tuple[str | None, bool]:
+def _by_host(base_url: str, table: Mapping[str, Any]) -> Any:
     host = urlsplit(base_url).hostname or ""
-    for suffix, settings in _HOSTS.items():
+    for suffix, value in table.items():
         if host == suffix or host.endswith("." + suffix):
-            return settings
-    return None, True  # a self-run server (vLLM, SGLang): no key needed, schemas honoured
+            return value
+    return None
+
+
+def _host_settings(base_url: str) -> tuple[str | None, bool]:
+    # Unknown: a self-run server (vLLM, SGLang): no key needed, schemas honoured.
+    return _by_host(base_url, _HOSTS) or (None, True)
 
 
 def wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -260,6 +285,13 @@ class OpenAIModel(Model):
     def _host_settings(self) -> tuple[str | None, bool]:
         return _host_settings(self.base_url)
 
+    @property
+    def provider_name(self) -> str:
+        """The hosted API's provider (`deepseek`, `moonshot_ai`, `z_ai`, `openrouter`, ...)
+        from the base URL's host; `openai` for an endpoint of unknown origin, whose wire
+        format is all that is known of it."""
+        return _by_host(self.base_url, _PROVIDER_NAMES) or self.provider
+
     # -- request ------------------------------------------------------------------
 
     def body(self, req: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
@@ -356,6 +388,7 @@ class OpenAIModel(Model):
             model=data.get("model") or self.name,
             req=req,
             latency_s=latency_s,
+            response_id=str(data.get("id") or ""),
         )
 
     def _response(
@@ -369,6 +402,7 @@ class OpenAIModel(Model):
         model: str,
         req: ModelRequest,
         latency_s: float,
+        response_id: str = "",
     ) -> ModelResponse:
         if isinstance(req.output, Choice) and content:
             content = self._unwrap_choice(content)
@@ -379,6 +413,7 @@ class OpenAIModel(Model):
             provider=self.provider,
             finish_reason="tool_calls" if calls else _FINISH.get(finish or "stop", finish or ""),
             latency_s=latency_s,
+            id=response_id,
         )
 
     def _unwrap_choice(self, content: str) -> str:
@@ -403,6 +438,7 @@ class OpenAIModel(Model):
         finish: str | None = None
         usage = Usage()
         model = self.name
+        response_id = ""
         events = self.endpoint.stream(
             self.chat_path, self.body(req, stream=True), timeout_s=req.settings.timeout_s
         )
@@ -414,6 +450,7 @@ class OpenAIModel(Model):
                     body=event,
                 )
             model = event.get("model") or model
+            response_id = response_id or str(event.get("id") or "")
             if event.get("usage"):
                 usage = _usage(event["usage"])
             for choice in event.get("choices") or []:
@@ -454,6 +491,7 @@ class OpenAIModel(Model):
             model=model,
             req=req,
             latency_s=time.perf_counter() - started,
+            response_id=response_id,
         )
 
     async def aclose(self) -> None:

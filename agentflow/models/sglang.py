@@ -214,4 +214,5 @@ class SGLangModel(OpenAIModel):
             provider=self.provider,
             finish_reason=str(finish.get("type", "stop")) if isinstance(finish, dict) else "stop",
             latency_s=float(meta.get("e2e_latency") or time.perf_counter() - started),
+            id=str(meta.get("id") or ""),
         )
