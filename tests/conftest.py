@@ -145,3 +145,12 @@ def pytest_sessionfinish() -> None:
             with contextlib.suppress(Exception):  # another process reaped it first
                 container.remove(force=True)
         client.close()
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Any]:
+    """agentflow's spans, metrics and log events, kept in memory (tests/telemetry.py)."""
+    from tests.telemetry import in_memory_telemetry
+
+    with in_memory_telemetry() as kept:
+        yield kept

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from opentelemetry.trace import StatusCode
 
 from agentflow import (
     END,
@@ -33,6 +34,7 @@ from agentflow.exceptions import ConfigError
 from agentflow.journal import open_journal
 from agentflow.mcp import McpServer, McpTool, tools_from_mcp
 from tests.helpers import three_tiers
+from tests.telemetry import Telemetry
 
 SERVERS = Path(__file__).parent / "servers"
 WEATHER = str(SERVERS / "weather.py")
@@ -305,3 +307,40 @@ async def test_a_graph_runs_mcp_tools_exactly_once_across_a_resume(
     assert results[0].content == '{"payouts":1,"key":"till:p1"}', "paid out once"
     assert results[1].content == "printed"
     await journal.aclose()
+
+
+async def test_mcp_tool_calls_are_execute_tool_spans_in_the_run(
+    stdio_server: McpServer, telemetry: Telemetry
+) -> None:
+    """An MCP call is traced like any `@tool`: its span in the run's trace, a failed
+    call an error on it that goes back to the model."""
+    model = ScriptedModel(
+        [
+            [ToolCall(id="f1", name="forecast", arguments={"city": "Oslo", "days": 2})],
+            [ToolCall(id="x1", name="fail", arguments={"reason": "no"})],
+            "sunny",
+        ]
+    )
+    graph: AgentGraph[Any] = AgentGraph("weather", router=three_tiers(model, model, model))
+    graph.agent("work", tools=await stdio_server.tools(include={"forecast", "fail"}))
+    graph.edge(START, "work").edge("work", END)
+    config: Any = {"configurable": {"thread_id": "wx"}}
+    app = graph.compile(checkpointer=InMemorySaver())
+    await app.ainvoke({"messages": [UserMessage(content="weather?")]}, config)
+    spans = {s.name: s for s in telemetry.spans()}
+    run = spans["invoke_agent weather"]
+    forecast, failed = spans["execute_tool forecast"], spans["execute_tool fail"]
+    for span in (forecast, failed):
+        assert span.context is not None and run.context is not None
+        assert span.context.trace_id == run.context.trace_id
+        assert span.attributes is not None
+        assert span.attributes["gen_ai.conversation.id"] == "wx"
+    assert forecast.attributes is not None and failed.attributes is not None
+    assert forecast.attributes["gen_ai.tool.call.id"] == "f1"
+    assert forecast.attributes["gen_ai.tool.description"] == (
+        "Tell the weather of the coming days in a city."
+    )
+    assert forecast.status.status_code is StatusCode.UNSET
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "tool_retry"
+    assert "cannot do that: no" in (failed.status.description or "")
