@@ -270,16 +270,7 @@ class AgentLoop:
         assert journal is not None and key is not None
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
-            message = ToolResultMessage(
-                tool_call_id=call.id,
-                name=call.name,
-                content=entry.content or "",
-                is_error=entry.is_error,
-            )
-            # `Tool.run` returns an error result only for a retryable error (invalid
-            # arguments, `ToolRetry`); any other failure raises and is never finished. So
-            # a replayed error counts towards the cap as it did when it was first made.
-            return ToolOutcome(message=message, retryable_error=entry.is_error)
+            return ToolOutcome.replayed(call, entry)
         crash_point("journal.begun")
         outcome = await ctx.run_tool(tool, call, run_ctx)
         crash_point("tool.returned")  # the effect happened; the journal does not know yet

@@ -76,6 +76,15 @@ def _options(
     quiet_libraries(verbose=verbose)
 
 
+KeepAliveOption = Annotated[
+    float,
+    typer.Option(
+        "--keepalive-s",
+        min=0,
+        help="Seconds of silence after which an event stream gets a ': keep-alive' "
+        "comment, so proxies with an idle timeout keep it open (0: never).",
+    ),
+]
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -246,15 +255,7 @@ def serve(
     evals_report: Annotated[
         Path, typer.Option(help="The `agentflow eval` report shown at /evals.")
     ] = Path(".agentflow/evals/latest.json"),
-    keepalive_s: Annotated[
-        float,
-        typer.Option(
-            "--keepalive-s",
-            min=0,
-            help="Seconds of silence after which an event stream gets a ': keep-alive' "
-            "comment, so proxies with an idle timeout keep it open (0: never).",
-        ),
-    ] = 15.0,
+    keepalive_s: KeepAliveOption = 15.0,
 ) -> None:
     """Serve a graph's conversations over HTTP: threads, escalations, /healthz, /metrics,
     and the latest eval report at /evals.
@@ -383,15 +384,7 @@ def serve_model(
             "are a 404 model_not_found."
         ),
     ] = None,
-    keepalive_s: Annotated[
-        float,
-        typer.Option(
-            "--keepalive-s",
-            min=0,
-            help="Seconds of silence after which an event stream gets a ': keep-alive' "
-            "comment, so proxies with an idle timeout keep it open (0: never).",
-        ),
-    ] = 15.0,
+    keepalive_s: KeepAliveOption = 15.0,
     parallel_tool_calls: Annotated[
         bool,
         typer.Option(

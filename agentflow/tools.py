@@ -55,6 +55,7 @@ from agentflow.sandbox.base import HostHandler, Limits, SandboxCall
 from agentflow.tracing import record_sandbox
 
 if TYPE_CHECKING:
+    from agentflow.journal import JournalEntry
     from agentflow.sandbox import Sandboxes
 
 __all__ = ["HostError", "RunContext", "Tool", "ToolOutcome", "ToolRetry", "host", "tool"]
@@ -144,6 +145,22 @@ class ToolOutcome:
     """True when the arguments were invalid or the tool raised `ToolRetry`."""
     value: Any = None
     """The tool's return value, when it succeeded."""
+
+    @classmethod
+    def replayed(cls, call: ToolCall, entry: JournalEntry) -> ToolOutcome:
+        """The outcome a journal recorded as done for `call`, instead of running it again.
+
+        `Tool.run` returns an error result only for a retryable error (invalid arguments,
+        `ToolRetry`); any other failure raises and is never finished. So a replayed error
+        is retryable, and counts towards the cap as it did when it was first made.
+        """
+        message = ToolResultMessage(
+            tool_call_id=call.id,
+            name=call.name,
+            content=entry.content or "",
+            is_error=entry.is_error,
+        )
+        return cls(message=message, retryable_error=entry.is_error)
 
 
 class Tool(Generic[DepsT]):

@@ -131,15 +131,7 @@ class ToolServer:
         assert journal is not None and key is not None
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
-            from agentflow.messages import ToolResultMessage
-
-            message = ToolResultMessage(
-                tool_call_id=call.id,
-                name=call.name,
-                content=entry.content or "",
-                is_error=entry.is_error,
-            )
-            return ToolOutcome(message=message, retryable_error=entry.is_error)
+            return ToolOutcome.replayed(call, entry)
         outcome = await _run(tool, call, ctx, self.sandboxes)
         await journal.finish(key, outcome.message.content, outcome.message.is_error)
         return outcome

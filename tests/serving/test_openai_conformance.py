@@ -13,14 +13,13 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import httpx2
 import openai
 import pytest
 import xgrammar
-from pydantic import BaseModel
 
 from agentflow.messages import UserMessage
 from agentflow.models.base import ModelRequest, ToolSpec
@@ -28,29 +27,12 @@ from agentflow.models.local import LocalModel, constraint, parse_reply
 from agentflow.serving.local_server import create_app
 from agentflow.serving.sse import KEEPALIVE
 from tests.serving.scripted_engine import ScriptedEngine, scripted_model, serving
+from tests.serving.test_local_server import LOOKUP, Ticket
 
 NAME = "gemma3-270m"
 ALIAS = "support-small"
 
 
-class Ticket(BaseModel):
-    intent: Literal["order_status", "refund", "other"]
-    order_id: int | None
-
-
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "lookup_order",
-        "description": "Look up an order.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order_id": {"type": "integer"}},
-            "required": ["order_id"],
-            "additionalProperties": False,
-        },
-    },
-}
 REFUND = {
     "type": "function",
     "function": {**LOOKUP["function"], "name": "issue_refund", "description": "Refund."},
