@@ -32,7 +32,7 @@ from agentflow.models.base import (
 )
 from agentflow.models.fallback import Failure, try_in_order
 from agentflow.routing import Attempt, RouteDecision, Router
-from agentflow.tracing import instrument, tool_span
+from agentflow.tracing import instrument, run_traced
 
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal
@@ -159,10 +159,7 @@ class StepContext(Generic[DepsT]):
     ) -> ToolOutcome:
         """Run one tool call from this step, as an agent loop does: in an `execute_tool`
         span, a sandboxed tool in the graph's sandboxes (see `Tool.run`)."""
-        with tool_span(tool, call) as record:
-            outcome = await tool.run(call, run_ctx, sandboxes=self.sandboxes)
-            record(outcome)
-        return outcome
+        return await run_traced(tool, call, run_ctx, self.sandboxes)
 
     @overload
     async def llm(

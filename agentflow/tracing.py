@@ -70,8 +70,9 @@ if TYPE_CHECKING:
 
     from agentflow.messages import ToolCall
     from agentflow.routing import Tier
+    from agentflow.sandbox import Sandboxes
     from agentflow.sandbox.base import ExecResult
-    from agentflow.tools import Tool, ToolOutcome
+    from agentflow.tools import RunContext, Tool, ToolOutcome
 
 __all__ = [
     "CaptureMode",
@@ -82,6 +83,7 @@ __all__ = [
     "instrument_graph",
     "node_span",
     "record_sandbox",
+    "run_traced",
     "tool_span",
     "use_providers",
 ]
@@ -575,6 +577,16 @@ def tool_span(tool: Tool[Any], call: ToolCall) -> Iterator[Any]:
 
 def _ignore(outcome: ToolOutcome) -> None:
     """What `tool_span` yields while tracing is off."""
+
+
+async def run_traced(
+    tool: Tool[Any], call: ToolCall, ctx: RunContext[Any], sandboxes: Sandboxes | None
+) -> ToolOutcome:
+    """Run one tool call (`Tool.run`) in its `execute_tool` span, its outcome recorded."""
+    with tool_span(tool, call) as record:
+        outcome = await tool.run(call, ctx, sandboxes=sandboxes)
+        record(outcome)
+    return outcome
 
 
 def record_sandbox(kind: str, result: ExecResult) -> None:

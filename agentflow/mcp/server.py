@@ -33,7 +33,7 @@ from agentflow.hitl import arguments_digest
 from agentflow.mcp.tool import IDEMPOTENCY_META
 from agentflow.messages import ToolCall
 from agentflow.tools import RunContext, Tool, ToolOutcome
-from agentflow.tracing import tool_span
+from agentflow.tracing import run_traced
 
 if TYPE_CHECKING:
     from mcp import types
@@ -103,7 +103,7 @@ class ToolServer:
             if tool.side_effects and self.journal is not None and key is not None:
                 outcome = await self._run_once(tool, call, ctx)
             else:
-                outcome = await _run(tool, call, ctx, self.sandboxes)
+                outcome = await run_traced(tool, call, ctx, self.sandboxes)
         except AgentflowError as exc:
             return _error(f"{type(exc).__name__}: {exc}")
         return _result(outcome)
@@ -132,7 +132,7 @@ class ToolServer:
         entry = await journal.begin(key, tool.name, arguments_digest(call.name, call.arguments))
         if entry.state == "done":
             return ToolOutcome.replayed(call, entry)
-        outcome = await _run(tool, call, ctx, self.sandboxes)
+        outcome = await run_traced(tool, call, ctx, self.sandboxes)
         await journal.finish(key, outcome.message.content, outcome.message.is_error)
         return outcome
 
@@ -154,15 +154,6 @@ class ToolServer:
             return await self.call(name, arguments, key if isinstance(key, str) and key else None)
 
         return server
-
-
-async def _run(
-    tool: Tool[Any], call: ToolCall, ctx: RunContext[Any], sandboxes: Sandboxes | None
-) -> ToolOutcome:
-    with tool_span(tool, call) as record:
-        outcome = await tool.run(call, ctx, sandboxes=sandboxes)
-        record(outcome)
-    return outcome
 
 
 def _error(text: str) -> types.CallToolResult:
