@@ -25,7 +25,7 @@ import dataclasses
 import inspect
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
@@ -337,19 +337,27 @@ class Tool(Generic[DepsT]):
         if self.sandbox != "none":
             return await self._call_sandboxed(arguments, sandboxes, ctx)
         args, kwargs = self._bind(arguments, ctx)
+
+        async def invoke() -> Any:
+            if self._is_async:
+                return await self.function(*args, **kwargs)
+            result = await asyncio.to_thread(self.function, *args, **kwargs)
+            # A sync wrapper around an async function hands back its coroutine.
+            return await result if inspect.isawaitable(result) else result
+
+        return await self._within_deadline(invoke(), f"tool {self.name!r}")
+
+    async def _within_deadline(self, work: Awaitable[Any], what: str) -> Any:
+        """Await `work` within `timeout_s`; past it, a `ToolError` saying `what` timed out."""
         deadline = asyncio.timeout(self.timeout_s)
         try:
             async with deadline:
-                if self._is_async:
-                    return await self.function(*args, **kwargs)
-                result = await asyncio.to_thread(self.function, *args, **kwargs)
-                # A sync wrapper around an async function hands back its coroutine.
-                return await result if inspect.isawaitable(result) else result
+                return await work
         except TimeoutError:
-            # Only our deadline is a timeout of the tool; a TimeoutError the function
-            # raised itself is an ordinary failure.
+            # Only our deadline is a timeout of the tool; a TimeoutError the work raised
+            # itself is an ordinary failure.
             if deadline.expired():
-                message = f"tool {self.name!r} timed out after {self.timeout_s}s"
+                message = f"{what} timed out after {self.timeout_s}s"
                 raise ToolError(message, tool=self.name) from None
             raise
 

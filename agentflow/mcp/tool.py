@@ -19,14 +19,13 @@ counted); only three things differ:
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from agentflow._json_schema import check_schema, json_schema_errors
-from agentflow.exceptions import ConfigError, ToolError
+from agentflow.exceptions import ConfigError
 from agentflow.models.base import ToolSpec
 from agentflow.tools import ArgumentsPredicate, RunContext, Tool, ToolRetry
 
@@ -134,18 +133,8 @@ class McpTool(Tool[Any]):
             ToolRetry: The server answered with `isError` (the model sees its text).
             ToolError: The call timed out, the server refused it, or the connection was lost.
         """
-        deadline = asyncio.timeout(self.timeout_s)
-        try:
-            async with deadline:
-                return await self.call_remote(ctx, arguments)
-        except TimeoutError:
-            if deadline.expired():
-                raise ToolError(
-                    f"MCP server {self.server.name!r}: tool {self.remote_name!r} timed out "
-                    f"after {self.timeout_s}s",
-                    tool=self.name,
-                ) from None
-            raise
+        where = f"MCP server {self.server.name!r}: tool {self.remote_name!r}"
+        return await self._within_deadline(self.call_remote(ctx, arguments), where)
 
     async def call_remote(self, ctx: RunContext[Any], arguments: dict[str, Any]) -> Any:
         """Send one `tools/call` to the server, without a deadline (`call` adds it)."""
