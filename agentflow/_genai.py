@@ -265,21 +265,29 @@ def _exception_attributes(exc: BaseException) -> dict[str, AnyValue]:
     }
 
 
-def fail(span: Span, exc: BaseException) -> None:
-    """Record a failure on a span: `error.type`, the exception (redacted), ERROR status."""
+def fail(span: Span, exc: BaseException) -> dict[str, AnyValue]:
+    """Record a failure on a span: `error.type`, the exception (redacted), ERROR status.
+
+    Returns the exception's attributes as recorded, for its event (`emit_exception`).
+    """
+    details = _exception_attributes(exc)
     span.set_attribute(ERROR_TYPE, error_type(exc))
-    span.record_exception(exc, attributes=_exception_attributes(exc))
-    span.set_status(Status(StatusCode.ERROR, redact(str(exc))[:1000]))
+    span.record_exception(exc, attributes=details)
+    span.set_status(Status(StatusCode.ERROR, str(details[EXCEPTION_MESSAGE])))
+    return details
 
 
-def emit_exception(ins: Instruments, span: Span, exc: BaseException) -> None:
-    """The `gen_ai.client.operation.exception` event of a failed model call (WARN)."""
+def emit_exception(
+    ins: Instruments, span: Span, exc: BaseException, details: dict[str, AnyValue]
+) -> None:
+    """The `gen_ai.client.operation.exception` event of a failed model call (WARN), with
+    the exception's attributes `fail` recorded."""
     ins.logger.emit(
         context=trace.set_span_in_context(span),
         event_name=EXCEPTION_EVENT,
         severity_number=SeverityNumber.WARN,
         severity_text="WARN",
-        attributes={ERROR_TYPE: error_type(exc), **_exception_attributes(exc)},
+        attributes={ERROR_TYPE: error_type(exc), **details},
     )
 
 

@@ -403,7 +403,9 @@ class InstrumentedModel(Model):
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         ins = instruments()
-        common = {**genai.model_attributes(self.model), **genai.conversation_attributes()}
+        # Metrics leave the conversation out: one series per thread would be unbounded.
+        measured = genai.model_attributes(self.model)
+        common = {**measured, **genai.conversation_attributes()}
         name = f"chat {self.model.name}" if self.model.name else "chat"
         span = ins.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=self._request_attributes(req, common)
@@ -413,11 +415,11 @@ class InstrumentedModel(Model):
         try:
             response = await self.model.request(req)
         except BaseException as exc:
-            self._failed(ins, span, exc, common, time.perf_counter() - started)
+            self._failed(ins, span, exc, measured, time.perf_counter() - started)
             raise
         finally:
             otel_context.detach(token)
-        self._record(ins, span, req, response, common, time.perf_counter() - started)
+        self._record(ins, span, req, response, common, measured, time.perf_counter() - started)
         span.end()
         return response
 
@@ -445,13 +447,11 @@ class InstrumentedModel(Model):
         ins: genai.Instruments,
         span: Span,
         exc: BaseException,
-        common: dict[str, AnyValue],
+        measured: dict[str, AnyValue],
         duration_s: float,
     ) -> None:
-        _fail(span, exc)
         if not isinstance(exc, GraphBubbleUp | GeneratorExit):
-            genai.emit_exception(ins, span, exc)
-        measured = {k: v for k, v in common.items() if k != genai.CONVERSATION_ID}
+            genai.emit_exception(ins, span, exc, genai.fail(span, exc))
         ins.duration.record(duration_s, {**measured, genai.ERROR_TYPE: genai.error_type(exc)})
         span.end()
 
@@ -462,15 +462,14 @@ class InstrumentedModel(Model):
         req: ModelRequest,
         response: ModelResponse,
         common: dict[str, AnyValue],
+        measured: dict[str, AnyValue],
         duration_s: float,
     ) -> None:
         usage = response.usage
         cost = cost_usd(usage, self.tier.price)
-        # Metrics leave the conversation out: one series per thread would be unbounded.
-        measured = {k: v for k, v in common.items() if k != genai.CONVERSATION_ID}
         response_model = response.model or self.model.name
         if response_model:
-            measured[genai.RESPONSE_MODEL] = response_model
+            measured = {**measured, genai.RESPONSE_MODEL: response_model}
         ins.duration.record(duration_s, measured)
         ins.tokens.record(usage.input_tokens, {**measured, genai.TOKEN_TYPE: "input"})
         ins.tokens.record(usage.output_tokens, {**measured, genai.TOKEN_TYPE: "output"})
