@@ -15,37 +15,36 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
-__all__ = ["check_schema", "json_schema_errors", "validate_json_value"]
+__all__ = ["json_schema_errors", "schema_validator", "validate_json_value"]
 
 
-def check_schema(schema: dict[str, Any]) -> None:
-    """Raise `ValueError` if `schema` is not a valid JSON Schema."""
-    _validator(_key(schema))
+def schema_validator(schema: dict[str, Any]) -> Validator:
+    """The validator of `schema`, made once per distinct schema; keep it to validate with.
+
+    Raises:
+        ValueError: `schema` is not a valid JSON Schema.
+    """
+    return _validator(json.dumps(schema, sort_keys=True, separators=(",", ":")))
 
 
-def validate_json_value(value: Any, schema: dict[str, Any]) -> None:
-    """Raise `ValueError` naming where and why `value` breaks `schema` (the first few errors)."""
-    errors = json_schema_errors(value, schema)
+def validate_json_value(value: Any, validator: Validator) -> None:
+    """Raise `ValueError` naming where and why `value` breaks the schema (the first few errors)."""
+    errors = json_schema_errors(value, validator)
     if errors:
         shown = "; ".join(errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise ValueError(f"output does not match the schema: {shown}{more}")
 
 
-def json_schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
-    """Every way `value` breaks `schema`, as `at $['a'][0]: why` lines, in path order."""
-    found = _validator(_key(schema)).iter_errors(value)
-    errors = sorted(found, key=lambda e: [str(step) for step in e.path])
+def json_schema_errors(value: Any, validator: Validator) -> list[str]:
+    """Every way `value` breaks the schema, as `at $['a'][0]: why` lines, in path order."""
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(step) for step in e.path])
     return [_describe(error) for error in errors]
 
 
 def _describe(error: Any) -> str:
     where = "".join(f"[{step!r}]" for step in error.absolute_path)
     return f"at ${where}: {error.message}"
-
-
-def _key(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 @cache

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from agentflow._json_schema import check_schema, json_schema_errors
+from agentflow._json_schema import json_schema_errors, schema_validator
 from agentflow.exceptions import ConfigError
 from agentflow.models.base import ToolSpec
 from agentflow.tools import ArgumentsPredicate, RunContext, Tool, ToolRetry
 
 if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
     from mcp import types
 
     from agentflow.mcp.client import McpServer
@@ -66,7 +67,7 @@ class McpTool(Tool[Any]):
         """Wrap the server's tool `remote`; raise `ConfigError` naming the server and tool
         if its schema or options cannot make a tool."""
         where = f"MCP server {server.name!r}: tool {remote.name!r}"
-        schema = _input_schema(remote.inputSchema, where)
+        schema, self._validator = _input_schema(remote.inputSchema, where)
         try:
             super().__init__(
                 self.call_remote,
@@ -102,7 +103,7 @@ class McpTool(Tool[Any]):
         Raises:
             pydantic.ValidationError: They do not; each error says where and why.
         """
-        errors = json_schema_errors(arguments, self.parameters)
+        errors = json_schema_errors(arguments, self._validator)
         if errors:
             raise ValidationError.from_exception_data(
                 self.name,
@@ -172,7 +173,8 @@ def _block_text(block: Any) -> str:
     return f"[{kind or 'unknown'} content, not shown]"
 
 
-def _input_schema(schema: Any, where: str) -> dict[str, Any]:
+def _input_schema(schema: Any, where: str) -> tuple[dict[str, Any], Validator]:
+    """The tool's input schema and its validator; a `ConfigError` if it cannot be one."""
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise ConfigError(
             f"its inputSchema must be a JSON Schema of type 'object' (MCP requires it), "
@@ -180,7 +182,6 @@ def _input_schema(schema: Any, where: str) -> dict[str, Any]:
             key=where,
         )
     try:
-        check_schema(schema)
+        return schema, schema_validator(schema)
     except ValueError as exc:
         raise ConfigError(f"its inputSchema is {exc}", key=where) from exc
-    return schema

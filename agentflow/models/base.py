@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias, TypedDict
 
 from pydantic import TypeAdapter
 
-from agentflow._json_schema import check_schema, validate_json_value
+from agentflow._json_schema import schema_validator, validate_json_value
 from agentflow.messages import AssistantMessage, Message, Usage
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -55,13 +58,17 @@ class JsonSchema:
     def __post_init__(self) -> None:
         if self.type is None:  # a type's schema comes from pydantic and is valid
             try:
-                check_schema(self.schema)
+                self._validator  # noqa: B018 - made (and checked) now, kept for parse
             except ValueError as exc:
                 raise ValueError(f"output schema {self.name!r}: {exc}") from None
 
     @cached_property
     def _adapter(self) -> TypeAdapter[Any] | None:
         return None if self.type is None else TypeAdapter(self.type)
+
+    @cached_property
+    def _validator(self) -> Validator:
+        return schema_validator(self.schema)
 
     def parse(self, text: str) -> Any:
         """Return the validated value, or raise `ValueError` saying what is wrong.
@@ -76,7 +83,7 @@ class JsonSchema:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"output is not valid JSON: {exc}") from None
-        validate_json_value(value, self.schema)
+        validate_json_value(value, self._validator)
         return value
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow._json_schema import check_schema
+from agentflow._json_schema import schema_validator
 from agentflow.exceptions import ModelError
 from agentflow.messages import (
     AssistantMessage,
@@ -248,7 +248,7 @@ def _message(m: _Message, index: int) -> Message:
 
 def _checked_schema(schema: dict[str, Any], param: str) -> None:
     try:
-        check_schema(schema)
+        schema_validator(schema)
     except ValueError as exc:
         raise invalid(f"Invalid schema for {param!r}: {exc}", param=param) from exc
 
