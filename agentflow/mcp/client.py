@@ -47,7 +47,8 @@ ToolOption = bool | Collection[str] | Mapping[str, bool | ArgumentsPredicate]
 (a set or list of server tool names), or per tool name (a mapping to a bool or an
 arguments predicate, as `@tool` takes)."""
 
-_STDERR_TAIL = 2000
+_STDERR_TAIL = 500
+"""How much of a stdio server's stderr an error quotes (its last characters)."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -418,10 +419,10 @@ class McpServer:
         with contextlib.suppress(OSError, ValueError):
             self._stderr.flush()
             self._stderr.seek(0)
-            tail = self._stderr.read()[-_STDERR_TAIL:].strip()
+            tail = self._stderr.read().strip()[-_STDERR_TAIL:]
             self._stderr.seek(0, 2)
             if tail:
-                return f"; its stderr ends: {tail[-500:]!r}"
+                return f"; its stderr ends: {tail!r}"
         return ""
 
 

@@ -170,8 +170,9 @@ def create_app(
             )
         generation = await job.run()
         message = job.reply(generation.text)
-        usage = usage_object(generation.prompt_tokens, len(generation.token_ids))
-        return completion(message, job.finish(message, generation), model.name, usage)
+        return completion(
+            message, job.finish(message, generation), model.name, job.usage(generation)
+        )
 
     @app.post("/generate")
     async def generate(body: GenerateRequest) -> dict[str, Any]:
@@ -248,6 +249,10 @@ class _Job:
         return parse_reply(text, self.plan.request, parallel=self.plan.parallel_tool_calls)
 
     @staticmethod
+    def usage(generation: Any) -> dict[str, Any]:
+        return usage_object(generation.prompt_tokens, len(generation.token_ids))
+
+    @staticmethod
     def finish(message: Any, generation: Any) -> str:
         return "tool_calls" if message.tool_calls else generation.finish_reason
 
@@ -303,8 +308,7 @@ async def _stream(job: _Job, name: str) -> AsyncIterator[str]:
         yield chunk({"content": message.content or None, "tool_calls": wire_calls(message)})
     yield chunk({}, job.finish(message, generation))
     if job.plan.include_usage:
-        usage = usage_object(generation.prompt_tokens, len(generation.token_ids))
-        yield chunk({}, None, usage=usage)
+        yield chunk({}, None, usage=job.usage(generation))
     yield "data: [DONE]\n\n"
 
 
