@@ -35,7 +35,7 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -83,8 +83,10 @@ class Arm:
     send: Callable[[], Awaitable[str]]
     """Send one request; return the answer's text, raise if the client gave up."""
     attempts: Callable[[], int]
+    aclose: Callable[[], Awaitable[None]]
+    """Release what the client holds (its HTTP client)."""
     stats: Callable[[], dict[str, Any]] = dict
-    aclose: Callable[[], Awaitable[None]] = field(default=lambda: asyncio.sleep(0))
+    """Figures of its own, beside the common ones."""
 
 
 def counting_client() -> tuple[httpx.AsyncClient, Callable[[], int]]:
