@@ -27,7 +27,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
-from pydantic import BaseModel
 
 from agentflow import (
     END,
@@ -35,7 +34,6 @@ from agentflow import (
     AgentGraph,
     ModelError,
     ScriptedModel,
-    StepContext,
     UserMessage,
     tool,
     tracing,
@@ -47,7 +45,7 @@ from tests import test_otel
 from tests.helpers import three_tiers
 from tests.loopback import LoopbackServer, Recorded, Reply, loopback
 from tests.test_otel import Received
-from tests.test_tracing import APPROVE_REFUND, REFUND, ask_once, issue_refund
+from tests.test_tracing import APPROVE_REFUND, REFUND, ask_once, issue_refund, support_graph
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 http_receiver = test_otel.http_receiver  # the OTLP/HTTP receiver fixture
@@ -218,10 +216,6 @@ def check(level: Level, attributes: dict[str, AnyValue], where: str) -> None:
 # -- the run --------------------------------------------------------------------------------
 
 
-class Triage(BaseModel):
-    intent: str
-
-
 @tool
 def lookup_order(order_id: int) -> dict[str, Any]:
     """Find an order.
@@ -271,27 +265,6 @@ def openai_replies(server: LoopbackServer) -> None:
     server.reply(completion("It has shipped.", id="chatcmpl-3", model="gpt-4.1-mini-0425"))
 
 
-def support_graph(hosted: OpenAIModel, served: SGLangModel) -> AgentGraph[Any]:
-    graph: AgentGraph[Any] = AgentGraph(
-        "support", router=three_tiers(hosted, served, ScriptedModel([]))
-    )
-
-    @graph.node(kind="classify")
-    async def triage(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        await ctx.llm(state["messages"], output=Triage)
-        return {}
-
-    @graph.node(kind="plan")
-    async def plan(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
-        await ctx.llm("make a plan")
-        return {}
-
-    graph.agent("resolve", tools=[lookup_order], system="Be brief.", max_steps=3)
-    graph.edge(START, "triage").edge("triage", "plan").edge("plan", "resolve")
-    graph.edge("resolve", END)
-    return graph
-
-
 @pytest.fixture
 def servers() -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
     with loopback() as hosted, loopback() as served:
@@ -326,7 +299,7 @@ async def received(
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
     telemetry = configure("otlp", set_global=False)
     try:
-        graph = support_graph(*models).compile()
+        graph = support_graph(*models, [lookup_order], system="Be brief.", max_steps=3).compile()
         config: Any = {"configurable": {"thread_id": "conv-1"}}
         await graph.ainvoke({"messages": [UserMessage(content="refund order 7")]}, config)
         broken = ScriptedModel([ModelError("down", status=502)], cycle=True)
@@ -502,7 +475,7 @@ async def test_sampling_attributes_are_given_when_spans_start(
     provider = TracerProvider(sampler=sampler)
     tracing.use_providers(provider)
     try:
-        graph = support_graph(*models).compile()
+        graph = support_graph(*models, [lookup_order], system="Be brief.", max_steps=3).compile()
         config: Any = {"configurable": {"thread_id": "conv-9"}}
         await graph.ainvoke({"messages": [UserMessage(content="refund order 7")]}, config)
     finally:

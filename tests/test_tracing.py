@@ -25,9 +25,11 @@ from agentflow import (
     START,
     AgentGraph,
     ConfigError,
+    Model,
     ModelError,
     ScriptedModel,
     StepContext,
+    Tool,
     ToolCall,
     UserMessage,
     tool,
@@ -92,7 +94,11 @@ async def ask_once(router: Any, *, thread: str | None = None) -> dict[str, Any]:
     return await graph.compile().ainvoke({"messages": [UserMessage(content="hi")]}, config)
 
 
-def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> AgentGraph[Any]:
+def support_graph(
+    tools_model: Model, planning_model: Model, tools: list[Tool[Any]], **agent: Any
+) -> AgentGraph[Any]:
+    """Triage (classify), plan, and an agent loop `resolve` over `tools` (`agent`: its
+    options): a call of each kind, on the tools and planning tiers."""
     router = three_tiers(tools_model, planning_model, ScriptedModel([]))
     graph: AgentGraph[Any] = AgentGraph("support", router=router)
 
@@ -106,7 +112,7 @@ def support_graph(tools_model: ScriptedModel, planning_model: ScriptedModel) -> 
         await ctx.llm("make a plan")
         return {}
 
-    graph.agent("resolve", tools=[sandboxed_tools.add, issue_refund], max_steps=4)
+    graph.agent("resolve", tools=tools, **agent)
     graph.edge(START, "triage").edge("triage", "plan").edge("plan", "resolve")
     graph.edge("resolve", END)
     return graph
@@ -134,7 +140,9 @@ def scripted_support(sandboxes: Sandboxes) -> Any:
         name="glm-test",
     )
     planning_model = ScriptedModel([ModelError("overloaded", status=503)], name="kimi-test")
-    graph = support_graph(tools_model, planning_model)
+    graph = support_graph(
+        tools_model, planning_model, [sandboxed_tools.add, issue_refund], max_steps=4
+    )
     return graph.compile(checkpointer=InMemorySaver(), sandbox=sandboxes)
 
 
