@@ -3,9 +3,11 @@
 The same 10-node graph runs as an `AgentGraph` (routing, budget check, validation,
 step records) and as a plain LangGraph `StateGraph` whose nodes call the model
 directly. Both use the same instant `FunctionModel`; runs are interleaved so drift
-in machine load hits both alike.
+in machine load hits both alike. `--repeat N` measures N times in one process, the
+contenders' order alternating between repeats, and reports each ratio with the
+minimum, median and maximum.
 
-    python -m bench.overhead --json
+    python -m bench.overhead --json [--repeat 5]
 """
 
 from __future__ import annotations
@@ -91,14 +93,15 @@ def langgraph_graph(model: FunctionModel) -> Callable[[], Awaitable[Any]]:
     return lambda: compiled.ainvoke({"messages": [UserMessage(content="hello")]})
 
 
-async def measure(runs: int, warmup: int) -> dict[str, Any]:
+async def measure(runs: int, warmup: int, *, first: int = 0) -> dict[str, Any]:
+    """One interleaved measurement; `first` (0 or 1) picks which contender leads."""
     af_model, lg_model = FunctionModel(instant), FunctionModel(instant)
     contenders = {"agentflow": agentflow_graph(af_model), "langgraph": langgraph_graph(lg_model)}
     for _ in range(warmup):
         for invoke in contenders.values():
             await invoke()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    order = list(contenders)
+    order = list(contenders) if first == 0 else list(reversed(contenders))
     gc.collect()
     for i in range(runs):
         for name in order if i % 2 == 0 else reversed(order):
@@ -118,13 +121,32 @@ async def measure(runs: int, warmup: int) -> dict[str, Any]:
     }
 
 
+async def repeated(repeat: int, runs: int, warmup: int) -> dict[str, Any]:
+    """`repeat` measurements in one process: every ratio, and their min, median and max."""
+    results = [await measure(runs, warmup, first=i % 2) for i in range(repeat)]
+    if repeat == 1:
+        return results[0]
+    ratios = [r["ratio"] for r in results]
+    return {
+        "ratio_min": min(ratios),
+        "ratio_median": statistics.median(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+        "agentflow_us_per_step": [r["agentflow_us_per_step"] for r in results],
+        "langgraph_us_per_step": [r["langgraph_us_per_step"] for r in results],
+        "runs": runs,
+        "nodes": NODES,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="agentflow overhead per step vs LangGraph")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=1, help="measurements, alternating")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.runs, args.warmup))
+    result = asyncio.run(repeated(args.repeat, args.runs, args.warmup))
     if args.json:
         print(json.dumps(result))
     else:
