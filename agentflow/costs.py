@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -246,7 +246,15 @@ class Reservation:
 class _Run:
     """One run's spend in this process, shared by the nodes running it."""
 
-    __slots__ = ("cost_usd", "nodes", "reserved_tokens", "reserved_usd", "settled", "tokens")
+    __slots__ = (
+        "cost_usd",
+        "nodes",
+        "reserved_tokens",
+        "reserved_usd",
+        "scanned",
+        "settled",
+        "tokens",
+    )
 
     def __init__(self) -> None:
         self.settled: set[str] = set()
@@ -259,6 +267,28 @@ class _Run:
         """Sums over the reservations in flight."""
         self.nodes = 0
         """Nodes of the run running now; a run with none may be forgotten."""
+        self.scanned: tuple[str, int, StepRecord | None, int, float] = ("", 0, None, 0, 0.0)
+        """The last state read (`SpendLedger.open`): run id, how many records, the last
+        of them, and the tokens and USD of those not settled here."""
+
+    def state_spend(self, steps: Sequence[StepRecord], run_id: str) -> tuple[int, float]:
+        """Tokens and USD of the state's records of `run_id` not settled here.
+
+        A run's records only ever grow at the end, and whether a record was settled here
+        never changes once it is in a state (a call is settled before its record exists),
+        so a state that extends the last one read is read from where that one ended. A
+        different state (a resumed or forked thread) is read whole.
+        """
+        scanned_run, count, last, tokens, usd = self.scanned
+        if scanned_run != run_id or count > len(steps) or (count and steps[count - 1] is not last):
+            count, tokens, usd = 0, 0, 0.0
+        settled = self.settled
+        for step in steps[count:]:
+            if step.run_id == run_id and step.call_id not in settled:
+                tokens += step.usage.input_tokens + step.usage.output_tokens
+                usd += step.cost_usd or 0.0
+        self.scanned = (run_id, len(steps), steps[-1] if steps else None, tokens, usd)
+        return tokens, usd
 
 
 class SpendLedger:
@@ -284,7 +314,7 @@ class SpendLedger:
         self._adding = threading.Lock()
         """Guards adding and forgetting runs, for graphs run from several threads."""
 
-    def open(self, key: str, steps: Iterable[StepRecord], *, run_id: str) -> RunSpend:
+    def open(self, key: str, steps: Sequence[StepRecord], *, run_id: str) -> RunSpend:
         """Start a node of a run: its view of the run's spend, given the node's state.
 
         Args:
@@ -304,12 +334,7 @@ class SpendLedger:
         # Calls are settled here before their records can reach any state, so the run's
         # sums already count the state's records of them; the state adds the others
         # (made by another process, or before a restart).
-        settled = run.settled
-        tokens, usd = 0, 0.0
-        for step in steps:
-            if step.run_id == run_id and step.call_id not in settled:
-                tokens += step.usage.input_tokens + step.usage.output_tokens
-                usd += step.cost_usd or 0.0
+        tokens, usd = run.state_spend(steps, run_id)
         return RunSpend(run, tokens, usd)
 
     def _forget_idle(self) -> None:

@@ -466,13 +466,15 @@ class AgentGraph(Generic[DepsT]):
         journal: ToolJournal | None,
         sandboxes: Sandboxes,
     ) -> Callable[..., Awaitable[Any]]:
+        function, takes_context, stakes = node.function, node.takes_context, node.high_stakes
+        coroutine = inspect.iscoroutinefunction(function)
+
         async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
             run_id = _run_id(runtime)
             spend = router.spend.open(
                 _ledger_key(runtime, config), state.get("steps", ()), run_id=run_id
             )
             try:
-                stakes = node.high_stakes
                 ctx = StepContext(
                     node=node.name,
                     kind=node.kind,
@@ -487,10 +489,8 @@ class AgentGraph(Generic[DepsT]):
                     sandboxes=sandboxes,
                 )
                 with node_span(node.name, node.kind, config, ctx.records, router.pii):
-                    result = (
-                        node.function(state, ctx) if node.takes_context else node.function(state)
-                    )
-                    if inspect.isawaitable(result):
+                    result = function(state, ctx) if takes_context else function(state)
+                    if coroutine or inspect.isawaitable(result):
                         result = await result
             finally:
                 spend.close()

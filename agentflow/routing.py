@@ -49,7 +49,7 @@ from agentflow.tiers import Tier, configured_price, model_label
 if TYPE_CHECKING:
     from agentflow.config import AgentflowConfig
 
-__all__ = ["Attempt", "RouteDecision", "Router", "RoutingPolicy", "Tier"]
+__all__ = ["Attempt", "Plan", "RouteDecision", "Router", "RoutingPolicy", "Tier"]
 
 _PII_MODES = ("redact", "block", "allow")
 
@@ -100,6 +100,11 @@ class RoutingPolicy:
     """A sample of some kinds' steps also sent to a candidate tier (`agentflow.shadow`)."""
 
 
+def prompt_tokens(messages: Sequence[Message]) -> int:
+    """Estimate a prompt's tokens (`estimate_tokens` of all its text, without joining it)."""
+    return (sum(len(message_text(m)) for m in messages) + 3) // 4
+
+
 @dataclass(kw_only=True, frozen=True)
 class RouteDecision:
     """Where one step goes and why; recorded with the step."""
@@ -135,10 +140,11 @@ class Attempt:
 
 
 @dataclass(kw_only=True, frozen=True)
-class _Plan:
+class Plan:
     """Where a step of one kind goes: `choose`'s decision before the prompt is known,
     cached per (kind, high-stakes flag)."""
 
+    kind: str
     tier: str
     reason: str
     fallback_chain: tuple[str, ...]
@@ -168,7 +174,7 @@ class Router:
         self.tiers: dict[str, Tier] = {}
         self.spend = SpendLedger()
         """What each run has spent and holds reserved in this process, for budgets."""
-        self._plans: dict[tuple[str, bool], _Plan] = {}
+        self._plans: dict[tuple[str, bool], Plan] = {}
         shared: dict[str, Model] = {}
         for tier in tiers:
             tier._shared = shared
@@ -348,11 +354,8 @@ class Router:
         Raises:
             ConfigError: No tier serves `kind`.
         """
-        plan = self._plans.get((kind, high_stakes))
-        if plan is None:
-            self.check_kind(kind, node=node)
-            plan = self._plans[(kind, high_stakes)] = self._plan(kind, high_stakes)
-        est_input = estimate_tokens("".join(message_text(m) for m in messages))
+        plan = self.plan(kind, high_stakes, node=node)
+        est_input = prompt_tokens(messages)
         return RouteDecision(
             node=node,
             kind=kind,
@@ -365,7 +368,20 @@ class Router:
             est_cost_usd=estimate_cost_usd(est_input, max_tokens, self.tiers[plan.tier].price),
         )
 
-    def _plan(self, kind: str, high_stakes: bool) -> _Plan:
+    def plan(self, kind: str, high_stakes: bool, *, node: str) -> Plan:
+        """`choose`'s decision before the prompt is known (cached per kind and flag): what
+        a step's calls read, without a `RouteDecision` built per call.
+
+        Raises:
+            ConfigError: No tier serves `kind`.
+        """
+        plan = self._plans.get((kind, high_stakes))
+        if plan is None:
+            self.check_kind(kind, node=node)
+            plan = self._plans[(kind, high_stakes)] = self._plan(kind, high_stakes)
+        return plan
+
+    def _plan(self, kind: str, high_stakes: bool) -> Plan:
         reserved = self.policy.high_stakes
         if high_stakes and reserved is not None:
             tier, reason = reserved, f"high-stakes step -> {reserved}"
@@ -383,7 +399,9 @@ class Router:
                 skipped.append(f"{fallback}: reserved for high-stakes steps")
                 continue
             chain.append(fallback)
-        return _Plan(tier=tier, reason=reason, fallback_chain=tuple(chain), skipped=tuple(skipped))
+        return Plan(
+            kind=kind, tier=tier, reason=reason, fallback_chain=tuple(chain), skipped=tuple(skipped)
+        )
 
     def attempt(
         self,
@@ -416,7 +434,7 @@ class Router:
         sent, redacted = self.boundary(target, messages)
         model = target.get_model()
         if redacted:  # the redacted text is what is sent, so it is what is estimated
-            est_input_tokens = estimate_tokens("".join(message_text(m) for m in sent))
+            est_input_tokens = prompt_tokens(sent)
         if retry:
             est_input_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
             sent = [*sent, *retry]

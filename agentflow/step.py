@@ -31,7 +31,7 @@ from agentflow.models.base import (
     output_spec,
 )
 from agentflow.models.fallback import Failure, try_in_order
-from agentflow.routing import Attempt, RouteDecision, Router
+from agentflow.routing import Attempt, Plan, Router, prompt_tokens
 from agentflow.tracing import instrument, run_traced
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ __all__ = ["PrefixTracker", "StepContext", "describe_error", "prompt_layout"]
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
+
+_DEFAULT_SETTINGS = ModelSettings()
+"""The settings of a call that names none (frozen, so one object serves every call)."""
 
 
 def describe_error(exc: Exception) -> str:
@@ -79,6 +82,13 @@ def _segment(message: Message) -> str:
     return f"{message.role}\0{message.content}"
 
 
+def _leading_system(messages: Sequence[Message]) -> int:
+    lead = 0
+    while lead < len(messages) and isinstance(messages[lead], SystemMessage):
+        lead += 1
+    return lead
+
+
 def prompt_layout(req: ModelRequest) -> list[str]:
     """The request's prompt as the segments a server sees in order: the leading system
     messages, the tool definitions (in the order given), then the history.
@@ -86,14 +96,36 @@ def prompt_layout(req: ModelRequest) -> list[str]:
     Requests of an agent loop only ever append to this, so consecutive requests share a
     byte-stable prefix that SGLang's radix cache (or a provider's prompt cache) reuses.
     """
-    lead = 0
-    while lead < len(req.messages) and isinstance(req.messages[lead], SystemMessage):
-        lead += 1
+    lead = _leading_system(req.messages)
     segments = [_segment(m) for m in req.messages[:lead]]
     if req.tools:
         segments.append(repr(req.tools))
     segments.extend(_segment(m) for m in req.messages[lead:])
     return segments
+
+
+def _key(message: Message) -> tuple[int, int]:
+    """A message's `_segment` as (hash, length), without building the string: the hash
+    of a tuple of the message's own strings, whose hashes Python caches, so a history
+    sent again costs one tuple per message, not a copy of its text."""
+    if isinstance(message, AssistantMessage) and (message.tool_calls or message.reasoning):
+        segment = repr(message)
+        return hash(segment), len(segment)
+    if isinstance(message, ToolResultMessage):
+        error = str(message.is_error)
+        key = (message.tool_call_id, message.name, error, message.content)
+        return hash(key), 8 + sum(map(len, key))  # "tool" and four separators
+    return hash((message.role, message.content)), len(message.role) + 1 + len(message.content)
+
+
+def _layout_keys(req: ModelRequest) -> tuple[list[int], list[int]]:
+    """`prompt_layout`'s segments as hashes and lengths (see `_key`)."""
+    messages = req.messages
+    keys = list(map(_key, messages))
+    if req.tools:
+        tools = repr(req.tools)
+        keys.insert(_leading_system(messages), (hash(tools), len(tools)))
+    return [h for h, _ in keys], [n for _, n in keys]
 
 
 class PrefixTracker:
@@ -111,7 +143,13 @@ class PrefixTracker:
     def observe(self, run_id: str, segments: list[str]) -> tuple[int, int | None]:
         """Record a request's layout; return its size and the prefix shared with the last."""
         # In-memory only, so the process's own string hash will do (and is fast).
-        hashes, sizes = list(map(hash, segments)), list(map(len, segments))
+        return self._observe(run_id, list(map(hash, segments)), list(map(len, segments)))
+
+    def observe_request(self, run_id: str, req: ModelRequest) -> tuple[int, int | None]:
+        """`observe(run_id, prompt_layout(req))`, without building the segments."""
+        return self._observe(run_id, *_layout_keys(req))
+
+    def _observe(self, run_id: str, hashes: list[int], sizes: list[int]) -> tuple[int, int | None]:
         previous = self._last.pop(run_id, None)
         self._last[run_id] = (hashes, sizes)
         if len(self._last) > self.max_runs:
@@ -222,7 +260,7 @@ class StepContext(Generic[DepsT]):
         req = ModelRequest(
             messages=messages,
             output=None if output is None else output_spec(output),
-            settings=settings or ModelSettings(),
+            settings=settings or _DEFAULT_SETTINGS,
         )
         response, value = await self.request(req, retries=retries)
         return response.message.content if req.output is None else value
@@ -248,23 +286,21 @@ class StepContext(Generic[DepsT]):
                 "calls a model but has no kind; declare it with @graph.node(kind=...)",
                 key=f"node {self.node!r}",
             )
-        decision = self.router.choose(
-            node=self.node,
-            kind=self.kind,
-            high_stakes=self.high_stakes if high_stakes is None else high_stakes,
-            messages=req.messages,
-            max_tokens=req.settings.max_tokens,
+        plan = self.router.plan(
+            self.kind, self.high_stakes if high_stakes is None else high_stakes, node=self.node
         )
-        if why is not None:
-            decision = replace(decision, reason=f"{why} -> {decision.tier}")
+        reason = plan.reason if why is None else f"{why} -> {plan.tier}"
+        est_input = prompt_tokens(req.messages)
+        if plan.fallback_chain:
 
-        async def on_tier(tier: str, failure: Failure | None) -> tuple[ModelResponse, Any]:
-            reason = decision.reason
-            if failure is not None:
-                reason += f"; fell back to {tier}: {failure}"
-            return await self._on_tier(tier, decision, req, reason, retries)
+            async def on_tier(tier: str, failure: Failure | None) -> tuple[ModelResponse, Any]:
+                why = reason if failure is None else f"{reason}; fell back to {tier}: {failure}"
+                return await self._on_tier(tier, plan, est_input, req, why, retries)
 
-        result = await try_in_order((decision.tier, *decision.fallback_chain), on_tier, name=str)
+            tiers = (plan.tier, *plan.fallback_chain)
+            result = await try_in_order(tiers, on_tier, name=str)
+        else:  # one tier: what `try_in_order` would do, without its frames
+            result = await self._on_tier(plan.tier, plan, est_input, req, reason, retries)
         shadows = self.router.shadows
         if shadows is not None:
             last = self.records[-1]
@@ -279,19 +315,26 @@ class StepContext(Generic[DepsT]):
         return result
 
     async def _on_tier(
-        self, tier: str, decision: RouteDecision, req: ModelRequest, reason: str, retries: int
+        self,
+        tier: str,
+        plan: Plan,
+        est_input: int,
+        req: ModelRequest,
+        reason: str,
+        retries: int,
     ) -> tuple[ModelResponse, Any]:
         retry: list[Message] = []
         error: Exception | None = None
         response: ModelResponse | None = None
+        max_tokens = req.settings.max_tokens
         for attempt in range(1, retries + 2):
             why = reason if error is None else f"{reason}; retry {attempt - 1}: {_one_line(error)}"
             call = self.router.attempt(
                 tier,
                 req.messages,
                 retry=retry,
-                est_input_tokens=decision.est_input_tokens,
-                max_tokens=req.settings.max_tokens,
+                est_input_tokens=est_input,
+                max_tokens=max_tokens,
                 spend=self.spend,
             )
             try:
@@ -299,13 +342,13 @@ class StepContext(Generic[DepsT]):
                 sent = (
                     req if call.messages is req.messages else replace(req, messages=call.messages)
                 )
-                prompt = self.prefixes.observe(self.run_id, prompt_layout(sent))
+                prompt = self.prefixes.observe_request(self.run_id, sent)
                 traced = instrument(call.model, tier=call.tier, attempt=attempt, reason=why)
                 response = await traced.request(sent)
             except BaseException:
                 self.spend.release(call.held)  # no usage to settle; cancelled calls included
                 raise
-            self._record(call, decision, response, why, attempt, started, prompt)
+            self._record(call, plan, response, why, attempt, started, prompt)
             if req.output is None:
                 return response, None
             try:
@@ -324,7 +367,7 @@ class StepContext(Generic[DepsT]):
     def _record(
         self,
         call: Attempt,
-        decision: RouteDecision,
+        plan: Plan,
         response: ModelResponse,
         reason: str,
         attempt: int,
@@ -340,11 +383,11 @@ class StepContext(Generic[DepsT]):
             StepRecord(
                 run_id=self.run_id,
                 node=self.node,
-                kind=decision.kind,
+                kind=plan.kind,
                 tier=tier.name,
                 model=response.model or getattr(call.model, "name", ""),
                 reason=reason,
-                fallback_chain=decision.fallback_chain,
+                fallback_chain=plan.fallback_chain,
                 usage=response.usage,
                 cost_usd=cost,
                 est_cost_usd=held.cost_usd,

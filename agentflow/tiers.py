@@ -91,7 +91,7 @@ class Tier:
         Raises:
             ConfigError: The spec names an unknown or unavailable backend.
         """
-        if isinstance(self.model, Model):
+        if not isinstance(self.model, str):  # a Model object (str's check is the cheap one)
             return self.model
         if self._resolved is None:
             shared = self._shared if self._shared is not None else {}
