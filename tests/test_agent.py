@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from agentflow import (
     AgentGraph,
     AssistantMessage,
     ConfigError,
+    Message,
+    ModelRequest,
     RunContext,
     ScriptedModel,
     StepContext,
@@ -24,13 +27,14 @@ from agentflow import (
     ToolError,
     ToolResultMessage,
     ToolRetry,
+    ToolSpec,
     UserMessage,
     arguments_digest,
     run_usage,
     tool,
 )
 from agentflow.models.base import Model
-from agentflow.step import PrefixTracker, prompt_layout
+from agentflow.step import PrefixTracker, _layout_keys, prompt_layout
 from tests.helpers import three_tiers
 
 
@@ -379,3 +383,30 @@ async def test_a_tool_choice_naming_no_tool_of_the_agent_is_a_config_error() -> 
     graph = agent_graph(ScriptedModel(["hi"]), tool_choice="launch_rocket")
     with pytest.raises(ConfigError, match="tool_choice chose 'launch_rocket'"):
         await graph.compile().ainvoke(ask(), context=Shop())
+
+
+def test_the_prefix_tracker_hashes_a_request_as_its_layout_segments() -> None:
+    """The step path hashes messages without building `prompt_layout`'s strings; the
+    sizes must be those strings' lengths and equal segments must hash alike."""
+    history: list[Message] = [
+        SystemMessage(content="Be brief."),
+        UserMessage(content="where is order 1042?"),
+        AssistantMessage(content="", tool_calls=[ToolCall(id="c1", name="f", arguments={})]),
+        ToolResultMessage(tool_call_id="c1", name="f", content="shipped", is_error=False),
+        AssistantMessage(content="It has shipped.", reasoning="looked it up"),
+        AssistantMessage(content="Anything else?"),
+    ]
+    tools = [ToolSpec(name="f", description="look an order up", parameters={})]
+    for req in (ModelRequest(messages=history), ModelRequest(messages=history, tools=tools)):
+        hashes, sizes = _layout_keys(req)
+        assert sizes == [len(segment) for segment in prompt_layout(req)]
+        assert len(set(hashes)) == len(hashes)
+    tracker = PrefixTracker()
+    assert tracker.observe_request("r", ModelRequest(messages=history[:3])) == (
+        sum(map(len, prompt_layout(ModelRequest(messages=history[:3])))),
+        None,
+    )
+    copy = [dataclasses.replace(m) for m in history]  # equal messages, as read back
+    total, shared = tracker.observe_request("r", ModelRequest(messages=copy))
+    assert shared == sum(map(len, prompt_layout(ModelRequest(messages=history[:3]))))
+    assert total == sum(map(len, prompt_layout(ModelRequest(messages=history))))

@@ -190,3 +190,20 @@ def test_the_ledger_forgets_idle_runs_beyond_its_size_never_running_ones() -> No
     assert ledger.open("b", [], run_id="r1").tokens == 5, "b has a node running: kept"
     reopened.settle(reopened.hold(7, None), Usage(input_tokens=7), None)
     assert ledger.open("a", [], run_id="r1").tokens == 7, "opening a run never forgets it"
+
+
+def test_the_ledger_reads_a_grown_state_from_where_it_stopped_and_any_other_state_whole() -> None:
+    ledger = SpendLedger()
+    mine = paid(ledger, "run")
+    elsewhere = [step(), step()]  # records this process never settled: 120 tokens each
+    assert ledger.open("run", [mine, elsewhere[0]], run_id="r1").tokens == 240
+    grown = [mine, elsewhere[0], elsewhere[1]]
+    assert ledger.open("run", grown, run_id="r1").tokens == 360
+    # a fork of the thread: as long, but another last record (a copy, as a checkpoint
+    # read back gives): read whole, so nothing is counted twice or missed
+    other = step()
+    other.usage = Usage(input_tokens=1)
+    fork = [mine, elsewhere[0], other]
+    assert ledger.open("run", fork, run_id="r1").tokens == 120 + 120 + 1
+    assert ledger.open("run", grown[:1], run_id="r1").tokens == 120, "a shorter state"
+    assert ledger.open("run", grown, run_id="other").tokens == 120, "another run's records"
