@@ -104,28 +104,30 @@ def prompt_layout(req: ModelRequest) -> list[str]:
     return segments
 
 
-def _key(message: Message) -> tuple[int, int]:
-    """A message's `_segment` as (hash, length), without building the string: the hash
-    of a tuple of the message's own strings, whose hashes Python caches, so a history
-    sent again costs one tuple per message, not a copy of its text."""
-    if isinstance(message, AssistantMessage) and (message.tool_calls or message.reasoning):
-        segment = repr(message)
-        return hash(segment), len(segment)
-    if isinstance(message, ToolResultMessage):
-        error = str(message.is_error)
-        key = (message.tool_call_id, message.name, error, message.content)
-        return hash(key), 8 + sum(map(len, key))  # "tool" and four separators
-    return hash((message.role, message.content)), len(message.role) + 1 + len(message.content)
-
-
 def _layout_keys(req: ModelRequest) -> tuple[list[int], list[int]]:
-    """`prompt_layout`'s segments as hashes and lengths (see `_key`)."""
-    messages = req.messages
-    keys = list(map(_key, messages))
-    if req.tools:
-        tools = repr(req.tools)
-        keys.insert(_leading_system(messages), (hash(tools), len(tools)))
-    return [h for h, _ in keys], [n for _, n in keys]
+    """`prompt_layout`'s segments as hashes and lengths, without building the strings: a
+    message hashes as a tuple of its own strings, whose hashes Python caches, so a
+    history sent again costs a tuple per message, not a copy of its text."""
+    hashes: list[int] = []
+    sizes: list[int] = []
+    for message in req.messages:
+        if isinstance(message, AssistantMessage) and (message.tool_calls or message.reasoning):
+            segment = repr(message)
+            hashes.append(hash(segment))
+            sizes.append(len(segment))
+        elif isinstance(message, ToolResultMessage):
+            error = str(message.is_error)
+            key = (message.tool_call_id, message.name, error, message.content)
+            hashes.append(hash(key))
+            sizes.append(8 + sum(map(len, key)))  # "tool" and four separators
+        else:
+            hashes.append(hash((message.role, message.content)))
+            sizes.append(len(message.role) + 1 + len(message.content))
+    if req.tools:  # after the leading system messages
+        tools, at = repr(req.tools), _leading_system(req.messages)
+        hashes.insert(at, hash(tools))
+        sizes.insert(at, len(tools))
+    return hashes, sizes
 
 
 class PrefixTracker:
