@@ -380,7 +380,9 @@ class RunSpend:
         """Reserve a call's estimate, checked against the budget with no await between."""
         self._run.reserved_tokens += tokens
         self._run.reserved_usd += cost or 0.0
-        return Reservation(call_id=new_call_id(), tokens=tokens, cost_usd=cost)
+        held = object.__new__(Reservation)  # see StepContext._record on why so
+        held.__init__(call_id=new_call_id(), tokens=tokens, cost_usd=cost)
+        return held
 
     def settle(self, reservation: Reservation, usage: Usage, cost: float | None) -> None:
         """Replace a call's reservation by what it used."""

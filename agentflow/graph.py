@@ -475,7 +475,8 @@ class AgentGraph(Generic[DepsT]):
                 _ledger_key(runtime, config), state.get("steps", ()), run_id=run_id
             )
             try:
-                ctx = StepContext(
+                ctx = object.__new__(StepContext)  # see StepContext._record on why so
+                ctx.__init__(
                     node=node.name,
                     kind=node.kind,
                     high_stakes=stakes(state) if callable(stakes) else stakes,

@@ -441,7 +441,9 @@ class Router:
         held = self.reserve(
             target, est_input_tokens=est_input_tokens, max_tokens=max_tokens, spend=spend
         )
-        return Attempt(tier=target, model=model, messages=sent, pii_redacted=redacted, held=held)
+        attempt = object.__new__(Attempt)  # see StepContext._record on why so
+        attempt.__init__(tier=target, model=model, messages=sent, pii_redacted=redacted, held=held)
+        return attempt
 
     def boundary(
         self, tier: Tier, messages: Sequence[Message]

@@ -381,23 +381,25 @@ class StepContext(Generic[DepsT]):
         # Settled before the record is kept: if the node raises later, the record is lost
         # with its state update, but the run's ledger still counts the call.
         self.spend.settle(held, response.usage, cost)
-        self.records.append(
-            StepRecord(
-                run_id=self.run_id,
-                node=self.node,
-                kind=plan.kind,
-                tier=tier.name,
-                model=response.model or getattr(call.model, "name", ""),
-                reason=reason,
-                fallback_chain=plan.fallback_chain,
-                usage=response.usage,
-                cost_usd=cost,
-                est_cost_usd=held.cost_usd,
-                latency_s=response.latency_s or time.perf_counter() - started,
-                attempt=attempt,
-                pii_redacted=call.pii_redacted,
-                prompt_chars=prompt[0],
-                prefix_chars=prompt[1],
-                call_id=held.call_id,
-            )
+        # Built with `__init__` called on the new object: called with keywords, a class
+        # packs them into a dict first (CPython 3.11), which costs more than the rest.
+        record = object.__new__(StepRecord)
+        record.__init__(
+            run_id=self.run_id,
+            node=self.node,
+            kind=plan.kind,
+            tier=tier.name,
+            model=response.model or getattr(call.model, "name", ""),
+            reason=reason,
+            fallback_chain=plan.fallback_chain,
+            usage=response.usage,
+            cost_usd=cost,
+            est_cost_usd=held.cost_usd,
+            latency_s=response.latency_s or time.perf_counter() - started,
+            attempt=attempt,
+            pii_redacted=call.pii_redacted,
+            prompt_chars=prompt[0],
+            prefix_chars=prompt[1],
+            call_id=held.call_id,
         )
+        self.records.append(record)
