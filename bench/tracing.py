@@ -1,10 +1,13 @@
 """What tracing costs per step: agentflow beside pydantic-ai and beside the bare SDK.
 
 Every contender runs in this one process on one SDK setup: a tracer provider whose batch
-processor feeds an in-memory exporter, and a meter provider with an in-memory reader. A
-contender's tracing cost per step is its median step with its instrumentation on minus
-its median step with it off. On and off alternate in blocks of runs, and the contenders
-take turns block by block, so drift in machine load hits them all alike.
+processor feeds an in-memory exporter, and a meter provider with an in-memory reader. The
+contenders take turns round by round: in each round each runs a block of runs with its
+instrumentation off and a block with it on, back to back, the order flipping every
+round, so drift in machine load hits them all alike. A contender's tracing cost per step
+is the median over rounds of its on block's median step minus its off block's. (Blocks,
+not single runs: a step alternating with other code at every run measures colder than
+a traced process ever runs.)
 
 - agentflow: the 10-node graph of `bench.overhead` (one routed model call per node), on
   (per run one run span, 10 node spans, 10 chat spans and 40 metric points) or off (no
@@ -25,9 +28,15 @@ take turns block by block, so drift in machine load hits them all alike.
   agentflow does not, so `pydantic_ai_no_content_cost_us` is the same with
   `include_content=False`.
 - bare (`bare_cost_us`): the spans and metric points of one captured agentflow run, made
-  again straight with the SDK (each span started under its parent with its final
-  attributes, and ended; each point recorded with its attributes, in the run's context),
-  per step: what those spans and points cost with no instrumentation code around them.
+  again straight with the SDK from the same places in the same graph run untraced: the
+  run's span around the run, and from inside each step's model call the node's span and
+  its `chat` span, each started under its parent with all its final attributes and ended,
+  and the step's four points recorded with their attributes (in the node span's context,
+  so exemplars are offered as for agentflow's). On is with them, off without. What those
+  spans and points cost with no instrumentation code around them, measured where
+  agentflow's are: the same spans made in a tight loop cost markedly less, the
+  SDK's code and data staying in the CPU's caches, which a LangGraph step between them
+  evicts.
 
     python -m bench.tracing --json
 """
@@ -43,7 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +64,18 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
 from pydantic_ai import Agent
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.test import TestModel
 
 from agentflow import FunctionModel, _genai, tracing
+from agentflow.models.base import ModelRequest
 from agentflow.models.sglang import SGLangModel
 from bench.overhead import NODES, agentflow_graph, instant
 
-BLOCK = 25
+BLOCK = 10
+"""Runs in a row with an arm's instrumentation off, or on."""
 COMPLETION = json.dumps(
     {
         "id": "bench",
@@ -129,40 +140,56 @@ class Arm:
     run: Callable[[], Awaitable[Any]]
     switch: Callable[[bool], None]
     steps: int
-    sides: tuple[bool, ...] = (False, True)
-    """Off and on; on alone for the bare SDK, whose off would be nothing at all."""
+
+
+@dataclass(kw_only=True)
+class Timings:
+    """An arm's µs per step: the medians off and on, and its tracing cost."""
+
+    off: float
+    on: float
+    cost: float
+    """The median over rounds of the on block's median minus the off block's."""
 
 
 async def interleave(
     arms: dict[str, Arm], runs: int, warmup: int, settle: Callable[[], None]
-) -> dict[str, dict[bool, float]]:
-    """Median µs per step of each arm, off and on, in blocks taking turns; `settle` runs
-    before each block (outside the timings)."""
+) -> dict[str, Timings]:
+    """Time every arm off and on, `runs` runs each, round after round: in each round every
+    arm runs a block of `BLOCK` runs off and one on, back to back, the arms' order and the
+    off/on order flipping every round. `settle` runs before each round, outside the timings.
+    """
     for arm in arms.values():
-        for on in arm.sides:
+        for on in (False, True):
             arm.switch(on)
             for _ in range(warmup):
                 await arm.run()
         arm.switch(False)
-    times: dict[str, dict[bool, list[float]]] = {
-        name: {on: [] for on in arm.sides} for name, arm in arms.items()
-    }
-    block = 0
-    while min(len(t) for sides in times.values() for t in sides.values()) < runs:
-        forward = block % 2 == 0
+    times: dict[str, dict[bool, list[float]]] = {name: {False: [], True: []} for name in arms}
+    costs: dict[str, list[float]] = {name: [] for name in arms}
+    for round_ in range(-(-runs // BLOCK)):
+        settle()
+        forward = round_ % 2 == 0
         for name in list(arms) if forward else list(reversed(arms)):
             arm = arms[name]
-            for on in arm.sides if forward else tuple(reversed(arm.sides)):
+            block: dict[bool, float] = {}
+            for on in (False, True) if forward else (True, False):
                 arm.switch(on)
-                settle()
+                timed: list[float] = []
                 for _ in range(BLOCK):
                     start = time.perf_counter()
                     await arm.run()
-                    times[name][on].append(time.perf_counter() - start)
+                    timed.append((time.perf_counter() - start) / arm.steps * 1e6)
+                times[name][on] += timed
+                block[on] = statistics.median(timed)
             arm.switch(False)
-        block += 1
+            costs[name].append(block[True] - block[False])
     return {
-        name: {on: statistics.median(t) / arms[name].steps * 1e6 for on, t in sides.items()}
+        name: Timings(
+            off=statistics.median(sides[False]),
+            on=statistics.median(sides[True]),
+            cost=statistics.median(costs[name]),
+        )
         for name, sides in times.items()
     }
 
@@ -204,18 +231,42 @@ async def capture(run: Callable[[], Awaitable[Any]]) -> Captured:
     return Captured(spans=spans, points=points)
 
 
-class BareReplay:
-    """The captured spans and points, made again straight with the SDK on these providers.
+SpanShape = tuple[str, SpanKind, dict[str, Any]]
+"""A captured span's name, kind and final attributes."""
 
-    Spans start and end in the captured order, each under its captured parent with all its
-    final attributes given at the start; the points are recorded, with their attributes, in
-    the context of the run's span (so exemplars are offered as they are for agentflow's).
+
+class BareTelemetry:
+    """The spans and points of a captured agentflow run, made again straight with the SDK
+    on these providers, from the same places in an untraced run of the same graph.
+
+    The run's span around the run; in each step (from inside its model call), the node's
+    span under it and the node's `chat` spans under that, each started with its final
+    attributes and ended, then the step's metric points recorded with their attributes in
+    the node span's context (so exemplars are offered as they are for agentflow's).
     """
 
     def __init__(
         self, captured: Captured, tracer_provider: TracerProvider, meter_provider: MeterProvider
     ) -> None:
         self.tracer = tracer_provider.get_tracer("bare")
+        self.on = False
+        [run] = [s for s in captured.spans if s.parent is None]
+        self.run_span = _shape(run)
+        nodes = _children(captured.spans, run)
+        self.steps = [
+            (_shape(node), [_shape(c) for c in _children(captured.spans, node)]) for node in nodes
+        ]
+        self.records = self._records(captured, meter_provider, len(nodes))
+        self.span_count = len(captured.spans)
+        self.point_count = sum(count for _, _, count, _ in captured.points)
+        self._run: Span = trace.INVALID_SPAN
+        self._step = 0
+
+    @staticmethod
+    def _records(
+        captured: Captured, meter_provider: MeterProvider, steps: int
+    ) -> list[tuple[Callable[..., None], float, dict[str, Any]]]:
+        """One step's points: each series' captured points, shared evenly by the steps."""
         meter = meter_provider.get_meter("bare")
         instruments: dict[str, Histogram | Counter] = {
             _genai.TOKEN_USAGE_METRIC: meter.create_histogram(
@@ -230,40 +281,50 @@ class BareReplay:
             ),
             "agentflow.cost.usd": meter.create_counter("agentflow.cost.usd", unit="USD"),
         }
-        spans = sorted(captured.spans, key=lambda s: s.start_time or 0)
-        index = {s.context.span_id: i for i, s in enumerate(spans) if s.context}
-        self.starts = [
-            (
-                s.name,
-                s.kind,
-                index.get(s.parent.span_id) if s.parent else None,
-                dict(s.attributes or {}),
-            )
-            for s in spans
-        ]
-        moments = [(s.start_time or 0, 0, i) for i, s in enumerate(spans)]
-        moments += [(s.end_time or 0, 1, i) for i, s in enumerate(spans)]
-        self.order = [(ending == 1, i) for _, ending, i in sorted(moments)]
-        self.records: list[tuple[Callable[..., None], float, dict[str, Any]]] = []
+        records: list[tuple[Callable[..., None], float, dict[str, Any]]] = []
         for name, value, count, attributes in captured.points:
+            assert count % steps == 0, f"{name}: {count} points are not the same in every step"
             instrument = instruments[name]
             record = instrument.add if isinstance(instrument, Counter) else instrument.record
-            self.records += [(record, value, attributes)] * count
-        self.span_count = len(spans)
+            records += [(record, value, attributes)] * (count // steps)
+        return records
 
-    def __call__(self) -> None:
-        made: list[Span] = [trace.INVALID_SPAN] * len(self.starts)
-        for ending, i in self.order:
-            if ending:
-                made[i].end()
-                continue
-            name, kind, parent, attributes = self.starts[i]
-            context = None if parent is None else trace.set_span_in_context(made[parent])
-            span = made[i] = self.tracer.start_span(name, context, kind, attributes)
-            if parent is None:  # the run's span: the points are recorded in its context
-                run = trace.set_span_in_context(span)
-                for record, value, point_attributes in self.records:
-                    record(value, point_attributes, context=run)
+    async def around(self, run: Callable[[], Awaitable[Any]]) -> None:
+        """Run the graph; when on, inside the run's span."""
+        if not self.on:
+            await run()
+            return
+        name, kind, attributes = self.run_span
+        self._run = self.tracer.start_span(name, kind=kind, attributes=attributes)
+        self._step = 0
+        await run()
+        self._run.end()
+
+    def step(self, req: ModelRequest) -> str:
+        """The instant model's answer; when on, after the step's spans and points."""
+        if self.on:
+            (name, kind, attributes), calls = self.steps[self._step % len(self.steps)]
+            self._step += 1
+            node = self.tracer.start_span(
+                name, trace.set_span_in_context(self._run), kind, attributes
+            )
+            node_context = trace.set_span_in_context(node)
+            for name, kind, attributes in calls:
+                self.tracer.start_span(name, node_context, kind, attributes).end()
+            for record, value, point_attributes in self.records:
+                record(value, point_attributes, context=node_context)
+            node.end()
+        return "ok"
+
+
+def _shape(span: ReadableSpan) -> SpanShape:
+    return span.name, span.kind, dict(span.attributes or {})
+
+
+def _children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    assert parent.context is not None
+    found = [s for s in spans if s.parent and s.parent.span_id == parent.context.span_id]
+    return sorted(found, key=lambda s: s.start_time or 0)
 
 
 def pydantic_ai_agent(
@@ -299,15 +360,18 @@ async def measure(runs: int, warmup: int) -> dict[str, Any]:
             tracing.use_providers(tracer_provider, meter_provider)
         else:
             tracing.use_providers()
+        tracing.instruments()  # made now, outside the timings
 
     in_process = agentflow_graph(FunctionModel(instant))
-    for _ in range(warmup):
-        await in_process()
+    await in_process()  # compiled paths warmed before the capture
     captured = await capture(in_process)
-    bare = BareReplay(captured, tracer_provider, meter_provider)
+    bare = BareTelemetry(captured, tracer_provider, meter_provider)
+    bare_graph = agentflow_graph(FunctionModel(bare.step))
 
-    async def replay() -> None:
-        bare()
+    def bare_switch(on: bool) -> None:
+        tracing.use_providers()  # agentflow's own telemetry off throughout
+        tracing.instruments()
+        bare.on = on
 
     with model_server() as url:
         served = SGLangModel("bench-model", base_url=url)
@@ -318,33 +382,29 @@ async def measure(runs: int, warmup: int) -> dict[str, Any]:
             "pydantic_ai_no_content": pydantic_ai_agent(
                 tracer_provider, meter_provider, include_content=False
             ),
-            "bare": Arm(run=replay, switch=lambda on: None, steps=NODES, sides=(True,)),
+            "bare": Arm(run=lambda: bare.around(bare_graph), switch=bare_switch, steps=NODES),
         }
-        medians = await interleave(arms, runs, warmup, settle)
+        timed = await interleave(arms, runs, warmup, settle)
         await served.aclose()
     tracer_provider.shutdown()
     meter_provider.shutdown()
-
-    def cost(name: str) -> float:
-        return medians[name][True] - medians[name][False]
-
-    agentflow, bare_cost = cost("agentflow"), medians["bare"][True]
-    pydantic_ai = cost("pydantic_ai")
+    served_step, step = timed["served"], timed["agentflow"]
+    agentflow, pydantic_ai, bare_cost = step.cost, timed["pydantic_ai"].cost, timed["bare"].cost
     return {
-        "us_per_step_off": round(medians["served"][False], 1),
-        "us_per_step_on": round(medians["served"][True], 1),
-        "overhead_pct": round((medians["served"][True] / medians["served"][False] - 1) * 100, 2),
-        "in_process_us_per_step_off": round(medians["agentflow"][False], 1),
-        "in_process_us_per_step_on": round(medians["agentflow"][True], 1),
+        "us_per_step_off": round(served_step.off, 1),
+        "us_per_step_on": round(served_step.on, 1),
+        "overhead_pct": round(served_step.cost / served_step.off * 100, 2),
+        "in_process_us_per_step_off": round(step.off, 1),
+        "in_process_us_per_step_on": round(step.on, 1),
+        "pydantic_ai_us_per_step_off": round(timed["pydantic_ai"].off, 1),
         "agentflow_cost_us": round(agentflow, 1),
         "pydantic_ai_cost_us": round(pydantic_ai, 1),
-        "pydantic_ai_no_content_cost_us": round(cost("pydantic_ai_no_content"), 1),
-        "pydantic_ai_us_per_step_off": round(medians["pydantic_ai"][False], 1),
+        "pydantic_ai_no_content_cost_us": round(timed["pydantic_ai_no_content"].cost, 1),
         "bare_cost_us": round(bare_cost, 1),
         "agentflow_over_pydantic_ai": round(agentflow / pydantic_ai, 3),
         "agentflow_over_bare": round(agentflow / bare_cost, 3),
         "spans_per_run": bare.span_count,
-        "points_per_run": len(bare.records),
+        "points_per_run": bare.point_count,
         "runs": runs,
         "nodes": NODES,
     }
