@@ -21,12 +21,13 @@ run's, holding the route, tokens and cost of the node's model calls.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import merge_configs
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphInterrupt
 from langgraph.graph.state import CompiledStateGraph
@@ -91,6 +92,7 @@ class CompiledGraph:
         sandboxes: Where the graph's sandboxed tools run (`compile(sandbox=...)`).
         durability: LangGraph's `durability` for a run that names none (None: LangGraph's
             own default).
+        config: Merged into every run's config (see `with_config`).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class CompiledGraph:
         *,
         sandboxes: Sandboxes,
         durability: str | None = None,
+        config: RunnableConfig | None = None,
     ) -> None:
         self.graph = graph
         """LangGraph's compiled graph, which runs the nodes and holds the state."""
@@ -106,6 +109,8 @@ class CompiledGraph:
         """Where the graph's sandboxed tools run (`compile(sandbox=...)`)."""
         self.default_durability = durability
         """LangGraph's `durability` for a run that names none (None: LangGraph's own)."""
+        self.bound_config = config
+        """Merged into every run's config (see `with_config`)."""
         self._span_name = f"invoke_agent {graph.name}" if graph.name else "invoke_agent"
         self._span_attributes: dict[str, AnyValue] = {
             genai.OPERATION: "invoke_agent",
@@ -122,12 +127,14 @@ class CompiledGraph:
         return f"CompiledGraph({self.graph.name!r})"
 
     def with_config(self, config: RunnableConfig | None = None, **values: Any) -> CompiledGraph:
-        """The same graph with `config` (or `values`) merged into every run's config, as
-        LangGraph's `with_config`; its runs are traced and default as this graph's are."""
+        """The same graph with `config` (and `values`) merged into every run's config, as
+        LangGraph's `with_config`; merged here, not in LangGraph's graph, so that its runs
+        are traced with the thread and run id the merged config names."""
         return CompiledGraph(
-            self.graph.with_config(config, **values),
+            self.graph,
             sandboxes=self.sandboxes,
             durability=self.default_durability,
+            config=merge_configs(self.bound_config, config, cast(RunnableConfig, values)),
         )
 
     async def ainvoke(
@@ -149,13 +156,13 @@ class CompiledGraph:
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, **options: Any
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Run the graph, yielding what `stream_mode` asks for: LangGraph's `astream`."""
         return self._stream(self.graph.astream, input, config, options)
 
     def astream_events(
         self, input: Any, config: RunnableConfig | None = None, **options: Any
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Run the graph, yielding LangChain's run events: LangGraph's `astream_events`."""
         return self._stream(self.graph.astream_events, input, config, options)
 
@@ -165,7 +172,7 @@ class CompiledGraph:
         input: Any,
         config: RunnableConfig | None,
         options: dict[str, Any],
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         config = self._prepared(config, options)
         if not instruments().active:
             async with aclosing(method(input, config, **options)) as stream:
@@ -188,7 +195,7 @@ class CompiledGraph:
         default durability, if it names none."""
         if options.get("durability") is None and self.default_durability is not None:
             options["durability"] = self.default_durability
-        config = config or {}
+        config = merge_configs(self.bound_config, config) if self.bound_config else config or {}
         configurable = config.get("configurable") or {}
         if config.get("run_id") or configurable.get("thread_id") or INVOCATION_KEY in configurable:
             return config
