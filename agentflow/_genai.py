@@ -5,7 +5,8 @@ package has them), the tracer, meter and logger agentflow uses (each with the v1
 schema URL), the content-capture setting, and the pieces every span kind shares: the
 conversation of the run, errors and exceptions, and the log-based events.
 
-`agentflow.tracing` builds the spans out of these; this module holds no span logic.
+The hooks (`agentflow.compiled`, `agentflow.models.instrumented`, `agentflow.tracing`) build
+the spans out of these; this module holds no span logic.
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ async def triage(state: SupportState, ctx: StepContext) -> dict:
 
 graph.agent("resolve", kind="tool_call", tools=[lookup_order], max_steps=6)
 graph.edge(START, "triage").edge("triage", "resolve").edge("resolve", END)
-app = graph.compile(router=router)        # LangGraph's CompiledStateGraph
+app = graph.compile(router=router)        # wraps LangGraph's CompiledStateGraph
 ```
 
-`compile()` returns LangGraph's own compiled graph (a `TracedGraph`, whose runs are
-traces), so streaming, checkpointers and the state APIs work unchanged. agentflow adds
-what LangGraph does not know: every model call is routed to a tier, guarded, budgeted,
-validated and recorded in the `steps` channel.
+`compile()` returns a `CompiledGraph`: LangGraph's own compiled graph (its `graph`),
+wrapped so that each run is a trace; streaming, checkpointers and the state APIs work
+unchanged. agentflow adds what LangGraph does not know: every model call is routed to a
+tier, guarded, budgeted, validated and recorded in the `steps` channel.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import importlib
 import inspect
 import operator
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
@@ -35,6 +35,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command
 
 from agentflow.agent import AgentLoop, SystemPrompt, route_after_model
+from agentflow.compiled import INVOCATION_KEY, CompiledGraph, node_span
 from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord, new_call_id
 from agentflow.exceptions import ConfigError
@@ -45,7 +46,6 @@ from agentflow.sandbox import Sandboxes
 from agentflow.serde import allow_types, state_types
 from agentflow.step import PrefixTracker, StepContext
 from agentflow.tools import Tool
-from agentflow.tracing import TracedGraph, node_span
 
 if TYPE_CHECKING:
     from agentflow.evals.suite import Suite
@@ -85,10 +85,6 @@ def _run_id(runtime: Runtime[Any]) -> str:
     return info.run_id or info.thread_id or "run"
 
 
-_INVOCATION = "__agentflow_invocation"
-"""The configurable key naming an invocation that has neither a run id nor a thread."""
-
-
 def _ledger_key(runtime: Runtime[Any], config: RunnableConfig) -> str:
     """The run's key in the router's spend ledger: its run id, else its thread, else the
     invocation (all of whose nodes are the run: without a thread nothing outlives it)."""
@@ -97,32 +93,8 @@ def _ledger_key(runtime: Runtime[Any], config: RunnableConfig) -> str:
         return f"run:{info.run_id}"
     if info is not None and info.thread_id:
         return f"thread:{info.thread_id}"
-    invocation = (config.get("configurable") or {}).get(_INVOCATION)
+    invocation = (config.get("configurable") or {}).get(INVOCATION_KEY)
     return f"invocation:{invocation or new_call_id()}"
-
-
-class CompiledGraph(TracedGraph):
-    """The compiled graph: LangGraph's, traced, whose runs without a run id or a thread
-    each get a name of their own for the spend ledger (every node of such an
-    invocation shares one budget, and no two invocations share one), and whose
-    sandboxed tools run in `sandboxes`."""
-
-    def __init__(self, *args: Any, sandboxes: Sandboxes, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sandboxes = sandboxes
-        """Where the graph's sandboxed tools run (`compile(sandbox=...)`)."""
-
-    def astream(  # type: ignore[override]
-        self, input: Any, config: Any = None, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        config = config or {}
-        configurable = config.get("configurable") or {}
-        if not (
-            config.get("run_id") or configurable.get("thread_id") or _INVOCATION in configurable
-        ):
-            configurable = {**configurable, _INVOCATION: new_call_id()}
-            config = {**config, "configurable": configurable}
-        return super().astream(input, config, **kwargs)
 
 
 @dataclass(kw_only=True)
@@ -415,9 +387,8 @@ class AgentGraph(Generic[DepsT]):
         # A journal replays a call by its id, so the checkpoint holding the call must be
         # on disk before the tool runs: "sync", not LangGraph's default "async", which
         # may still be writing it when a crash comes.
-        attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
         durability = "sync" if journal is not None else None
-        return CompiledGraph(**attrs, default_durability=durability, sandboxes=sandbox)
+        return CompiledGraph(compiled, sandboxes=sandbox, durability=durability)
 
     def _check_state(self) -> None:
         hints = typing.get_type_hints(self.state)

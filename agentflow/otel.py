@@ -1,6 +1,6 @@
 """Set up the OpenTelemetry SDK for agentflow: OTLP, a readable console tree, or nothing.
 
-`agentflow.tracing` only speaks the OpenTelemetry API; this module is for programs that
+agentflow's tracing hooks only speak the OpenTelemetry API; this module is for programs that
 do not set OpenTelemetry up themselves (the `agentflow` CLI, scripts, the server). It
 imports the SDK, and `configure` the exporters it needs, so `import agentflow` (which
 does not import this module) stays cheap.

@@ -31,8 +31,9 @@ from agentflow.models.base import (
     output_spec,
 )
 from agentflow.models.fallback import Failure, try_in_order
+from agentflow.models.instrumented import instrument
 from agentflow.routing import Attempt, Plan, Router, prompt_tokens
-from agentflow.tracing import instrument, run_traced
+from agentflow.tracing import run_traced
 
 if TYPE_CHECKING:
     from agentflow.journal import ToolJournal

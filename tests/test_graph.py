@@ -28,6 +28,7 @@ from agentflow import (
     UserMessage,
     run_usage,
 )
+from agentflow.compiled import CompiledGraph
 from agentflow.serde import StateSerializer
 from tests.helpers import three_tiers
 
@@ -77,7 +78,8 @@ def hello(text: str = "I want a refund for order 1042") -> dict[str, Any]:
 
 async def test_compile_returns_langgraph_and_runs_every_node_on_its_tier() -> None:
     app = support_graph(router_for()).compile()
-    assert isinstance(app, CompiledStateGraph)
+    assert isinstance(app, CompiledGraph)
+    assert isinstance(app.graph, CompiledStateGraph)
     assert app.name == "support"
     state = await app.ainvoke(hello())
     assert state["verdict"] == Verdict(intent="refund")
@@ -153,7 +155,7 @@ def test_without_a_router_compile_reads_agentflow_toml(tmp_path: Path) -> None:
     graph: AgentGraph[Any] = AgentGraph("g")
     graph.node(lambda state: None, name="a", kind="respond")
     graph.edge(START, "a")
-    assert isinstance(graph.compile(config_file=config), CompiledStateGraph)
+    assert isinstance(graph.compile(config_file=config).graph, CompiledStateGraph)
     graph.node(lambda state: None, name="b", kind="plan")
     with pytest.raises(ConfigError, match="plan") as caught:
         graph.compile(config_file=config)
@@ -201,7 +203,7 @@ def test_a_misspelt_node_kind_is_told_the_closest_routed_one(tmp_path: Path) -> 
 def test_unused_routing_kinds_are_no_error(tmp_path: Path) -> None:
     """A config may serve several graphs: kinds one graph does not use are left alone."""
     graph, config = kinds_graph(tmp_path, 'tool_call = "small"\ntool_calls = "small"\n')
-    assert isinstance(graph.compile(config_file=config), CompiledStateGraph)
+    assert isinstance(graph.compile(config_file=config).graph, CompiledStateGraph)
 
 
 async def test_sqlite_checkpointer_keeps_messages_and_steps(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, cast
 
@@ -401,6 +402,44 @@ def _providers(telemetry: Telemetry) -> tuple[TracerProvider, MeterProvider, Log
     loggers = LoggerProvider()
     loggers.add_log_record_processor(SimpleLogRecordProcessor(telemetry.logs))
     return provider, MeterProvider(metric_readers=[InMemoryMetricReader()]), loggers
+
+
+async def test_every_entry_point_of_the_compiled_graph_is_a_traced_run(
+    telemetry: Telemetry,
+) -> None:
+    """`ainvoke`, `astream`, `astream_events` and a `with_config` copy each run as one
+    `invoke_agent` trace; what the wrapper does not run is LangGraph's compiled graph's."""
+
+    async def body(state: Any, ctx: StepContext[Any]) -> dict[str, Any]:
+        await ctx.llm("hello")
+        return {}
+
+    router = three_tiers(ScriptedModel(["ok"] * 5), ScriptedModel([]), ScriptedModel([]))
+    app = single_node_graph(router, body).compile(checkpointer=InMemorySaver())
+    hi = {"messages": [UserMessage(content="hi")]}
+
+    def thread(name: str) -> Any:
+        return {"configurable": {"thread_id": name}}
+
+    await app.ainvoke(hi, thread("t0"))
+    _ = [chunk async for chunk in app.astream(hi, thread("t1"))]
+    _ = [event async for event in app.astream_events(hi, thread("t2"), version="v2")]
+    await app.with_config(thread("t3")).ainvoke(hi)
+    async with aclosing(app.astream(hi, thread("t4"))) as stream:
+        async for _chunk in stream:
+            break  # a consumer that stops early ends the run, not as an error
+    runs = roots(telemetry.spans())
+    assert [run.name for run in runs] == ["invoke_agent test"] * 5
+    assert [(run.attributes or {}).get("gen_ai.conversation.id") for run in runs] == [
+        f"t{i}" for i in range(5)
+    ]
+    assert all(run.status.status_code is StatusCode.UNSET for run in runs)
+    for run in runs[:4]:
+        [node] = children(telemetry.spans(), run)
+        assert [call.name for call in children(telemetry.spans(), node)] == ["chat scripted"]
+    assert app.checkpointer is app.graph.checkpointer
+    assert app.name == "test"
+    assert "step" in app.get_graph().nodes
 
 
 def test_an_unknown_capture_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
