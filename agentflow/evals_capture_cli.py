@@ -30,8 +30,9 @@ from agentflow._console import fail, out, user_errors
 from agentflow.config import load_config
 from agentflow.exceptions import ConfigError
 from agentflow.graph_files import load_graph
+from agentflow.inbox_cli import DatabaseOption
+from agentflow.loading import database_url
 from agentflow.routing import Router
-from agentflow.server.inbox_cli import DatabaseOption, database_url
 
 if TYPE_CHECKING:
     from agentflow.evals.capture import Captured

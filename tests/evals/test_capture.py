@@ -22,7 +22,7 @@ from agentflow.cli import app
 from agentflow.evals import load_cases
 from agentflow.evals.capture import capture_cases
 from agentflow.exceptions import ConfigError
-from agentflow.server.threads import ThreadService
+from agentflow.threads import ThreadService
 from graphs.support import last_customer_text, this_turn
 from graphs.support_evals import SUITES, respond_state
 from graphs.support_replies import facts_from

@@ -23,7 +23,7 @@ ticket). The item counts as waiting until that resumed run has written its outco
 sees the escalation gone before its reply.
 
 Crashes lose nothing: a decision is stored before it is applied; every run of a thread
-holds the thread's lease (`agentflow.server.leases`: one run per thread, across server
+holds the thread's lease (`agentflow.leases`: one run per thread, across server
 processes); and `recover()` (every server runs it at start and on a timer) applies the
 decisions not yet applied and finishes the runs whose process died, from their last
 checkpoint, while the tool journal keeps their side effects to once.
@@ -60,13 +60,13 @@ from agentflow.exceptions import (
 )
 from agentflow.graph import AgentGraph
 from agentflow.journal import open_journal
+from agentflow.leases import DEFAULT_TTL, Lease, ThreadLeases
+from agentflow.leases import SCHEMA as LEASES_SCHEMA
 from agentflow.messages import AssistantMessage, Message, UserMessage
 from agentflow.queue import ReviewItem, open_queue
 from agentflow.routing import Router
 from agentflow.sandbox import Sandboxes
 from agentflow.serde import StateSerializer
-from agentflow.server.leases import DEFAULT_TTL, Lease, ThreadLeases
-from agentflow.server.leases import SCHEMA as LEASES_SCHEMA
 
 __all__ = ["Event", "ThreadService", "ThreadView", "Turn", "last_turn"]
 
