@@ -110,6 +110,12 @@ class ReviewItem:
         """Whether the item is closed and its decision applied: nothing waits on it."""
         return self.status in _CLOSED and self.applied_at is not None
 
+    @property
+    def unapplied(self) -> bool:
+        """Whether the item is decided (resolved or expired) and its thread not yet
+        resumed with the decision."""
+        return self.status in _CLOSED and self.applied_at is None
+
     def __post_init__(self) -> None:
         if self.kind not in get_args(ReviewKind):
             raise ValueError(f"kind must be one of {get_args(ReviewKind)}, got {self.kind!r}")

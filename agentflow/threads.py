@@ -86,6 +86,9 @@ _SCHEMA = (
 """Who owns which thread, and which graph file runs it; what customers wrote while a
 person held their thread."""
 _ADDED_COLUMNS = ((_THREADS, "graph", "TEXT"),)
+OWNERS_KEPT = 10_000
+"""How many threads' owners a service keeps in memory: a thread's row never changes once
+written, so a turn looks it up once, not once per layer that asks."""
 """Added since the tables' first release, to older databases where missing."""
 _PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
 
@@ -218,6 +221,7 @@ class ThreadService:
         self.journal = open_journal(database_url)
         self._directory = _open_directory(database_url)
         self._leases = ThreadLeases(self._directory, ttl=lease_ttl)
+        self._owners: dict[str, tuple[str, str | None]] = {}
         self.sandboxes = Sandboxes() if sandboxes is None else sandboxes
 
     async def __aenter__(self) -> ThreadService:
@@ -292,13 +296,25 @@ class ThreadService:
             "VALUES (?, ?, ?, ?, ?)"
         )
         await _sql(self._directory, insert, row)
+        self._keep_owner(thread_id, (owner, customer_email))
         return thread_id
 
     async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
         """The thread's owner and customer email, or None if there is no such thread."""
+        found = self._owners.get(thread_id)
+        if found is not None:
+            return found
         select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = ?"
         rows = await _sql(self._directory, select, (thread_id,), write=False)
-        return (rows[0][0], rows[0][1]) if rows else None
+        if not rows:
+            return None  # not kept: another process may create it yet
+        return self._keep_owner(thread_id, (rows[0][0], rows[0][1]))
+
+    def _keep_owner(self, thread_id: str, found: tuple[str, str | None]) -> tuple[str, str | None]:
+        if len(self._owners) >= OWNERS_KEPT:
+            del self._owners[next(iter(self._owners))]  # the longest kept
+        self._owners[thread_id] = found
+        return found
 
     async def held(self, item_id: str) -> list[str]:
         """What the customer wrote while the handoff `item_id` waited, oldest first."""
@@ -333,8 +349,12 @@ class ThreadService:
         """
         lease = await self._leases.take(thread_id)
         try:
-            await self._settle(lease)
-            update = await self._message(thread_id, text)
+            waiting = await self.waiting(thread_id)
+            unapplied = [item for item in waiting if item.unapplied]
+            if unapplied or lease.taken_over:  # not at rest: settle, then look again
+                await self._settle(lease, unapplied)
+                waiting = await self.waiting(thread_id)
+            update = await self._message(thread_id, text, waiting)
         except BaseException:
             await self._leases.release(thread_id)
             raise
@@ -343,10 +363,13 @@ class ThreadService:
             return _events(*update.messages, update)
         return self._leased(lease, self._run(thread_id, update))
 
-    async def _message(self, thread_id: str, text: str) -> dict[str, Any] | Turn:
+    async def _message(
+        self, thread_id: str, text: str, waiting: list[ReviewItem]
+    ) -> dict[str, Any] | Turn:
         """The graph input for a customer's message (with the thread's customer email),
-        or the held turn when a person holds the thread."""
-        for item in await self.waiting(thread_id):
+        or the held turn when a person holds the thread (`waiting`: its escalations not
+        done with)."""
+        for item in waiting:
             if item.kind == "handoff" and item.status in ("pending", "claimed"):
                 row = (item.id, thread_id, text, datetime.now(UTC).isoformat())
                 await _sql(self._directory, f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
@@ -428,13 +451,14 @@ class ThreadService:
             async for event in events:
                 yield event
 
-    async def _settle(self, lease: Lease) -> list[Turn]:
-        """Bring the leased thread to rest before anything new: apply its decided items,
-        finish a run that died midway, queue the escalations a dead run left unqueued."""
+    async def _settle(self, lease: Lease, unapplied: list[ReviewItem] | None = None) -> list[Turn]:
+        """Bring the leased thread to rest before anything new: apply its decided items
+        (`unapplied`, when the caller has just read them), finish a run that died midway,
+        queue the escalations a dead run left unqueued."""
         thread_id = lease.thread_id
-        turns = [
-            await last_turn(self._apply(item)) for item in await self.queue.unapplied(thread_id)
-        ]
+        if unapplied is None:
+            unapplied = await self.queue.unapplied(thread_id)
+        turns = [await last_turn(self._apply(item)) for item in unapplied]
         if not lease.taken_over:
             return turns
         await self.open()
