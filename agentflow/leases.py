@@ -105,25 +105,23 @@ class ThreadLeases:
     async def release(self, thread_id: str) -> None:
         """Give the thread's lease up (if this service still holds it)."""
         try:
-            async with self._db.transaction() as cursor:
-                delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
-                await cursor.execute(delete, (thread_id, self.holder))
+            delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
+            await self._db.run_one(delete, (thread_id, self.holder))
         finally:  # only now: a run of ours asking meanwhile would take the row being deleted
             self._held.discard(thread_id)
 
     async def renew(self, thread_id: str) -> bool:
         """Push the lease's deadline forward; False if this service lost it meanwhile."""
         expires = iso(datetime.now(UTC) + self.ttl)
-        async with self._db.transaction() as cursor:
-            update = f"UPDATE {TABLE} SET expires_at = ? WHERE thread_id = ? AND holder = ?"
-            return await cursor.execute(update, (expires, thread_id, self.holder)) == 1
+        update = f"UPDATE {TABLE} SET expires_at = ? WHERE thread_id = ? AND holder = ?"
+        _, changed = await self._db.run_one(update, (expires, thread_id, self.holder))
+        return changed == 1
 
     async def orphaned(self) -> list[str]:
         """Threads whose lease's holder is gone: each a run that died midway."""
         now = datetime.now(UTC)
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(f"SELECT thread_id, holder, expires_at FROM {TABLE}")
-            rows = await cursor.fetchall()
+        select = f"SELECT thread_id, holder, expires_at FROM {TABLE}"
+        rows, _ = await self._db.run_one(select, write=False)
         return [thread for thread, holder, deadline in rows if _gone(holder, deadline, now)]
 
     async def take(self, thread_id: str) -> Lease:

@@ -380,15 +380,12 @@ class ReviewQueue:
         return None if row is None else _from_row(row, text=self._db.text_values)
 
     async def _select(self, pick: _Pick) -> _Items:
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(_select_sql(pick), self._params(pick))
-            rows = await cursor.fetchall()
+        rows, _ = await self._db.run_one(_select_sql(pick), self._params(pick), write=False)
         return [_from_row(row, text=self._db.text_values) for row in rows]
 
     async def _count_by_status(self) -> dict[str, int]:
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(_COUNT)
-            return dict(await cursor.fetchall())
+        rows, _ = await self._db.run_one(_COUNT, write=False)
+        return dict(rows)
 
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
         """Lock the picked rows, apply `change` to each, store the results, in one
