@@ -108,9 +108,8 @@ async def _sql(
 ) -> list[tuple[Any, ...]]:
     """One statement (`?` placeholders) on the directory's tables, in a transaction of
     its own; the rows it returns."""
-    async with directory.transaction(write=write) as cursor:
-        await cursor.execute(statement, params)
-        return await cursor.fetchall()
+    rows, _ = await directory.run_one(statement, params, write=write)
+    return rows
 
 
 async def thread_graph(database_url: str, thread_id: str) -> str | None:
@@ -163,6 +162,20 @@ async def last_turn(events: AsyncIterator[Event]) -> Turn:
     turn = [event async for event in events][-1]
     assert isinstance(turn, Turn)
     return turn
+
+
+def _messages_in(updates: dict[str, Any]) -> int:
+    """How many messages one "updates" event of a stream adds (its nodes' together)."""
+    return sum(
+        len(written.get("messages", ()))
+        for node, written in updates.items()
+        if node != "__interrupt__" and isinstance(written, dict)
+    )
+
+
+def _last(messages: list[Message], count: int) -> list[Message]:
+    """The last `count` messages (none for 0)."""
+    return list(messages[max(0, len(messages) - count) :]) if count else []
 
 
 @dataclass(kw_only=True)
@@ -511,12 +524,17 @@ class ThreadService:
         await _sql(self._directory, f"DELETE FROM {_HELD} WHERE item_id = ?", (item.id,))
 
     async def _run(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
+        """Run the thread from its checkpoint with `update` (the customer's message, a
+        resume, or None to finish a run), yielding each step and message as it comes.
+
+        The run's messages are counted from what it adds (its input's, then each node's
+        update, cached ones a resumed superstep replays included): `messages` appends, so
+        they are the last that many of the state's, with no read of the state before."""
         await self.open()
         config = self._config(thread_id)
         run_id = str(config["run_id"])
-        before = await self._app.aget_state(config)
-        seen = len(before.values.get("messages", [])) if before.values else 0
-        messages, steps = seen, 0
+        added = len(update.get("messages", ())) if isinstance(update, dict) else 0
+        said, steps = 0, 0
         state: dict[str, Any] = {}
         interrupts: list[Any] = []
         # What ainvoke itself streams: the state after each superstep, and interrupts.
@@ -526,18 +544,19 @@ class ThreadService:
         async for mode, data in stream:
             if mode == "updates":
                 interrupts.extend(data.get("__interrupt__", ()))
+                added += _messages_in(data)
                 continue
             crash_point("run.step")
             state = data
             for record in state.get("steps", [])[steps:]:
                 if record.run_id == run_id:
                     yield record
-            for message in state.get("messages", [])[messages:]:
+            for message in _last(state.get("messages", []), added)[said:]:
                 yield message
-            messages, steps = len(state.get("messages", [])), len(state.get("steps", []))
+            said, steps = added, len(state.get("steps", []))
         turn = Turn(
             thread_id=thread_id,
-            messages=list(state.get("messages", []))[seen:],
+            messages=_last(state.get("messages", []), added),
             steps=[s for s in state.get("steps", []) if s.run_id == run_id],
         )
         for interrupt in interrupts:
