@@ -132,7 +132,11 @@ def _write(captured: Captured, suites: list[Suite], folder: Path) -> None:
         left_out = captured.left_out.get(suite.kind, 0)
         out.print(
             f"{suite.kind}: {added} new cases in {path} ({len(rows) - added} already there"
-            + (f"; {left_out} runs are no case)" if left_out else ")"),
+            + (
+                f"; {left_out} {'run is' if left_out == 1 else 'runs are'} no case)"
+                if left_out
+                else ")"
+            ),
             highlight=False,
         )
     for path in written:
