@@ -82,25 +82,27 @@ class ThreadLeases:
     async def _claim(self, thread_id: str) -> Lease | None:
         now = datetime.now(UTC)
         expires = iso(now + self.ttl)
+        # A free thread (the usual case) is taken by one statement; a held one is looked
+        # at in a transaction of its own, which finds it released since, or its holder.
+        insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING"
+        _, inserted = await self._db.run_one(insert, (thread_id, self.holder, expires))
+        if inserted == 1:
+            return Lease(thread_id=thread_id, taken_over=False)
         async with self._db.transaction() as cursor:
-            insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING"
-            if await cursor.execute(insert, (thread_id, self.holder, expires)) == 1:
-                taken_over = False
-            else:
-                # Claimed with SKIP LOCKED: a replica taking the lease over right now has
-                # it, and this one moves on instead of queueing behind it.
-                select = f"SELECT holder, expires_at FROM {TABLE} WHERE thread_id = ?"
-                await cursor.execute(select + self._db.locking(skip_locked=True), (thread_id,))
-                row = await cursor.fetchone()
-                if row is None:  # locked by that replica, or released since the insert
-                    return None
-                holder, deadline = row
-                if holder != self.holder and not _gone(holder, deadline, now):
-                    return None
-                update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
-                await cursor.execute(update, (self.holder, expires, thread_id))
-                taken_over = True  # our own leftover too: a service of ours closed mid-run
-        return Lease(thread_id=thread_id, taken_over=taken_over)
+            # Claimed with SKIP LOCKED: a replica taking the lease over right now has it,
+            # and this one moves on instead of queueing behind it.
+            select = f"SELECT holder, expires_at FROM {TABLE} WHERE thread_id = ?"
+            await cursor.execute(select + self._db.locking(skip_locked=True), (thread_id,))
+            row = await cursor.fetchone()
+            if row is None:  # locked by that replica, or released since the insert
+                return None
+            holder, deadline = row
+            if holder != self.holder and not _gone(holder, deadline, now):
+                return None
+            update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
+            await cursor.execute(update, (self.holder, expires, thread_id))
+        # Taken over: our own leftover too (a service of ours closed mid-run).
+        return Lease(thread_id=thread_id, taken_over=True)
 
     async def release(self, thread_id: str) -> None:
         """Give the thread's lease up (if this service still holds it)."""
