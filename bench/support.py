@@ -47,8 +47,10 @@ Fields of the one JSON object (`--json`):
 - `target_met`: no errors, `cpu_ratio` <= 1.3 and `p99_ms_at_70pct` <= 50 ms;
   `target_met_at_burst`: no errors and `p99_ms` <= 50 ms.
 
-    python -m bench.support --json [--conversations 200] [--turns 2]
-        [--servers N] [--database postgresql://...]
+    python -m bench.support --json [--conversations 200] [--turns 2] [--rounds 3]
+        [--ramp-s 2] [--window-s 6] [--open-s 10] [--servers N] [--database postgresql://...]
+
+(About two minutes with the defaults.)
 
 `--servers N` starts N agentflow server processes on the one state database (an empty
 one: `--database`, else a fresh SQLite file) and keeps each conversation on one of them,
@@ -405,7 +407,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="conversations before measuring")
     parser.add_argument("--servers", type=int, default=1, help="agentflow server processes")
     parser.add_argument("--database", help="agentflow's state database URL (default: SQLite)")
-    parser.add_argument("--rounds", type=int, default=2, help="saturation rounds per arm")
+    parser.add_argument("--rounds", type=int, default=3, help="saturation rounds per arm")
     parser.add_argument("--ramp-s", type=float, default=2.0, help="closed loop before a window")
     parser.add_argument("--window-s", type=float, default=6.0, help="a saturation window")
     parser.add_argument("--open-s", type=float, default=10.0, help="open-loop arrivals per arm")
