@@ -25,8 +25,10 @@ arms one after the other, in one run, so their ratio shares the machine's noise:
 Fields of the one JSON object (`--json`):
 
 - `cpu_ms_per_turn`, `bare_langgraph_cpu_ms_per_turn`: server CPU (user + system) per
-  turn over the saturation windows, thread creation included (one per `--turns` turns);
-- `cpu_ratio`: their quotient (`target_cpu_ratio`: 1.3);
+  turn in a saturation window, thread creation included (one per `--turns` turns); the
+  median over the rounds;
+- `cpu_ratio`: the median over the rounds of the quotient of the two arms' CPU per turn
+  in the same round (`target_cpu_ratio`: 1.3); `cpu_ratio_per_round`: each round's;
 - `saturation_turns_per_s`, `bare_langgraph_saturation_turns_per_s`: turns completed per
   second per server process in the saturation windows;
 - `saturation_cpu_util`, `bare_langgraph_saturation_cpu_util`: the server's CPU seconds per
@@ -163,6 +165,11 @@ async def conversation(client: aiohttp.ClientSession, turns: int, samples: Sampl
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values) or [float("nan")]
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _cpu_ms(window: Window) -> float:
+    """A saturation window's server CPU per turn, in ms."""
+    return window.cpu_s * 1e3 / max(1, window.turns)
 
 
 @dataclass(kw_only=True)
@@ -349,23 +356,28 @@ async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]
     for arm in arms:
         prefix = "" if arm is agentflow else "bare_langgraph_"
         counted = windows[arm.name]
-        turns = sum(w.turns for w in counted)
         seconds = sum(w.seconds for w in counted)
-        cpu = sum(w.cpu_s for w in counted)
-        per_process = turns / seconds / len(arm.pids)
+        per_process = sum(w.turns for w in counted) / seconds / len(arm.pids)
         offered = OPEN_LOOP_LOAD * per_process * len(arm.pids)
         opened = await open_loop(arm, offered, options.turns, options.open_s, 7, errors)
         result |= {
-            f"{prefix}cpu_ms_per_turn": round(cpu * 1e3 / max(1, turns), 2),
+            f"{prefix}cpu_ms_per_turn": round(statistics.median(map(_cpu_ms, counted)), 2),
             f"{prefix}saturation_turns_per_s": round(per_process, 1),
-            f"{prefix}saturation_cpu_util": round(cpu / seconds / len(arm.pids), 2),
+            f"{prefix}saturation_cpu_util": round(
+                sum(w.cpu_s for w in counted) / seconds / len(arm.pids), 2
+            ),
             f"{prefix}offered_turns_per_s_at_70pct": round(offered, 1),
             f"{prefix}p50_ms_at_70pct": round(statistics.median(opened.turn_ms or [0.0]), 1),
             f"{prefix}p99_ms_at_70pct": round(percentile(opened.turn_ms, 0.99), 1),
         }
-    result["cpu_ratio"] = round(
-        result["cpu_ms_per_turn"] / result["bare_langgraph_cpu_ms_per_turn"], 3
-    )
+    # Each round's two windows are next to each other in time, so their quotient shares
+    # the machine's load of the moment; the median drops a round another process spoiled.
+    ratios = [
+        _cpu_ms(ours) / _cpu_ms(theirs)
+        for ours, theirs in zip(windows[agentflow.name], windows[bare.name], strict=True)
+    ]
+    result["cpu_ratio"] = round(statistics.median(ratios), 3)
+    result["cpu_ratio_per_round"] = [round(r, 3) for r in ratios]
     client_cpu, server_cpu = time.process_time(), agentflow.cpu_s()
     start = time.perf_counter()
     samples = await burst(agentflow, options.conversations, options.turns, errors)
