@@ -86,11 +86,11 @@ _SCHEMA = (
 """Who owns which thread, and which graph file runs it; what customers wrote while a
 person held their thread."""
 _ADDED_COLUMNS = ((_THREADS, "graph", "TEXT"),)
+"""Added since the tables' first release, to older databases where missing."""
+_PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
 OWNERS_KEPT = 10_000
 """How many threads' owners a service keeps in memory: a thread's row never changes once
 written, so a turn looks it up once, not once per layer that asks."""
-"""Added since the tables' first release, to older databases where missing."""
-_PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
 
 
 def _open_directory(database_url: str) -> Database:
