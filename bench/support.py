@@ -335,6 +335,7 @@ async def measure(options: Options) -> dict[str, Any]:
 
 
 async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]:
+    """Warm both arms up, then saturation, open loop and burst, each arm in turn."""
     errors: list[str] = []
     arms = (agentflow, bare)
     for arm in arms:
@@ -342,33 +343,18 @@ async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]
     windows: dict[str, list[Window]] = {arm.name: [] for arm in arms}
     for number in range(options.rounds):
         for arm in arms if number % 2 == 0 else arms[::-1]:
-            windows[arm.name].append(
-                await saturate(
-                    arm,
-                    options.conversations,
-                    options.turns,
-                    options.ramp_s,
-                    options.window_s,
-                    errors,
-                )
+            window = await saturate(
+                arm, options.conversations, options.turns, options.ramp_s, options.window_s, errors
             )
+            windows[arm.name].append(window)
     result: dict[str, Any] = {}
     for arm in arms:
         prefix = "" if arm is agentflow else "bare_langgraph_"
-        counted = windows[arm.name]
-        seconds = sum(w.seconds for w in counted)
-        per_process = sum(w.turns for w in counted) / seconds / len(arm.pids)
-        offered = OPEN_LOOP_LOAD * per_process * len(arm.pids)
-        opened = await open_loop(arm, offered, options.turns, options.open_s, 7, errors)
         result |= {
-            f"{prefix}cpu_ms_per_turn": round(statistics.median(map(_cpu_ms, counted)), 2),
-            f"{prefix}saturation_turns_per_s": round(per_process, 1),
-            f"{prefix}saturation_cpu_util": round(
-                sum(w.cpu_s for w in counted) / seconds / len(arm.pids), 2
-            ),
-            f"{prefix}offered_turns_per_s_at_70pct": round(offered, 1),
-            f"{prefix}p50_ms_at_70pct": round(statistics.median(opened.turn_ms or [0.0]), 1),
-            f"{prefix}p99_ms_at_70pct": round(percentile(opened.turn_ms, 0.99), 1),
+            prefix + key: value
+            for key, value in (
+                await _at_saturation(options, arm, windows[arm.name], errors)
+            ).items()
         }
     # Each round's two windows are next to each other in time, so their quotient shares
     # the machine's load of the moment; the median drops a round another process spoiled.
@@ -378,6 +364,40 @@ async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]
     ]
     result["cpu_ratio"] = round(statistics.median(ratios), 3)
     result["cpu_ratio_per_round"] = [round(r, 3) for r in ratios]
+    result |= await _burst_figures(options, agentflow, bare, errors)
+    return result | {
+        "errors": len(errors),
+        "target_met": not errors
+        and result["cpu_ratio"] <= TARGET_CPU_RATIO
+        and result["p99_ms_at_70pct"] <= TARGET_P99_MS,
+        "target_met_at_burst": not errors and result["p99_ms"] <= TARGET_P99_MS,
+        "first_errors": errors[:3],
+    }
+
+
+async def _at_saturation(
+    options: Options, arm: Arm, windows: list[Window], errors: list[str]
+) -> dict[str, Any]:
+    """An arm's figures from its saturation windows, and from the open loop at 70 % of
+    the saturation they measured."""
+    seconds = sum(w.seconds for w in windows)
+    per_process = sum(w.turns for w in windows) / seconds / len(arm.pids)
+    offered = OPEN_LOOP_LOAD * per_process * len(arm.pids)
+    opened = await open_loop(arm, offered, options.turns, options.open_s, 7, errors)
+    return {
+        "cpu_ms_per_turn": round(statistics.median(map(_cpu_ms, windows)), 2),
+        "saturation_turns_per_s": round(per_process, 1),
+        "saturation_cpu_util": round(sum(w.cpu_s for w in windows) / seconds / len(arm.pids), 2),
+        "offered_turns_per_s_at_70pct": round(offered, 1),
+        "p50_ms_at_70pct": round(statistics.median(opened.turn_ms or [0.0]), 1),
+        "p99_ms_at_70pct": round(percentile(opened.turn_ms, 0.99), 1),
+    }
+
+
+async def _burst_figures(
+    options: Options, agentflow: Arm, bare: Arm, errors: list[str]
+) -> dict[str, Any]:
+    """`--conversations` conversations at once on each arm (agentflow's figures in full)."""
     client_cpu, server_cpu = time.process_time(), agentflow.cpu_s()
     start = time.perf_counter()
     samples = await burst(agentflow, options.conversations, options.turns, errors)
@@ -385,17 +405,15 @@ async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]
     server_cpu, client_cpu = agentflow.cpu_s() - server_cpu, time.process_time() - client_cpu
     bare_samples = await burst(bare, options.conversations, options.turns, errors)
     done = max(1, len(samples.turn_ms))
-    p99 = percentile(samples.turn_ms, 0.99)
-    return result | {
+    return {
         "p50_ms": round(statistics.median(samples.turn_ms or [float("nan")]), 1),
-        "p99_ms": round(p99, 1),
+        "p99_ms": round(percentile(samples.turn_ms, 0.99), 1),
         "max_ms": round(max(samples.turn_ms or [float("nan")]), 1),
         "bare_langgraph_p99_ms": round(percentile(bare_samples.turn_ms, 0.99), 1),
         "create_p99_ms": round(percentile(samples.create_ms, 0.99), 1),
         "turns_per_s": round(len(samples.turn_ms) / wall_s, 1),
         "server_cpu_ms_per_turn": round(server_cpu * 1e3 / done, 2),
         "client_cpu_ms_per_turn": round(client_cpu * 1e3 / done, 2),
-        "errors": len(errors),
         "conversations": options.conversations,
         "servers": options.servers,
         "turns": len(samples.turn_ms),
@@ -404,11 +422,6 @@ async def _phases(options: Options, agentflow: Arm, bare: Arm) -> dict[str, Any]
         "wall_s": round(wall_s, 2),
         "target_p99_ms": TARGET_P99_MS,
         "target_cpu_ratio": TARGET_CPU_RATIO,
-        "target_met": not errors
-        and result["cpu_ratio"] <= TARGET_CPU_RATIO
-        and result["p99_ms_at_70pct"] <= TARGET_P99_MS,
-        "target_met_at_burst": not errors and p99 <= TARGET_P99_MS,
-        "first_errors": errors[:3],
     }
 
 
