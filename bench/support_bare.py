@@ -1,13 +1,14 @@
 """The support turn on bare LangGraph, served like `agentflow serve`: `bench.support`'s peer.
 
-The same turn as bench/support_graph.py answers an order question with (triage,
-resolve with a `lookup_order` call, respond; each model call a scripted answer after
-`MODEL_DELAY_S`), written as a plain LangGraph `StateGraph` over LangChain messages, the
-way a team without agentflow would: four supersteps (triage, resolve, tools, respond),
-the order read from the same seeded shop by the same `SupportDB.find_order` in a worker
-thread. It is served by the same stack in its own process: FastAPI with pydantic bodies
-and bearer tokens on uvicorn (uvloop, httptools), checkpoints in LangGraph's
-`AsyncSqliteSaver` with `durability="sync"`.
+The support graph (graphs/support.py: its state keys, its nine nodes and its routes)
+written as a plain LangGraph `StateGraph` over LangChain messages, the way a team without
+agentflow would, and the turn bench/support_graph.py answers an order question with:
+triage, resolve with a `lookup_order` call, respond (each model call a scripted answer
+after `MODEL_DELAY_S`), four supersteps, the order read from the same seeded shop by the
+same `SupportDB.find_order` in a worker thread. The nodes that turn never reaches (plan,
+legal, review, handoff, escalate) are there with no body. It is served by the same stack
+in its own process: FastAPI with pydantic bodies and bearer tokens on uvicorn (uvloop,
+httptools), checkpoints in LangGraph's `AsyncSqliteSaver` with `durability="sync"`.
 
 What it leaves out is what agentflow adds: no thread directory (a thread is its
 checkpoints), no lease, no review queue, no journal, no routing, cost or step records.
@@ -48,13 +49,24 @@ __all__ = ["build_graph", "create_app"]
 class Triage(BaseModel):
     """What the triage model answers (structured output)."""
 
-    intent: Literal["order_status", "other"]
-    confidence: float = Field(ge=0.0, le=1.0)
+    intent: Literal["order_status", "human", "legal", "other"]
+    urgency: Literal["low", "normal", "high"] = "normal"
+    sentiment: Literal["positive", "neutral", "negative"] = "neutral"
+    multi_step: bool = False
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class State(TypedDict):
+    """The support graph's state, less agentflow's step records."""
+
     messages: Annotated[list[AnyMessage], add_messages]
-    intent: NotRequired[str]
+    triage: NotRequired[Triage]
+    plan: NotRequired[str]
+    negative_turns: NotRequired[int]
+    human_active: NotRequired[bool]
+    escalation: NotRequired[str]
+    customer_email: NotRequired[str]
+    draft: NotRequired[str]
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -73,7 +85,26 @@ async def _model(answer: str) -> str:
 
 async def triage(state: State) -> dict[str, Any]:
     answer = await _model('{"intent": "order_status", "confidence": 0.9}')
-    return {"intent": Triage.model_validate_json(answer).intent}
+    found = Triage.model_validate_json(answer)
+    negative = state.get("negative_turns", 0) + 1 if found.sentiment == "negative" else 0
+    return {"triage": found, "negative_turns": negative, "escalation": ""}
+
+
+UNTRIAGED = Triage(intent="other", confidence=0.0)
+
+
+def route(state: State) -> str:
+    """Where the conversation goes after triage (the support graph's routes)."""
+    found = state.get("triage", UNTRIAGED)
+    if state.get("human_active"):
+        return "escalate"
+    if found.intent == "human" or found.confidence < 0.35:
+        return "handoff"
+    if state.get("negative_turns", 0) >= 2:
+        return "handoff"
+    if found.intent == "legal":
+        return "legal"
+    return "plan" if found.multi_step else "resolve"
 
 
 async def resolve(state: State) -> dict[str, Any]:
@@ -105,17 +136,26 @@ async def respond(state: State) -> dict[str, Any]:
     return {"messages": [AIMessage(content=f"{opening} Order {ADA_ORDER} {status}.")]}
 
 
+async def not_on_this_path(state: State) -> dict[str, Any]:
+    """The support graph's plan, legal, review, handoff and escalate nodes: an order
+    question never reaches them, but they are part of the graph LangGraph runs."""
+    raise NotImplementedError("the benchmark's turn never routes here")
+
+
 def build_graph() -> StateGraph[State, Shop, State, State]:
-    """The support turn as a plain LangGraph graph (compile it with a checkpointer)."""
+    """The support graph as a plain LangGraph graph (compile it with a checkpointer)."""
     builder = StateGraph(State, context_schema=Shop)
     builder.add_node("triage", triage)
+    for name in ("plan", "legal", "review", "handoff", "escalate"):
+        builder.add_node(name, not_on_this_path)
     builder.add_node("resolve", resolve)
     builder.add_node("tools", tools)
     builder.add_node("respond", respond)
     builder.add_edge(START, "triage")
     builder.add_conditional_edges(
-        "triage", lambda s: "resolve" if s["intent"] == "order_status" else "respond"
+        "triage", route, ["handoff", "escalate", "legal", "plan", "resolve"]
     )
+    builder.add_edge("plan", "resolve")
     builder.add_conditional_edges(
         "resolve",
         lambda s: "tools" if s["messages"][-1].tool_calls else "respond",
@@ -123,6 +163,10 @@ def build_graph() -> StateGraph[State, Shop, State, State]:
     )
     builder.add_edge("tools", "respond")
     builder.add_edge("respond", END)
+    builder.add_edge("legal", "review")
+    builder.add_edge("review", END)
+    builder.add_edge("handoff", "escalate")
+    builder.add_edge("escalate", END)
     return builder
 
 
@@ -186,7 +230,7 @@ async def post_message(
     said: list[AnyMessage] = [HumanMessage(content=body.text)]
     steps: list[StepOut] = []
     updates = state.graph.astream(
-        {"messages": said},
+        {"messages": said, "customer_email": email},
         config,
         context=Shop(db=state.db, customer_email=email),
         stream_mode="updates",
