@@ -157,6 +157,15 @@ class Database(ABC):
         two processes cannot both read a row as free and both take it.
         """
 
+    async def run_one(
+        self, statement: str, params: tuple[Any, ...] = (), *, write: bool = True
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """One statement in a transaction of its own: the rows it returns, and how many
+        rows it changed."""
+        async with self.transaction(write=write) as cursor:
+            count = await cursor.execute(statement, params)
+            return await cursor.fetchall(), count
+
     @abstractmethod
     def locking(self, *, skip_locked: bool = False) -> str:
         """The SQL a `SELECT` ends with to lock the rows it reads until the transaction
@@ -311,6 +320,31 @@ class SqliteDatabase(Database):
                 await conn.run(lambda c: self._checkin(c, "COMMIT"))
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
+
+    async def run_one(
+        self, statement: str, params: tuple[Any, ...] = (), *, write: bool = True
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        # Begun, run and ended in one call to a worker thread, not three: most of a
+        # one-statement transaction's cost is the hops.
+        async with self._writer() if write else contextlib.nullcontext():
+            return await asyncio.to_thread(self._one, statement, params, write)
+
+    def _one(
+        self, statement: str, params: tuple[Any, ...], write: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """`run_one`'s work, in a worker thread."""
+        conn = self._checkout("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            cursor = conn.execute(statement, params)
+            found = cursor.fetchall(), cursor.rowcount
+        except BaseException:
+            self._checkin(conn, "ROLLBACK")
+            raise
+        try:
+            self._checkin(conn, "COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        return found
 
     def _checkout(self, begin: str) -> sqlite3.Connection:
         """An idle connection (or a new one), its transaction begun (in a worker thread)."""

@@ -9,10 +9,13 @@ again, and nothing with side effects runs before the interrupt.
   ---->  |  {name}   | ------------> |  {name}.tools   |
          |  (model)  | <------------ | approve? run    |
          +-----------+               +-----------------+
-               | final answer
-               v
-          next node
+               | final answer                 | the tool choice function ends the play
+               v                              v
+          next node  <-------------------------
 ```
+
+A tool choice function that returns None after the last tool of its play takes the turn
+out of the loop from the tools node: no model step that would only return nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -44,9 +47,6 @@ from agentflow.messages import (
 from agentflow.models.base import ModelRequest, ModelSettings, ToolChoice
 from agentflow.step import StepContext, describe_error
 from agentflow.tools import RunContext, Tool, ToolOutcome
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["AgentLoop", "SystemPrompt", "pending_calls"]
 
@@ -118,10 +118,23 @@ class AgentLoop:
     def tools_node(self) -> str:
         return f"{self.name}.tools"
 
+    def _rounds(self, state: dict[str, Any]) -> int:
+        """The rounds of tool calls in this turn so far."""
+        turn = _turn(state.get("messages", []))
+        return sum(1 for m in turn if isinstance(m, AssistantMessage) and m.tool_calls)
+
+    def played_out(self, state: dict[str, Any]) -> bool:
+        """Whether the turn's tool choice function ends the loop after these tool results
+        (so the model is not asked again), within `max_steps`."""
+        if not callable(self.tool_choice):
+            return False
+        rounds = self._rounds(state)
+        return rounds < self.max_steps and self.tool_choice(state, rounds) is None
+
     async def model_step(self, state: dict[str, Any], ctx: StepContext[Any]) -> dict[str, Any]:
         """Ask the routed model for the next move; a high-stakes tool call is re-decided."""
         history: list[Message] = list(state.get("messages", []))
-        rounds = sum(1 for m in _turn(history) if isinstance(m, AssistantMessage) and m.tool_calls)
+        rounds = self._rounds(state)
         if rounds >= self.max_steps:
             raise StepLimitExceeded(
                 f"agent {self.name!r} made {rounds} rounds of tool calls without a final answer",
@@ -130,7 +143,7 @@ class AgentLoop:
             )
         choice = self.tool_choice(state, rounds) if callable(self.tool_choice) else self.tool_choice
         if choice is None:
-            return {}  # the turn's tools have run; the graph's next node answers
+            return {}  # no tools to play this turn; the graph's next node answers
         if choice not in ("auto", "required", "none") and choice not in self.tools:
             raise ConfigError(
                 f"tool_choice chose {choice!r}, which is not one of its tools",
@@ -299,5 +312,19 @@ def route_after_model(
         if pending_calls(state.get("messages", [])):
             return loop.tools_node
         return exit_path(state)
+
+    return route
+
+
+def route_after_tools(
+    loop: AgentLoop, exit_path: Callable[[Any], Any]
+) -> Callable[[dict[str, Any]], Any]:
+    """Return the edge function after the tools node: back to the model, or out of the
+    loop when the turn's tool choice function says the play is over. Leaving here rather
+    than from a model step that returns nothing saves a superstep, and its checkpoint,
+    on every played turn."""
+
+    def route(state: dict[str, Any]) -> Any:
+        return exit_path(state) if loop.played_out(state) else loop.name
 
     return route

@@ -26,26 +26,25 @@ from agentflow._console import (
     totals_table,
     user_errors,
 )
-from agentflow.config import AgentflowConfig, load_config
+from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord
 from agentflow.evals_cli import eval_app
 from agentflow.exceptions import AgentflowError, ConfigError
-from agentflow.graph import AgentGraph, run_usage
+from agentflow.graph import run_usage
 from agentflow.graph_files import LoadedGraph, import_file, load_graph
+from agentflow.inbox_cli import DatabaseOption, inbox_app, print_message, print_turn
+from agentflow.loading import (
+    DEFAULT_DATABASE_URL,
+    database_url,
+    graph_sandboxes,
+    graph_settings,
+    thread_service,
+)
 from agentflow.mcp_cli import mcp_app
 from agentflow.messages import UserMessage
 from agentflow.routing import Router
-from agentflow.sandbox import Sandboxes
-from agentflow.server.inbox_cli import (
-    DEFAULT_DATABASE_URL,
-    DatabaseOption,
-    database_url,
-    inbox_app,
-    print_message,
-    print_turn,
-)
-from agentflow.server.threads import ThreadService
 from agentflow.serving.launch import INSTALL_HINT, sglang_installed, tier_launch_command
+from agentflow.threads import ThreadService
 
 app = typer.Typer(
     name="agentflow",
@@ -95,25 +94,14 @@ ConfigOption = Annotated[
 ]
 
 
-def _settings(graph: AgentGraph[Any], config: Path | str | None) -> AgentflowConfig | None:
-    """The agentflow.toml to use, which a graph carrying its own router (tests, examples)
-    does without unless one is named."""
-    return None if graph.router is not None and config is None else load_config(config)
-
-
-def _sandboxes(settings: AgentflowConfig | None) -> Sandboxes:
-    """The sandboxes a graph's tools run in, as `[sandbox]` in agentflow.toml says."""
-    return Sandboxes(allow_unisolated=settings is not None and settings.sandbox.allow_unisolated)
-
-
 async def _run(loaded: LoadedGraph, context: Any, message: str, config: Path | None) -> None:
     graph = loaded.graph
-    settings = _settings(graph, config)
+    settings = graph_settings(graph, config)
     router = graph.router
     if router is None and settings is not None:  # it is read when the graph has no router
         router = Router.from_config(settings)
     run_id = uuid.uuid4()
-    async with _sandboxes(settings) as sandboxes:  # its warm containers go at the end
+    async with graph_sandboxes(settings) as sandboxes:  # its warm containers go at the end
         compiled = graph.compile(router=router, sandbox=sandboxes)
         state = await compiled.ainvoke(
             {"messages": [UserMessage(content=message)]}, {"run_id": run_id}, context=context
@@ -291,25 +279,6 @@ def serve(
     finally:
         if telemetry is not None:
             telemetry.shutdown()
-
-
-def thread_service(graph: str, database_url: str, config: Path | str | None) -> ThreadService:
-    """The conversations of `GRAPH_FILE[:attr]` in a database, with the module's
-    `make_context()` as the graph's context (what `serve`, `run --thread` and `inbox`
-    resume with)."""
-    loaded = load_graph(graph)
-    settings = _settings(loaded.graph, config)
-    router = None
-    if loaded.graph.router is None and settings is not None:
-        router = Router.from_config(settings)
-    return ThreadService(
-        loaded.graph,
-        database_url=database_url,
-        context=loaded.context(),
-        router=router,
-        graph_ref=loaded.ref,
-        sandboxes=_sandboxes(settings),
-    )
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -30,8 +30,9 @@ from agentflow._console import fail, out, user_errors
 from agentflow.config import load_config
 from agentflow.exceptions import ConfigError
 from agentflow.graph_files import load_graph
+from agentflow.inbox_cli import DatabaseOption
+from agentflow.loading import database_url
 from agentflow.routing import Router
-from agentflow.server.inbox_cli import DatabaseOption, database_url
 
 if TYPE_CHECKING:
     from agentflow.evals.capture import Captured
@@ -131,7 +132,11 @@ def _write(captured: Captured, suites: list[Suite], folder: Path) -> None:
         left_out = captured.left_out.get(suite.kind, 0)
         out.print(
             f"{suite.kind}: {added} new cases in {path} ({len(rows) - added} already there"
-            + (f"; {left_out} runs are no case)" if left_out else ")"),
+            + (
+                f"; {left_out} {'run is' if left_out == 1 else 'runs are'} no case)"
+                if left_out
+                else ")"
+            ),
             highlight=False,
         )
     for path in written:

@@ -34,7 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command
 
-from agentflow.agent import AgentLoop, SystemPrompt, route_after_model
+from agentflow.agent import AgentLoop, SystemPrompt, route_after_model, route_after_tools
 from agentflow.compiled import INVOCATION_KEY, CompiledGraph, node_span
 from agentflow.config import load_config
 from agentflow.costs import RunUsage, StepRecord, new_call_id
@@ -407,26 +407,22 @@ class AgentGraph(Generic[DepsT]):
                 exits.setdefault(source, []).append(target)
             else:
                 builder.add_edge(source, target)
-        branched: set[str] = set()
+        branched: dict[str, _Branch] = {}
         for source, branch in self._edges.branches:
             if source in self._agents:
-                loop = self._agents[source]
-                targets = _targets(branch.targets)
-                path_map = None if targets is None else [loop.tools_node, *targets]
-                builder.add_conditional_edges(
-                    source, route_after_model(loop, _resolve(branch)), path_map
-                )
-                branched.add(source)
+                branched[source] = branch
             else:
                 builder.add_conditional_edges(source, branch.path, branch.targets)
         for name, loop in self._agents.items():
-            builder.add_edge(loop.tools_node, name)
-            if name in branched:
+            exit_path, targets = _loop_exit(branched.get(name), exits.get(name) or [END])
+            after_model = None if targets is None else [loop.tools_node, *targets]
+            builder.add_conditional_edges(name, route_after_model(loop, exit_path), after_model)
+            if not callable(loop.tool_choice):
+                builder.add_edge(loop.tools_node, name)
                 continue
-            targets = exits.get(name) or [END]
-            exit_to: str | list[str] = targets[0] if len(targets) == 1 else targets
+            after_tools = None if targets is None else [name, *targets]
             builder.add_conditional_edges(
-                name, route_after_model(loop, lambda _, t=exit_to: t), [loop.tools_node, *targets]
+                loop.tools_node, route_after_tools(loop, exit_path), after_tools
             )
 
     def _runner(
@@ -484,6 +480,17 @@ def _with_records(result: Any, records: list[StepRecord]) -> Any:
     if isinstance(result, dict):
         return {**result, "steps": [*result.get("steps", []), *records]}
     raise TypeError(f"a node must return a dict, None or a Command, not {type(result).__name__}")
+
+
+def _loop_exit(
+    branch: _Branch | None, static: list[str]
+) -> tuple[Callable[[Any], Any], list[str] | None]:
+    """Where an agent loop goes when it is done, and the nodes that can be (None: any):
+    its branch, else its static edges (END without either)."""
+    if branch is not None:
+        return _resolve(branch), _targets(branch.targets)
+    exit_to: str | list[str] = static[0] if len(static) == 1 else static
+    return (lambda _: exit_to), static
 
 
 def _targets(targets: dict[Hashable, str] | list[str] | None) -> list[str] | None:

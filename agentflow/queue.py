@@ -110,6 +110,12 @@ class ReviewItem:
         """Whether the item is closed and its decision applied: nothing waits on it."""
         return self.status in _CLOSED and self.applied_at is not None
 
+    @property
+    def unapplied(self) -> bool:
+        """Whether the item is decided (resolved or expired) and its thread not yet
+        resumed with the decision."""
+        return self.status in _CLOSED and self.applied_at is None
+
     def __post_init__(self) -> None:
         if self.kind not in get_args(ReviewKind):
             raise ValueError(f"kind must be one of {get_args(ReviewKind)}, got {self.kind!r}")
@@ -374,15 +380,12 @@ class ReviewQueue:
         return None if row is None else _from_row(row, text=self._db.text_values)
 
     async def _select(self, pick: _Pick) -> _Items:
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(_select_sql(pick), self._params(pick))
-            rows = await cursor.fetchall()
+        rows, _ = await self._db.run_one(_select_sql(pick), self._params(pick), write=False)
         return [_from_row(row, text=self._db.text_values) for row in rows]
 
     async def _count_by_status(self) -> dict[str, int]:
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(_COUNT)
-            return dict(await cursor.fetchall())
+        rows, _ = await self._db.run_one(_COUNT, write=False)
+        return dict(rows)
 
     async def _update(self, pick: _Pick, change: _Change) -> _Items:
         """Lock the picked rows, apply `change` to each, store the results, in one

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, Literal, TypeVar
 
@@ -84,10 +85,42 @@ def _plain_dataclass(obj: Any) -> bool:
     )
 
 
-def _default(obj: Any) -> Any:
+_Fields = tuple[tuple[str, ...], Callable[[Any], Any]] | None
+"""A plain dataclass's field names and a getter of their values; None: not one."""
+_FIELDS: dict[type, _Fields] = {}
+"""What `_fields_of` found per class: the checks above and `dataclasses.fields` cost more
+than the encoding itself when run for every message of every checkpoint."""
+
+
+def _fields_of(obj: Any) -> _Fields:
+    """`obj`'s field names and their getter if it is a plain dataclass, decided once per
+    class (from the first instance seen: a dataclass's attributes are its class's and its
+    fields, the same on every instance)."""
+    cls = type(obj)
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        pass
+    found: _Fields = None
     if _plain_dataclass(obj):
-        fields = {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
+        names = tuple(field.name for field in dataclasses.fields(obj))
+        get = operator.attrgetter(*names) if len(names) > 1 else _one_field(names)
+        found = (names, get)
+    _FIELDS[cls] = found
+    return found
+
+
+def _one_field(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A getter of a one- (or no-) field dataclass's values, as a tuple like attrgetter's."""
+    return lambda obj: tuple(getattr(obj, name) for name in names)
+
+
+def _default(obj: Any) -> Any:
+    found = _fields_of(obj)
+    if found is not None:
+        names, get = found
         cls = type(obj)
+        fields = dict(zip(names, get(obj), strict=True))
         return ormsgpack.Ext(
             jsonplus.EXT_CONSTRUCTOR_KW_ARGS, _encode((cls.__module__, cls.__name__, fields))
         )

@@ -358,12 +358,22 @@ async def test_tool_choice_can_play_a_turn_round_by_round() -> None:
 
 
 async def test_a_tool_choice_of_none_ends_the_turn_without_asking_the_model() -> None:
-    """After its last tool, a played turn leaves the loop: no free-text answer is asked
-    for (a later node words the outcome), and a play of nothing asks nothing at all."""
+    """After its last tool, a played turn leaves the loop from the tools node: no
+    free-text answer is asked for (a later node words the outcome) and no model step runs
+    just to return nothing (a superstep and a checkpoint fewer); a play of nothing asks
+    nothing at all."""
     model = ScriptedModel([call("lookup_order", order_id=1042)])
     plays: list[str | None] = ["lookup_order", None]
     graph = agent_graph(model, tool_choice=lambda state, round: plays[round])
-    state = await graph.compile().ainvoke(ask(), context=Shop())
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    ran = [
+        node
+        async for update in compiled.astream(ask(), config, context=Shop(), stream_mode="updates")
+        for node in update
+    ]
+    assert ran == ["resolve", "resolve.tools"]
+    state = (await compiled.aget_state(config)).values
     assert [r.tool_choice for r in model.requests] == ["lookup_order"]
     assert [type(m).__name__ for m in state["messages"]] == [
         "UserMessage",

@@ -83,8 +83,8 @@ from agentflow.server.schemas import (
     thread_out,
     turn_out,
 )
-from agentflow.server.threads import Event, ThreadService, Turn, last_turn
 from agentflow.serving.sse import DEFAULT_KEEPALIVE_S, keep_alive
+from agentflow.threads import Event, ThreadService, Turn, last_turn
 
 __all__ = ["create_app"]
 

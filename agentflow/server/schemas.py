@@ -21,7 +21,7 @@ from agentflow.messages import (
     UserMessage,
 )
 from agentflow.queue import ReviewItem, ReviewKind, ReviewStatus
-from agentflow.server.threads import ThreadView, Turn
+from agentflow.threads import ThreadView, Turn
 
 __all__ = [
     "ApprovalDecisions",

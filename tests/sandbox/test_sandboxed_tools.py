@@ -159,7 +159,7 @@ async def test_the_servers_shutdown_takes_the_warm_containers_with_it(tmp_path: 
 
     from agentflow.server.app import create_app
     from agentflow.server.auth import TokenTable
-    from agentflow.server.threads import ThreadService
+    from agentflow.threads import ThreadService
 
     graph: AgentGraph[None] = AgentGraph("idle")
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentflow.server.threads import ThreadService
+from agentflow.threads import ThreadService
 from tests.server.live_server import LiveServer, seeded_server
 from tests.server.scripted_support import graph as scripted_graph
 from tools.db import SupportDB

@@ -109,7 +109,7 @@ def test_a_thread_without_a_recorded_graph_asks_for_one(
     none: resolving their escalations from the terminal names the option to give."""
     import asyncio
 
-    from agentflow.server.threads import ThreadService
+    from agentflow.threads import ThreadService
     from tests.server.scripted_support import graph
 
     url, _ = databases

@@ -17,7 +17,7 @@ import pytest
 
 from agentflow._stores import Database, open_database
 from agentflow.exceptions import ThreadBusy
-from agentflow.server.leases import SCHEMA, TABLE, ThreadLeases
+from agentflow.leases import SCHEMA, TABLE, ThreadLeases
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -29,13 +28,13 @@ from rich.table import Table
 
 from agentflow._console import fail, out, steps_table, user_errors
 from agentflow.exceptions import ConfigError, ReviewItemNotFound
+from agentflow.loading import DEFAULT_DATABASE_URL, database_url, thread_service
 from agentflow.messages import AssistantMessage, Message, ToolResultMessage, UserMessage
 from agentflow.queue import ReviewItem, ReviewQueue, open_queue
-from agentflow.server.threads import Turn, thread_graph
+from agentflow.threads import Turn, thread_graph
 
-__all__ = ["DEFAULT_DATABASE_URL", "inbox_app", "print_message", "print_turn"]
+__all__ = ["DatabaseOption", "inbox_app", "print_message", "print_turn"]
 
-DEFAULT_DATABASE_URL = "sqlite:///.agentflow/support.sqlite"
 T = TypeVar("T")
 
 inbox_app = typer.Typer(help="Work the review queue: list, show and resolve escalations.")
@@ -47,10 +46,6 @@ DatabaseOption = Annotated[
         f"(default: $AGENTFLOW_DATABASE_URL, else {DEFAULT_DATABASE_URL}).",
     ),
 ]
-
-
-def database_url(database: str | None) -> str:
-    return database or os.environ.get("AGENTFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
 def _with_queue(database: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -249,8 +244,6 @@ def resolve(
     ] = None,
 ) -> None:
     """Decide an escalation and resume its thread to the next reply or pause."""
-    from agentflow.cli import thread_service  # the CLI registers this app: import late
-
     if (item_id is None) == (thread is None):
         fail("give an escalation id or --thread, not both")
     url = database_url(database)

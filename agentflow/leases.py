@@ -82,48 +82,48 @@ class ThreadLeases:
     async def _claim(self, thread_id: str) -> Lease | None:
         now = datetime.now(UTC)
         expires = iso(now + self.ttl)
+        # A free thread (the usual case) is taken by one statement; a held one is looked
+        # at in a transaction of its own, which finds it released since, or its holder.
+        insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING"
+        _, inserted = await self._db.run_one(insert, (thread_id, self.holder, expires))
+        if inserted == 1:
+            return Lease(thread_id=thread_id, taken_over=False)
         async with self._db.transaction() as cursor:
-            insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING"
-            if await cursor.execute(insert, (thread_id, self.holder, expires)) == 1:
-                taken_over = False
-            else:
-                # Claimed with SKIP LOCKED: a replica taking the lease over right now has
-                # it, and this one moves on instead of queueing behind it.
-                select = f"SELECT holder, expires_at FROM {TABLE} WHERE thread_id = ?"
-                await cursor.execute(select + self._db.locking(skip_locked=True), (thread_id,))
-                row = await cursor.fetchone()
-                if row is None:  # locked by that replica, or released since the insert
-                    return None
-                holder, deadline = row
-                if holder != self.holder and not _gone(holder, deadline, now):
-                    return None
-                update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
-                await cursor.execute(update, (self.holder, expires, thread_id))
-                taken_over = True  # our own leftover too: a service of ours closed mid-run
-        return Lease(thread_id=thread_id, taken_over=taken_over)
+            # Claimed with SKIP LOCKED: a replica taking the lease over right now has it,
+            # and this one moves on instead of queueing behind it.
+            select = f"SELECT holder, expires_at FROM {TABLE} WHERE thread_id = ?"
+            await cursor.execute(select + self._db.locking(skip_locked=True), (thread_id,))
+            row = await cursor.fetchone()
+            if row is None:  # locked by that replica, or released since the insert
+                return None
+            holder, deadline = row
+            if holder != self.holder and not _gone(holder, deadline, now):
+                return None
+            update = f"UPDATE {TABLE} SET holder = ?, expires_at = ? WHERE thread_id = ?"
+            await cursor.execute(update, (self.holder, expires, thread_id))
+        # Taken over: our own leftover too (a service of ours closed mid-run).
+        return Lease(thread_id=thread_id, taken_over=True)
 
     async def release(self, thread_id: str) -> None:
         """Give the thread's lease up (if this service still holds it)."""
         try:
-            async with self._db.transaction() as cursor:
-                delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
-                await cursor.execute(delete, (thread_id, self.holder))
+            delete = f"DELETE FROM {TABLE} WHERE thread_id = ? AND holder = ?"
+            await self._db.run_one(delete, (thread_id, self.holder))
         finally:  # only now: a run of ours asking meanwhile would take the row being deleted
             self._held.discard(thread_id)
 
     async def renew(self, thread_id: str) -> bool:
         """Push the lease's deadline forward; False if this service lost it meanwhile."""
         expires = iso(datetime.now(UTC) + self.ttl)
-        async with self._db.transaction() as cursor:
-            update = f"UPDATE {TABLE} SET expires_at = ? WHERE thread_id = ? AND holder = ?"
-            return await cursor.execute(update, (expires, thread_id, self.holder)) == 1
+        update = f"UPDATE {TABLE} SET expires_at = ? WHERE thread_id = ? AND holder = ?"
+        _, changed = await self._db.run_one(update, (expires, thread_id, self.holder))
+        return changed == 1
 
     async def orphaned(self) -> list[str]:
         """Threads whose lease's holder is gone: each a run that died midway."""
         now = datetime.now(UTC)
-        async with self._db.transaction(write=False) as cursor:
-            await cursor.execute(f"SELECT thread_id, holder, expires_at FROM {TABLE}")
-            rows = await cursor.fetchall()
+        select = f"SELECT thread_id, holder, expires_at FROM {TABLE}"
+        rows, _ = await self._db.run_one(select, write=False)
         return [thread for thread, holder, deadline in rows if _gone(holder, deadline, now)]
 
     async def take(self, thread_id: str) -> Lease:

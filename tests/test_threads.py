@@ -17,7 +17,7 @@ from agentflow.exceptions import EscalationPending, StoreError, ThreadBusy
 from agentflow.hitl import arguments_digest
 from agentflow.models.base import JsonSchema, ModelRequest
 from agentflow.models.test import FunctionModel, Reply
-from agentflow.server.threads import ThreadService, Turn
+from agentflow.threads import ThreadService, Turn
 from graphs.support import Triage, graph
 from graphs.support_replies import ReplyChoice
 from tests.helpers import three_tiers
@@ -333,7 +333,7 @@ async def test_recovery_takes_over_dead_runs_leases_and_finishes_what_they_left(
     """A process died holding two threads: one before its run wrote anything, one mid-run.
     `recover()` takes both leases over: the first has nothing to finish, the second runs
     on from its checkpoint to its reply."""
-    from agentflow.server.leases import TABLE
+    from agentflow.leases import TABLE
     from tests.server.scripted_support import answer
 
     router = three_tiers(*(FunctionModel(answer, name=n) for n in ("glm", "kimi", "claude")))

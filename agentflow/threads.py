@@ -23,7 +23,7 @@ ticket). The item counts as waiting until that resumed run has written its outco
 sees the escalation gone before its reply.
 
 Crashes lose nothing: a decision is stored before it is applied; every run of a thread
-holds the thread's lease (`agentflow.server.leases`: one run per thread, across server
+holds the thread's lease (`agentflow.leases`: one run per thread, across server
 processes); and `recover()` (every server runs it at start and on a timer) applies the
 decisions not yet applied and finishes the runs whose process died, from their last
 checkpoint, while the tool journal keeps their side effects to once.
@@ -60,13 +60,13 @@ from agentflow.exceptions import (
 )
 from agentflow.graph import AgentGraph
 from agentflow.journal import open_journal
+from agentflow.leases import DEFAULT_TTL, Lease, ThreadLeases
+from agentflow.leases import SCHEMA as LEASES_SCHEMA
 from agentflow.messages import AssistantMessage, Message, UserMessage
 from agentflow.queue import ReviewItem, open_queue
 from agentflow.routing import Router
 from agentflow.sandbox import Sandboxes
 from agentflow.serde import StateSerializer
-from agentflow.server.leases import DEFAULT_TTL, Lease, ThreadLeases
-from agentflow.server.leases import SCHEMA as LEASES_SCHEMA
 
 __all__ = ["Event", "ThreadService", "ThreadView", "Turn", "last_turn"]
 
@@ -88,6 +88,9 @@ person held their thread."""
 _ADDED_COLUMNS = ((_THREADS, "graph", "TEXT"),)
 """Added since the tables' first release, to older databases where missing."""
 _PG_SCHEMA = f"{_SCHEMA};\nALTER TABLE {_THREADS} ADD COLUMN IF NOT EXISTS graph TEXT"
+OWNERS_KEPT = 10_000
+"""How many threads' owners a service keeps in memory: a thread's row never changes once
+written, so a turn looks it up once, not once per layer that asks."""
 
 
 def _open_directory(database_url: str) -> Database:
@@ -105,9 +108,8 @@ async def _sql(
 ) -> list[tuple[Any, ...]]:
     """One statement (`?` placeholders) on the directory's tables, in a transaction of
     its own; the rows it returns."""
-    async with directory.transaction(write=write) as cursor:
-        await cursor.execute(statement, params)
-        return await cursor.fetchall()
+    rows, _ = await directory.run_one(statement, params, write=write)
+    return rows
 
 
 async def thread_graph(database_url: str, thread_id: str) -> str | None:
@@ -160,6 +162,20 @@ async def last_turn(events: AsyncIterator[Event]) -> Turn:
     turn = [event async for event in events][-1]
     assert isinstance(turn, Turn)
     return turn
+
+
+def _messages_in(updates: dict[str, Any]) -> int:
+    """How many messages one "updates" event of a stream adds (its nodes' together)."""
+    return sum(
+        len(written.get("messages", ()))
+        for node, written in updates.items()
+        if node != "__interrupt__" and isinstance(written, dict)
+    )
+
+
+def _last(messages: list[Message], count: int) -> list[Message]:
+    """The last `count` messages (none for 0)."""
+    return list(messages[max(0, len(messages) - count) :]) if count else []
 
 
 @dataclass(kw_only=True)
@@ -218,6 +234,7 @@ class ThreadService:
         self.journal = open_journal(database_url)
         self._directory = _open_directory(database_url)
         self._leases = ThreadLeases(self._directory, ttl=lease_ttl)
+        self._owners: dict[str, tuple[str, str | None]] = {}
         self.sandboxes = Sandboxes() if sandboxes is None else sandboxes
 
     async def __aenter__(self) -> ThreadService:
@@ -292,13 +309,25 @@ class ThreadService:
             "VALUES (?, ?, ?, ?, ?)"
         )
         await _sql(self._directory, insert, row)
+        self._keep_owner(thread_id, (owner, customer_email))
         return thread_id
 
     async def owner(self, thread_id: str) -> tuple[str, str | None] | None:
         """The thread's owner and customer email, or None if there is no such thread."""
+        found = self._owners.get(thread_id)
+        if found is not None:
+            return found
         select = f"SELECT owner, customer_email FROM {_THREADS} WHERE thread_id = ?"
         rows = await _sql(self._directory, select, (thread_id,), write=False)
-        return (rows[0][0], rows[0][1]) if rows else None
+        if not rows:
+            return None  # not kept: another process may create it yet
+        return self._keep_owner(thread_id, (rows[0][0], rows[0][1]))
+
+    def _keep_owner(self, thread_id: str, found: tuple[str, str | None]) -> tuple[str, str | None]:
+        if len(self._owners) >= OWNERS_KEPT:
+            del self._owners[next(iter(self._owners))]  # the longest kept
+        self._owners[thread_id] = found
+        return found
 
     async def held(self, item_id: str) -> list[str]:
         """What the customer wrote while the handoff `item_id` waited, oldest first."""
@@ -333,8 +362,12 @@ class ThreadService:
         """
         lease = await self._leases.take(thread_id)
         try:
-            await self._settle(lease)
-            update = await self._message(thread_id, text)
+            waiting = await self.waiting(thread_id)
+            unapplied = [item for item in waiting if item.unapplied]
+            if unapplied or lease.taken_over:  # not at rest: settle, then look again
+                await self._settle(lease, unapplied)
+                waiting = await self.waiting(thread_id)
+            update = await self._message(thread_id, text, waiting)
         except BaseException:
             await self._leases.release(thread_id)
             raise
@@ -343,10 +376,13 @@ class ThreadService:
             return _events(*update.messages, update)
         return self._leased(lease, self._run(thread_id, update))
 
-    async def _message(self, thread_id: str, text: str) -> dict[str, Any] | Turn:
+    async def _message(
+        self, thread_id: str, text: str, waiting: list[ReviewItem]
+    ) -> dict[str, Any] | Turn:
         """The graph input for a customer's message (with the thread's customer email),
-        or the held turn when a person holds the thread."""
-        for item in await self.waiting(thread_id):
+        or the held turn when a person holds the thread (`waiting`: its escalations not
+        done with)."""
+        for item in waiting:
             if item.kind == "handoff" and item.status in ("pending", "claimed"):
                 row = (item.id, thread_id, text, datetime.now(UTC).isoformat())
                 await _sql(self._directory, f"INSERT INTO {_HELD} VALUES (?, ?, ?, ?)", row)
@@ -428,13 +464,14 @@ class ThreadService:
             async for event in events:
                 yield event
 
-    async def _settle(self, lease: Lease) -> list[Turn]:
-        """Bring the leased thread to rest before anything new: apply its decided items,
-        finish a run that died midway, queue the escalations a dead run left unqueued."""
+    async def _settle(self, lease: Lease, unapplied: list[ReviewItem] | None = None) -> list[Turn]:
+        """Bring the leased thread to rest before anything new: apply its decided items
+        (`unapplied`, when the caller has just read them), finish a run that died midway,
+        queue the escalations a dead run left unqueued."""
         thread_id = lease.thread_id
-        turns = [
-            await last_turn(self._apply(item)) for item in await self.queue.unapplied(thread_id)
-        ]
+        if unapplied is None:
+            unapplied = await self.queue.unapplied(thread_id)
+        turns = [await last_turn(self._apply(item)) for item in unapplied]
         if not lease.taken_over:
             return turns
         await self.open()
@@ -487,12 +524,17 @@ class ThreadService:
         await _sql(self._directory, f"DELETE FROM {_HELD} WHERE item_id = ?", (item.id,))
 
     async def _run(self, thread_id: str, update: Any) -> AsyncIterator[Event]:
+        """Run the thread from its checkpoint with `update` (the customer's message, a
+        resume, or None to finish a run), yielding each step and message as it comes.
+
+        The run's messages are counted from what it adds (its input's, then each node's
+        update, cached ones a resumed superstep replays included): `messages` appends, so
+        they are the last that many of the state's, with no read of the state before."""
         await self.open()
         config = self._config(thread_id)
         run_id = str(config["run_id"])
-        before = await self._app.aget_state(config)
-        seen = len(before.values.get("messages", [])) if before.values else 0
-        messages, steps = seen, 0
+        added = len(update.get("messages", ())) if isinstance(update, dict) else 0
+        said, steps = 0, 0
         state: dict[str, Any] = {}
         interrupts: list[Any] = []
         # What ainvoke itself streams: the state after each superstep, and interrupts.
@@ -502,18 +544,19 @@ class ThreadService:
         async for mode, data in stream:
             if mode == "updates":
                 interrupts.extend(data.get("__interrupt__", ()))
+                added += _messages_in(data)
                 continue
             crash_point("run.step")
             state = data
             for record in state.get("steps", [])[steps:]:
                 if record.run_id == run_id:
                     yield record
-            for message in state.get("messages", [])[messages:]:
+            for message in _last(state.get("messages", []), added)[said:]:
                 yield message
-            messages, steps = len(state.get("messages", [])), len(state.get("steps", []))
+            said, steps = added, len(state.get("steps", []))
         turn = Turn(
             thread_id=thread_id,
-            messages=list(state.get("messages", []))[seen:],
+            messages=_last(state.get("messages", []), added),
             steps=[s for s in state.get("steps", []) if s.run_id == run_id],
         )
         for interrupt in interrupts:
