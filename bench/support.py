@@ -16,8 +16,11 @@ arms one after the other, in one run, so their ratio shares the machine's noise:
 
 1. saturation (`--rounds` rounds, the arms' order alternating): a closed loop of
    `--conversations` conversations, each starting the next as soon as one ends, enough to
-   keep the server's one core busy; after `--ramp-s`, a `--window-s` window counts the
-   turns completed and the server's CPU time;
+   keep the server's one core busy; after `--ramp-s` (longer than a turn takes at
+   saturation, so the window sees the steady state, not the first wave), a `--window-s`
+   window counts the turns completed per second; the server's CPU per turn is that of the
+   whole round, from the first conversation to the last one's end, over all its turns
+   (a window's edges cut through turns in flight, whose CPU falls partly outside it);
 2. open loop at 70 % of each arm's own saturation: conversations arrive at random
    (Poisson, seeded) at the rate that offers 0.7 x its saturation turns/s, for `--open-s`;
 3. a burst: `--conversations` conversations start at once (the original figure).
@@ -25,7 +28,7 @@ arms one after the other, in one run, so their ratio shares the machine's noise:
 Fields of the one JSON object (`--json`):
 
 - `cpu_ms_per_turn`, `bare_langgraph_cpu_ms_per_turn`: server CPU (user + system) per
-  turn in a saturation window, thread creation included (one per `--turns` turns); the
+  turn over a saturation round, thread creation included (one per `--turns` turns); the
   median over the rounds;
 - `cpu_ratio`: the median over the rounds of the quotient of the two arms' CPU per turn
   in the same round (`target_cpu_ratio`: 1.3); `cpu_ratio_per_round`: each round's;
@@ -52,7 +55,7 @@ Fields of the one JSON object (`--json`):
     python -m bench.support --json [--conversations 200] [--turns 2] [--rounds 3]
         [--ramp-s 2] [--window-s 6] [--open-s 10] [--servers N] [--database postgresql://...]
 
-(About two minutes with the defaults.)
+(About three minutes with the defaults.)
 
 `--servers N` starts N agentflow server processes on the one state database (an empty
 one: `--database`, else a fresh SQLite file) and keeps each conversation on one of them,
@@ -168,17 +171,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _cpu_ms(window: Window) -> float:
-    """A saturation window's server CPU per turn, in ms."""
-    return window.cpu_s * 1e3 / max(1, window.turns)
+    """A saturation round's server CPU per turn, in ms."""
+    return window.round_cpu_s * 1e3 / max(1, window.round_turns)
 
 
 @dataclass(kw_only=True)
 class Window:
-    """What a saturation window counted."""
+    """What a saturation round counted: in its window, and over the whole round."""
 
     turns: int
     cpu_s: float
     seconds: float
+    round_turns: int
+    """Every turn of the round, from the first conversation to the last one's end."""
+    round_cpu_s: float
+    """The server CPU of the whole round: all of those turns' (and their threads')."""
 
 
 async def saturate(
@@ -195,6 +202,7 @@ async def saturate(
             await conversation(session, turns, samples)
 
     sessions = arm.sessions
+    round_cpu = arm.cpu_s()
     talkers = [
         asyncio.create_task(keep_talking(sessions[n % len(sessions)])) for n in range(conversations)
     ]
@@ -204,9 +212,16 @@ async def saturate(
     end, cpu = time.perf_counter(), arm.cpu_s() - cpu
     stop.set()
     await asyncio.gather(*talkers)
+    round_cpu = arm.cpu_s() - round_cpu
     errors.extend(samples.errors)
     counted = sum(1 for at in samples.done_at if start <= at <= end)
-    return Window(turns=counted, cpu_s=cpu, seconds=end - start)
+    return Window(
+        turns=counted,
+        cpu_s=cpu,
+        seconds=end - start,
+        round_turns=len(samples.done_at),
+        round_cpu_s=round_cpu,
+    )
 
 
 async def open_loop(
@@ -433,8 +448,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=1, help="agentflow server processes")
     parser.add_argument("--database", help="agentflow's state database URL (default: SQLite)")
     parser.add_argument("--rounds", type=int, default=3, help="saturation rounds per arm")
-    parser.add_argument("--ramp-s", type=float, default=2.0, help="closed loop before a window")
-    parser.add_argument("--window-s", type=float, default=6.0, help="a saturation window")
+    parser.add_argument("--ramp-s", type=float, default=6.0, help="closed loop before a window")
+    parser.add_argument("--window-s", type=float, default=10.0, help="a saturation window")
     parser.add_argument("--open-s", type=float, default=10.0, help="open-loop arrivals per arm")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
