@@ -21,8 +21,8 @@ run's, holding the route, tokens and cost of the node's model calls.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -142,17 +142,8 @@ class CompiledGraph:
     ) -> Any:
         """Run the graph to its end (or an interrupt) and return its output: LangGraph's
         `ainvoke`, whose keyword `options` (`context`, `durability`, ...) it takes."""
-        config = self._prepared(config, options)
-        if not instruments().active:  # no SDK: LangGraph's own run, not even wrapped
+        async with self._run(input, self._prepared(config, options)) as config:
             return await self.graph.ainvoke(input, config, **options)
-        span, config = await self._traced(input, config)
-        try:
-            return await self.graph.ainvoke(input, config, **options)
-        except BaseException as exc:
-            record_failure(span, exc)
-            raise
-        finally:
-            span.end()
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, **options: Any
@@ -173,17 +164,23 @@ class CompiledGraph:
         config: RunnableConfig | None,
         options: dict[str, Any],
     ) -> AsyncGenerator[Any, None]:
-        config = self._prepared(config, options)
+        async with (
+            self._run(input, self._prepared(config, options)) as config,
+            aclosing(method(input, config, **options)) as stream,
+        ):
+            async for chunk in stream:
+                yield chunk
+
+    @asynccontextmanager
+    async def _run(self, input: Any, config: RunnableConfig) -> AsyncIterator[RunnableConfig]:
+        """The run's span around what runs inside, with the config that hands it to the
+        nodes; without an SDK, nothing around it and the config as it is."""
         if not instruments().active:
-            async with aclosing(method(input, config, **options)) as stream:
-                async for chunk in stream:
-                    yield chunk
+            yield config
             return
-        span, config = await self._traced(input, config)
+        span, traced = await self._traced(input, config)
         try:
-            async with aclosing(method(input, config, **options)) as stream:
-                async for chunk in stream:
-                    yield chunk
+            yield traced
         except BaseException as exc:
             record_failure(span, exc)
             raise
