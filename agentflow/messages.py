@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -15,6 +16,7 @@ __all__ = [
     "UserMessage",
     "estimate_tokens",
     "message_text",
+    "prompt_tokens",
 ]
 
 
@@ -109,4 +111,13 @@ def estimate_tokens(text: str) -> int:
     Used for budget checks before a call and by the test doubles; real backends report
     the count their tokenizer saw.
     """
-    return (len(text) + 3) // 4
+    return _tokens(len(text))
+
+
+def prompt_tokens(messages: Sequence[Message]) -> int:
+    """`estimate_tokens` of all the messages' text (`message_text`), without joining it."""
+    return _tokens(sum(len(message_text(m)) for m in messages))
+
+
+def _tokens(chars: int) -> int:
+    return (chars + 3) // 4

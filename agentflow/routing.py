@@ -39,7 +39,7 @@ from agentflow.costs import (
     estimate_cost_usd,
 )
 from agentflow.exceptions import BudgetExceeded, ConfigError, PolicyViolation
-from agentflow.messages import Message, estimate_tokens, message_text
+from agentflow.messages import Message, estimate_tokens, message_text, prompt_tokens
 from agentflow.models.base import Model
 from agentflow.pii import PiiDetector, PiiScanner
 from agentflow.presidio import PresidioDetector
@@ -98,11 +98,6 @@ class RoutingPolicy:
     budget_tokens_per_run: int | None = None
     shadow: ShadowPolicy | None = None
     """A sample of some kinds' steps also sent to a candidate tier (`agentflow.shadow`)."""
-
-
-def prompt_tokens(messages: Sequence[Message]) -> int:
-    """Estimate a prompt's tokens (`estimate_tokens` of all its text, without joining it)."""
-    return (sum(len(message_text(m)) for m in messages) + 3) // 4
 
 
 @dataclass(kw_only=True, frozen=True)
