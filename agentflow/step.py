@@ -22,6 +22,7 @@ from agentflow.messages import (
     ToolCall,
     ToolResultMessage,
     UserMessage,
+    prompt_tokens,
 )
 from agentflow.models.base import (
     ModelRequest,
@@ -32,7 +33,7 @@ from agentflow.models.base import (
 )
 from agentflow.models.fallback import Failure, try_in_order
 from agentflow.models.instrumented import instrument
-from agentflow.routing import Attempt, Plan, Router, prompt_tokens
+from agentflow.routing import Attempt, Plan, Router
 from agentflow.tracing import run_traced
 
 if TYPE_CHECKING:
@@ -297,8 +298,8 @@ class StepContext(Generic[DepsT]):
         if plan.fallback_chain:
 
             async def on_tier(tier: str, failure: Failure | None) -> tuple[ModelResponse, Any]:
-                why = reason if failure is None else f"{reason}; fell back to {tier}: {failure}"
-                return await self._on_tier(tier, plan, est_input, req, why, retries)
+                said = reason if failure is None else f"{reason}; fell back to {tier}: {failure}"
+                return await self._on_tier(tier, plan, est_input, req, said, retries)
 
             tiers = (plan.tier, *plan.fallback_chain)
             result = await try_in_order(tiers, on_tier, name=str)
