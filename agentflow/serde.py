@@ -40,6 +40,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from pydantic import BaseModel
 
+from agentflow._identity import ByIdentity
 from agentflow.costs import StepRecord
 from agentflow.hitl import ApprovalDecision, HumanTurn, ProposedCall
 from agentflow.messages import (
@@ -85,11 +86,21 @@ def _plain_dataclass(obj: Any) -> bool:
     )
 
 
-_Fields = tuple[tuple[str, ...], Callable[[Any], Any]] | None
-"""A plain dataclass's field names and a getter of their values; None: not one."""
+_Fields = tuple[tuple[str, ...], Callable[[Any], Any], bool] | None
+"""A plain dataclass's field names, a getter of their values, and whether its objects are
+encoded once (`_ENCODED`); None: not one."""
 _FIELDS: dict[type, _Fields] = {}
 """What `_fields_of` found per class: the checks above and `dataclasses.fields` cost more
 than the encoding itself when run for every message of every checkpoint."""
+
+_ONCE = frozenset({SystemMessage, UserMessage, AssistantMessage, ToolResultMessage, ToolCall})
+_ONCE |= {Usage, StepRecord}
+"""agentflow's types that never change once made (frozen, or a `StepRecord`, which nothing
+alters): their objects are encoded once (`_ENCODED`)."""
+_ENCODED: ByIdentity[ormsgpack.Ext] = ByIdentity(4096, max_size=16 << 20)
+"""The encodings of `_ONCE`'s objects, each encoded once: a state's messages and step
+records reach every checkpoint of their thread from then on (six a support turn, each
+with the whole state on SQLite)."""
 
 
 def _fields_of(obj: Any) -> _Fields:
@@ -105,7 +116,7 @@ def _fields_of(obj: Any) -> _Fields:
     if _plain_dataclass(obj):
         names = tuple(field.name for field in dataclasses.fields(obj))
         get = operator.attrgetter(*names) if len(names) > 1 else _one_field(names)
-        found = (names, get)
+        found = (names, get, cls in _ONCE)
     _FIELDS[cls] = found
     return found
 
@@ -116,15 +127,18 @@ def _one_field(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 def _default(obj: Any) -> Any:
+    encoded = _ENCODED.get(obj)
+    if encoded is not None:
+        return encoded
     found = _fields_of(obj)
-    if found is not None:
-        names, get = found
-        cls = type(obj)
-        fields = dict(zip(names, get(obj), strict=True))
-        return ormsgpack.Ext(
-            jsonplus.EXT_CONSTRUCTOR_KW_ARGS, _encode((cls.__module__, cls.__name__, fields))
-        )
-    return jsonplus._msgpack_default(obj)
+    if found is None:
+        return jsonplus._msgpack_default(obj)
+    names, get, once = found
+    cls = type(obj)
+    fields = dict(zip(names, get(obj), strict=True))
+    payload = _encode((cls.__module__, cls.__name__, fields))
+    encoded = ormsgpack.Ext(jsonplus.EXT_CONSTRUCTOR_KW_ARGS, payload)
+    return _ENCODED.put(obj, encoded, len(payload)) if once else encoded
 
 
 def _encode(data: Any) -> bytes:

@@ -163,3 +163,50 @@ def test_state_types_follow_the_annotations_into_fields() -> None:
 def test_allow_types_leaves_no_checkpointer_alone() -> None:
     assert allow_types(None, [Box]) is None
     assert set(AGENTFLOW_TYPES) >= state_types(AgentState)
+
+
+def test_agentflow_objects_are_encoded_once_and_other_objects_every_time() -> None:
+    """Messages and step records never change once made, so each is encoded once; a
+    user's dataclass, even a frozen one, may hold a list that changes: encoded anew."""
+    from agentflow import serde
+
+    @dataclasses.dataclass(frozen=True)
+    class Basket:
+        items: list[str]
+
+    serializer = StateSerializer()
+    said = UserMessage(content="where is my order?")
+    basket = Basket(items=["a"])
+    first = serializer.dumps_typed({"messages": [said], "basket": basket})
+    assert serde._ENCODED.get(said) is not None
+    assert serde._ENCODED.get(basket) is None
+    basket.items.append("b")
+    again = serializer.dumps_typed({"messages": [said], "basket": basket})
+    assert again != first, "the frozen user dataclass's new item is written"
+    theirs = JsonPlusSerializer().dumps_typed({"messages": [said], "basket": basket})
+    assert again == theirs
+    copy = dataclasses.replace(said)  # an equal object, read back from a checkpoint
+    assert serializer.dumps_typed(copy) == serializer.dumps_typed(said)
+
+
+def test_encodings_are_kept_within_their_bounds_from_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentflow._identity import ByIdentity
+
+    kept: ByIdentity[int] = ByIdentity(64, max_size=1000)
+    objects = [UserMessage(content=str(n)) for n in range(5000)]
+
+    def put(chunk: list[UserMessage]) -> None:
+        for obj in chunk:
+            assert kept.put(obj, len(obj.content), size=20) == len(obj.content)
+            assert len(kept) <= 64 + 8  # each of 8 threads may be one ahead of forgetting
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, [objects[n::8] for n in range(8)]))
+    assert len(kept) <= 50, "1000 bytes hold 50 values of 20"
+    assert kept.get(objects[0]) is None, "the oldest are forgotten"
+    assert kept.get(UserMessage(content="4999")) is None, "by identity, not equality"
+    last = UserMessage(content="last")
+    kept.put(last, 4, size=20)
+    assert kept.get(last) == 4 and 1 < len(kept) <= 50
