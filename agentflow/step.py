@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import ValidationError
 
+from agentflow._identity import ByIdentity
 from agentflow.costs import RunSpend, StepRecord, cost_usd
 from agentflow.exceptions import ConfigError, OutputValidationError
 from agentflow.messages import (
@@ -109,14 +110,16 @@ def prompt_layout(req: ModelRequest) -> list[str]:
 def _layout_keys(req: ModelRequest) -> tuple[list[int], list[int]]:
     """`prompt_layout`'s segments as hashes and lengths, without building the strings: a
     message hashes as a tuple of its own strings, whose hashes Python caches, so a
-    history sent again costs a tuple per message, not a copy of its text."""
+    history sent again costs a tuple per message, not a copy of its text; the segments
+    that are a `repr` (tool definitions, assistant messages with tool calls) are hashed
+    once per object (`_REPRS`)."""
     hashes: list[int] = []
     sizes: list[int] = []
     for message in req.messages:
         if isinstance(message, AssistantMessage) and (message.tool_calls or message.reasoning):
-            segment = repr(message)
-            hashes.append(hash(segment))
-            sizes.append(len(segment))
+            digest, size = _repr_key(message)
+            hashes.append(digest)
+            sizes.append(size)
         elif isinstance(message, ToolResultMessage):
             error = str(message.is_error)
             key = (message.tool_call_id, message.name, error, message.content)
@@ -125,11 +128,26 @@ def _layout_keys(req: ModelRequest) -> tuple[list[int], list[int]]:
         else:
             hashes.append(hash((message.role, message.content)))
             sizes.append(len(message.role) + 1 + len(message.content))
-    if req.tools:  # after the leading system messages
-        tools, at = repr(req.tools), _leading_system(req.messages)
-        hashes.insert(at, hash(tools))
-        sizes.insert(at, len(tools))
+    if req.tools:  # after the leading system messages, as `repr(req.tools)`
+        keys = [_repr_key(spec) for spec in req.tools]
+        at = _leading_system(req.messages)
+        hashes.insert(at, hash(tuple(digest for digest, _ in keys)))
+        sizes.insert(at, sum(size for _, size in keys) + 2 * len(keys))  # "[", ", ", "]"
     return hashes, sizes
+
+
+_REPRS: ByIdentity[tuple[int, int]] = ByIdentity(4096)
+"""The hash and length of the `repr` of tool definitions and assistant messages with
+tool calls (objects that never change), kept per object: an agent loop sends the same
+ones with every request."""
+
+
+def _repr_key(obj: object) -> tuple[int, int]:
+    key = _REPRS.get(obj)
+    if key is None:
+        text = repr(obj)
+        key = _REPRS.put(obj, (hash(text), len(text)))
+    return key
 
 
 class PrefixTracker:

@@ -420,3 +420,11 @@ def test_the_prefix_tracker_hashes_a_request_as_its_layout_segments() -> None:
     total, shared = tracker.observe_request("r", ModelRequest(messages=copy))
     assert shared == sum(map(len, prompt_layout(ModelRequest(messages=history[:3]))))
     assert total == sum(map(len, prompt_layout(ModelRequest(messages=history))))
+    # Tool definitions and tool-call messages are hashed once per object: equal ones
+    # made anew (a restart, a rebuilt tool list) still hash alike, a changed one does not.
+    with_tools = ModelRequest(messages=history, tools=tools)
+    anew = ModelRequest(messages=copy, tools=[dataclasses.replace(t) for t in tools])
+    assert _layout_keys(anew) == _layout_keys(with_tools)
+    changed = [dataclasses.replace(tools[0], description="look an order up, quickly")]
+    changed_keys = _layout_keys(ModelRequest(messages=copy, tools=changed))
+    assert changed_keys[0][1] != _layout_keys(with_tools)[0][1]
