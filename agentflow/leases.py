@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ SCHEMA = (
     "expires_at TEXT NOT NULL)"
 )
 """The same on SQLite and PostgreSQL: deadlines as fixed-width ISO text compare in order."""
+_log = logging.getLogger(__name__)
+
 DEFAULT_TTL = timedelta(seconds=60)
 
 
@@ -62,6 +65,9 @@ class ThreadLeases:
         self.holder = f"{owner_id()}:{uuid.uuid4().hex[:8]}"
         """This service's name: its process, then an id of its own."""
         self._held: set[str] = set()
+        self._kept: set[str] = set()
+        """The leases held for a block (`kept`), which `_renewer` renews."""
+        self._renewer: asyncio.Task[None] | None = None
 
     async def acquire(self, thread_id: str) -> Lease | None:
         """Take the thread's lease; None while a live holder (this service included) has it."""
@@ -139,20 +145,29 @@ class ThreadLeases:
 
     @contextlib.asynccontextmanager
     async def kept(self, lease: Lease) -> AsyncIterator[Lease]:
-        """Keep an acquired lease for the block (renewing it), and release it after."""
-        renewal = asyncio.create_task(self._keep(lease.thread_id))
+        """Keep an acquired lease for the block (renewed every third of the TTL), and
+        release it after."""
+        self._kept.add(lease.thread_id)
+        loop = asyncio.get_running_loop()
+        if self._renewer is None or self._renewer.done() or self._renewer.get_loop() is not loop:
+            self._renewer = loop.create_task(self._renew_kept())
         try:
             yield lease
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            self._kept.discard(lease.thread_id)
             await asyncio.shield(self.release(lease.thread_id))
 
-    async def _keep(self, thread_id: str) -> None:
-        while True:
+    async def _renew_kept(self) -> None:
+        """Renew the kept leases every third of the TTL, while there are any: one task for
+        them all, since a task per lease, asleep until cancelled, cost a twentieth of a
+        support turn's CPU. A renewal that fails is logged and tried again next time."""
+        while self._kept:
             await asyncio.sleep(self.ttl.total_seconds() / 3)
-            await self.renew(thread_id)
+            for thread_id in list(self._kept):
+                try:
+                    await self.renew(thread_id)
+                except Exception:
+                    _log.exception("renewing the lease of thread %r failed", thread_id)
 
 
 def _gone(holder: str, deadline: str, now: datetime) -> bool:

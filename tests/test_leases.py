@@ -8,15 +8,16 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from agentflow._stores import Database, open_database
-from agentflow.exceptions import ThreadBusy
+from agentflow.exceptions import StoreError, ThreadBusy
 from agentflow.leases import SCHEMA, TABLE, ThreadLeases
 
 
@@ -128,3 +129,51 @@ async def test_a_kept_lease_is_renewed_and_released(db: Database) -> None:
         await cursor.execute(f"SELECT COUNT(*) FROM {TABLE}")
         assert await cursor.fetchone() == (0,)
     assert await leases.acquire("t1") is not None
+
+
+async def _deadline(db: Database, thread_id: str) -> str | None:
+    async with db.transaction(write=False) as cursor:
+        await cursor.execute(f"SELECT expires_at FROM {TABLE} WHERE thread_id = ?", (thread_id,))
+        row = await cursor.fetchone()
+    return row[0] if row else None
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `check` until it holds (the renewals run on the TTL's clock), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while not await check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_kept_leases_are_renewed_on_their_own_and_a_failed_renewal_is_retried(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    leases = ThreadLeases(db, ttl=timedelta(seconds=0.3))  # renewed every 0.1 s
+    renew, failures = leases.renew, []
+
+    async def failing_once(thread_id: str) -> bool:
+        if not failures:
+            failures.append(thread_id)
+            raise StoreError("the database is away", url="sqlite:///x")
+        return await renew(thread_id)
+
+    monkeypatch.setattr(leases, "renew", failing_once)
+    first, second = await leases.take("t1"), await leases.take("t2")
+    async with leases.kept(first), leases.kept(second):
+        taken = {t: await _deadline(db, t) for t in ("t1", "t2")}
+
+        async def both_renewed() -> bool:
+            return all([await _deadline(db, t) != taken[t] for t in taken])
+
+        await _until(both_renewed, "both kept leases renewed, past the failed renewal")
+    assert failures and "renewing the lease of thread" in caplog.text
+    assert await _deadline(db, "t1") is None and await _deadline(db, "t2") is None
+    renewer = leases._renewer
+    assert renewer is not None
+
+    async def renewer_done() -> bool:
+        return renewer.done()
+
+    await _until(renewer_done, "no kept lease: the renewer ends")
+    assert renewer.exception() is None
