@@ -40,6 +40,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from bench.support_graph import MODEL_DELAY_S
+from graphs.support import PLAYS
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER
 
@@ -129,6 +130,19 @@ async def tools(state: State, runtime: Runtime[Shop]) -> dict[str, Any]:
     return {"messages": results}
 
 
+def after_tools(state: State) -> str:
+    """Back to the model, or on to respond once the turn's play is over: the support
+    graph's route after its tools (`PLAYS`: an order question plays one lookup)."""
+    turn: list[AnyMessage] = []
+    for message in reversed(state["messages"]):
+        if isinstance(message, HumanMessage):
+            break
+        turn.append(message)
+    rounds = sum(1 for m in turn if isinstance(m, AIMessage) and m.tool_calls)
+    play = PLAYS.get(state.get("triage", UNTRIAGED).intent, ())
+    return "respond" if rounds >= len(play) else "resolve"
+
+
 async def respond(state: State) -> dict[str, Any]:
     opening = await _model("Thanks for reaching out.")
     last = state["messages"][-1]
@@ -161,7 +175,7 @@ def build_graph() -> StateGraph[State, Shop, State, State]:
         lambda s: "tools" if s["messages"][-1].tool_calls else "respond",
         ["tools", "respond"],
     )
-    builder.add_edge("tools", "respond")
+    builder.add_conditional_edges("tools", after_tools, ["resolve", "respond"])
     builder.add_edge("respond", END)
     builder.add_edge("legal", "review")
     builder.add_edge("review", END)
