@@ -320,6 +320,38 @@ async def test_agent_exit_follows_a_branch() -> None:
     assert seen == ["human"]
 
 
+async def test_a_loop_routes_on_the_state_with_its_update_and_still_draws_its_edges() -> None:
+    """A loop's nodes name their next node themselves (a conditional edge costs a copy of
+    every channel): the exit branch must see what a conditional edge would show it, the
+    state with the node's messages and step records applied, and the graph still draws
+    every way out."""
+    model = ScriptedModel([call("lookup_order", order_id=1042), "It has shipped."])
+    router = three_tiers(model, ScriptedModel([]), ScriptedModel([]))
+    graph: AgentGraph[Shop] = AgentGraph("agent", router=router)
+    graph.agent("resolve", tools=[lookup_order])
+    seen: list[tuple[int, list[str], str]] = []
+
+    def leave(state: Any) -> bool:
+        last = state["messages"][-1]
+        seen.append((len(state["messages"]), [r.node for r in state["steps"]], last.content))
+        return "shipped" in last.content
+
+    @graph.node
+    def human(state: Any) -> None:
+        return None
+
+    graph.edge(START, "resolve")
+    graph.branch("resolve", leave, {True: END, False: "human"})
+    graph.edge("human", END)
+    compiled = graph.compile()
+    state = await compiled.ainvoke(ask(), context=Shop())
+    assert seen == [(4, ["resolve", "resolve"], "It has shipped.")]
+    assert len(state["messages"]) == 4
+    drawn = {(edge.source, edge.target) for edge in compiled.get_graph().edges}
+    assert {("resolve", "resolve.tools"), ("resolve.tools", "resolve")} <= drawn
+    assert {("resolve", "human"), ("resolve", "__end__")} <= drawn
+
+
 async def test_agent_requests_keep_a_stable_prefix_and_report_its_reuse() -> None:
     model = ScriptedModel([call("lookup_order", order_id=1042), "It has shipped."])
     graph = agent_graph(model, system="You are a support agent.")
