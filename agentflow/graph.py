@@ -376,12 +376,12 @@ class AgentGraph(Generic[DepsT]):
         if sandbox is None:
             unisolated = config is not None and config.sandbox.allow_unisolated
             sandbox = Sandboxes(allow_unisolated=unisolated)
-        routes = self._loop_routes(builder)
+        routes = self._routes(builder)
         for node in self._nodes.values():
             route = routes.get(node.name)
             runner = self._runner(node, router, prefixes, journal, sandbox, route)
             builder.add_node(node.name, runner, destinations=route.targets if route else None)
-        self._add_edges(builder)
+        self._add_edges(builder, set(routes))
         checkpointer = allow_types(checkpointer, [*state_types(self.state), *self.allowed_types])
         try:
             compiled = builder.compile(checkpointer=checkpointer, name=self.name)
@@ -403,42 +403,53 @@ class AgentGraph(Generic[DepsT]):
                 key=f"graph {self.name!r}",
             )
 
-    def _add_edges(self, builder: StateGraph[Any, Any, Any, Any]) -> None:
+    def _add_edges(self, builder: StateGraph[Any, Any, Any, Any], routed: set[str]) -> None:
         for source, target in self._edges.static:
             if source not in self._agents:
                 builder.add_edge(source, target)
         for source, branch in self._edges.branches:
-            if source not in self._agents:
+            if source not in routed:  # START's
                 builder.add_conditional_edges(source, branch.path, branch.targets)
-        for loop in self._agents.values():  # the rest of a loop's routes: `_loop_routes`
+        for loop in self._agents.values():  # the rest of a loop's routes: `_routes`
             if not callable(loop.tool_choice):
                 builder.add_edge(loop.tools_node, loop.name)
 
-    def _loop_routes(self, builder: StateGraph[Any, Any, Any, Any]) -> dict[str, _Route]:
-        """Where each agent loop's nodes go next, decided by the nodes themselves.
+    def _routes(self, builder: StateGraph[Any, Any, Any, Any]) -> dict[str, _Route]:
+        """Where nodes with branches go next, decided by the nodes themselves.
 
-        A conditional edge would cost LangGraph a copy of every channel of the state to
-        show it the node's writes (about 3 % of a support turn's CPU each); a loop's node
-        knows what it wrote, so it names its next node (`Command(goto=...)`) instead:
-        after the model, the tools or out of the loop; after the tools (with a tool choice
-        function), back to the model or out.
+        A conditional edge costs LangGraph a copy of every channel of the state to show
+        its function the node's writes (about 3 % of a support turn's CPU each). The node
+        knows what it wrote, so it names where it goes (`Command(goto=...)`), asking the
+        branch's function of the state with its update applied by the state's own
+        channels: a node's branches; an agent loop's model node to its tools or out of
+        the loop, and its tools node (with a tool choice function) back or out.
         """
+        everywhere = [*self._nodes, *(loop.tools_node for loop in self._agents.values()), END]
+        paths: dict[str, list[_Branch]] = {}
+        for source, branch in self._edges.branches:
+            paths.setdefault(source, []).append(branch)
+        channels = builder.channels
+        routes: dict[str, _Route] = {}
+        for source, branches in paths.items():
+            if source in self._nodes and source not in self._agents:
+                drawn = [_targets(b.targets) for b in branches]
+                targets = None if None in drawn else [t for ts in drawn if ts for t in ts]
+                path = _all_of([_resolve(b) for b in branches])
+                routes[source] = _Route(path, _leads(targets, everywhere), channels)
         exits: dict[str, list[str]] = {}
         for source, target in self._edges.static:
             if source in self._agents:
                 exits.setdefault(source, []).append(target)
-        branched = {source: b for source, b in self._edges.branches if source in self._agents}
-        channels = builder.channels
-        routes: dict[str, _Route] = {}
         for name, loop in self._agents.items():
-            exit_path, targets = _loop_exit(branched.get(name), exits.get(name) or [END])
+            last = paths.get(name, [None])[-1]
+            exit_path, targets = _loop_exit(last, exits.get(name) or [END])
             after_model = route_after_model(loop, exit_path)
-            routes[name] = _Route(after_model, _destinations(loop.tools_node, targets), channels)
+            to_tools = None if targets is None else [loop.tools_node, *targets]
+            routes[name] = _Route(after_model, _leads(to_tools, everywhere), channels)
             if callable(loop.tool_choice):
                 after_tools = route_after_tools(loop, exit_path)
-                routes[loop.tools_node] = _Route(
-                    after_tools, _destinations(name, targets), channels
-                )
+                back = None if targets is None else [name, *targets]
+                routes[loop.tools_node] = _Route(after_tools, _leads(back, everywhere), channels)
         return routes
 
     def _runner(
@@ -480,7 +491,7 @@ class AgentGraph(Generic[DepsT]):
             finally:
                 spend.close()
             result = _with_records(result, ctx.records)
-            return result if route is None else route.command(state, result)
+            return result if route is None else await route.command(state, result)
 
         run.__name__ = node.name
         return run
@@ -502,27 +513,57 @@ def _with_records(result: Any, records: list[StepRecord]) -> Any:
 
 @dataclass(frozen=True)
 class _Route:
-    """An agent loop node's way on: `path` of the state with the node's update applied."""
+    """A node's way on: `path` of the state with the node's update applied."""
 
     path: Callable[[dict[str, Any]], Any]
-    targets: tuple[str, ...] | None
-    """Where it may go, for drawing the graph (None: anywhere)."""
+    targets: tuple[str, ...]
+    """Where it may go, for drawing the graph."""
     channels: dict[str, BaseChannel]
     """The state's channels (empty), which apply an update as LangGraph does."""
 
-    def command(self, state: dict[str, Any], update: Any) -> Command[Any]:
-        """The node's `update`, going where the path says it leads."""
+    async def command(self, state: dict[str, Any], result: Any) -> Any:
+        """The node's result (with its step records), going where the path says it leads
+        as well as wherever the node's own `Command` goes."""
+        if isinstance(result, Command):
+            if result.graph is not None:  # to the parent graph: nothing here runs next
+                return result
+            update, goto = result.update, _listed(result.goto)
+        else:
+            update, goto = result, []
         after = dict(state)
         for key, value in (update or {}).items():
             empty = self.channels[key]
             channel = empty.from_checkpoint(state[key]) if key in state else empty.copy()
             channel.update([value])
             after[key] = channel.get()
-        return Command(update=update, goto=self.path(after))
+        leads = self.path(after)
+        if inspect.isawaitable(leads):
+            leads = await leads
+        return Command(update=update, goto=[*goto, *_listed(leads)])
 
 
-def _destinations(first: str, targets: list[str] | None) -> tuple[str, ...] | None:
-    return None if targets is None else (first, *targets)
+def _listed(goto: Any) -> list[Any]:
+    return list(goto) if isinstance(goto, list | tuple) else [goto]
+
+
+def _all_of(paths: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One path going where each of `paths` goes (each may be async)."""
+    if len(paths) == 1:
+        return paths[0]
+
+    async def path(state: Any) -> list[Any]:
+        leads: list[Any] = []
+        for each in paths:
+            lead = each(state)
+            leads += _listed(await lead if inspect.isawaitable(lead) else lead)
+        return leads
+
+    return path
+
+
+def _leads(targets: list[str] | None, everywhere: list[str]) -> tuple[str, ...]:
+    """The nodes drawn as a route's ends: its targets, or any node when it names none."""
+    return tuple(dict.fromkeys(everywhere if targets is None else targets))
 
 
 def _loop_exit(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -349,3 +351,47 @@ async def test_a_node_must_return_a_mapping() -> None:
     graph.edge(START, "talk")
     with pytest.raises(TypeError, match="must return a dict"):
         await graph.compile().ainvoke(hello())
+
+
+async def test_branches_are_taken_by_their_nodes_as_a_conditional_edge_would_take_them() -> None:
+    """A node with branches names its next nodes itself (a conditional edge costs a copy
+    of every channel): each branch sees the state with the node's update applied by the
+    state's reducers, an async branch is awaited, a node's own `Command` goes too, a
+    branch from START stays an edge, and the graph still draws every way out."""
+    graph: AgentGraph[Any] = AgentGraph("g", state=TrailState, router=router_for())
+    seen: list[tuple[list[str], str | None]] = []
+
+    @graph.node(kind="classify")
+    async def triage(state: Any, ctx: StepContext[Any]) -> Command[Any]:
+        verdict = await ctx.llm("classify", output=Verdict)
+        return Command(update={"verdict": verdict, "trail": ["triage"]}, goto="audit")
+
+    def by_intent(state: Any) -> str:
+        seen.append((state["trail"], state["verdict"].intent))
+        return state["verdict"].intent
+
+    async def also(state: Any) -> list[str]:
+        return ["note"] if len(state["steps"]) == 1 else []
+
+    for name in ("audit", "refunds", "note", "other"):
+        graph.node(_leaves_a_trail(name), name=name)
+    graph.branch(START, lambda s: "triage", ["triage"])
+    graph.branch("triage", by_intent, {"refund": "refunds", "x": "other"})
+    graph.branch("triage", also)
+    state = await graph.compile().ainvoke({**hello(), "trail": ["start"]})
+    assert seen == [(["start", "triage"], "refund")], "the update applied, reducers and all"
+    assert sorted(state["trail"][2:]) == ["audit", "note", "refunds"]
+    drawn = {(e.source, e.target) for e in graph.compile().get_graph().edges}
+    assert {("__start__", "triage"), ("triage", "refunds"), ("triage", "other")} <= drawn
+    assert {("triage", "audit"), ("triage", "note"), ("triage", "__end__")} <= drawn
+
+
+class TrailState(SupportState, total=False):
+    trail: Annotated[list[str], operator.add]  # type: ignore[misc]
+
+
+def _leaves_a_trail(name: str) -> Callable[[Any], dict[str, Any]]:
+    def node(state: Any) -> dict[str, Any]:
+        return {"trail": [name]}
+
+    return node
