@@ -19,30 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from agentflow import FunctionModel
+from bench._callgrind import blocks as callgrind_blocks
+from bench._callgrind import callgrind
 from bench.overhead import NODES, agentflow_graph, instant, langgraph_graph
-
-
-def callgrind(*args: str) -> None:
-    """Send callgrind a command about this process and keep executing until it is served
-    (callgrind only reads commands while the program runs)."""
-    control = subprocess.Popen(
-        ["callgrind_control", *args, str(os.getpid())],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while control.poll() is None:
-        for _ in range(2000):
-            pass
 
 
 async def child(runs: int, repeat: int) -> None:
@@ -65,30 +48,8 @@ async def child(runs: int, repeat: int) -> None:
 
 
 def measure(runs: int, repeat: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={folder}/out.%p",
-                sys.executable,
-                "-m",
-                "bench.overhead_instructions",
-                "--child",
-                f"--runs={runs}",
-                f"--repeat={repeat}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        blocks: dict[str, int] = {}
-        for dump in Path(folder).glob("out.*"):
-            text = dump.read_text()
-            trigger = re.search(r"^desc: Trigger: dump (\S+)", text, re.M)
-            total = re.search(r"^totals: (\d+)", text, re.M)
-            if trigger and total:
-                blocks[trigger.group(1)] = int(total.group(1))
+    module = "bench.overhead_instructions"
+    blocks = callgrind_blocks(module, "--child", f"--runs={runs}", f"--repeat={repeat}")
     idle = blocks["idle"]
     steps = runs * NODES
     per_step = {

@@ -23,14 +23,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.overhead_instructions import callgrind
+from bench._callgrind import blocks as callgrind_blocks
+from bench._callgrind import callgrind
 
 QUESTIONS = ("Where is my order 1042?", "And when will it arrive?")
 TOKEN = "tok-bench"
@@ -87,34 +85,17 @@ async def child(arm: str, count: int, folder: Path) -> None:
 
 def run_arm(arm: str, count: int) -> tuple[int, int]:
     """One arm under callgrind: instructions per turn (less a dump's own cost), and turns."""
-    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as folder:
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={folder}/out.%p",
-                sys.executable,
-                "-m",
-                "bench.support_instructions",
-                f"--child={arm}",
-                f"--conversations={count}",
-                f"--folder={folder}",
-            ],
-            check=True,
-            capture_output=True,
+    with tempfile.TemporaryDirectory(prefix="bench-support-") as folder:
+        found = callgrind_blocks(
+            "bench.support_instructions",
+            f"--child={arm}",
+            f"--conversations={count}",
+            f"--folder={folder}",
             env={**os.environ, "LANGGRAPH_STRICT_MSGPACK": "true"},
         )
-        blocks: dict[str, int] = {}
-        for dump in Path(folder).glob("out.*"):
-            text = dump.read_text()
-            trigger = re.search(r"^desc: Trigger: dump (\S+)", text, re.M)
-            total = re.search(r"^totals: (\d+)", text, re.M)
-            if trigger and total:
-                blocks[trigger.group(1)] = int(total.group(1))
-    [(block, total)] = [(k, v) for k, v in blocks.items() if k.startswith("turns-")]
+    [(block, total)] = [(k, v) for k, v in found.items() if k.startswith("turns-")]
     turns = int(block.removeprefix("turns-"))
-    return round((total - blocks["idle"]) / turns), turns
+    return round((total - found["idle"]) / turns), turns
 
 
 def measure(count: int) -> dict[str, Any]:
