@@ -93,8 +93,9 @@ _FIELDS: dict[type, _Fields] = {}
 """What `_fields_of` found per class: the checks above and `dataclasses.fields` cost more
 than the encoding itself when run for every message of every checkpoint."""
 
-_ONCE = frozenset({SystemMessage, UserMessage, AssistantMessage, ToolResultMessage, ToolCall})
-_ONCE |= {Usage, StepRecord}
+_ONCE = frozenset(
+    {SystemMessage, UserMessage, AssistantMessage, ToolResultMessage, ToolCall, Usage, StepRecord}
+)
 """agentflow's types that never change once made (frozen, or a `StepRecord`, which nothing
 alters): their objects are encoded once (`_ENCODED`)."""
 _ENCODED: ByIdentity[ormsgpack.Ext] = ByIdentity(4096, max_size=16 << 20)
