@@ -424,7 +424,7 @@ class AgentGraph(Generic[DepsT]):
         channels: a node's branches; an agent loop's model node to its tools or out of
         the loop, and its tools node (with a tool choice function) back or out.
         """
-        everywhere = [*self._nodes, *(loop.tools_node for loop in self._agents.values()), END]
+        everywhere = [*self._nodes, END]  # an agent loop's tools node is one of them
         paths: dict[str, list[_Branch]] = {}
         for source, branch in self._edges.branches:
             paths.setdefault(source, []).append(branch)
