@@ -6,7 +6,9 @@ agentflow would, and the turn bench/support_graph.py answers an order question w
 triage, resolve with a `lookup_order` call, respond (each model call a scripted answer
 after `MODEL_DELAY_S`), four supersteps, the order read from the same seeded shop by the
 same `SupportDB.find_order` in a worker thread. The nodes that turn never reaches (plan,
-legal, review, handoff, escalate) are there with no body. It is served by the same stack
+legal, review, handoff, escalate) are there with no body. Its route after triage is the
+support graph's own `route` (a plain function of the state), so the two cannot drift
+apart. It is served by the same stack
 in its own process: FastAPI with pydantic bodies and bearer tokens on uvicorn (uvloop,
 httptools), checkpoints in LangGraph's `AsyncSqliteSaver` with `durability="sync"`.
 
@@ -40,7 +42,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from bench.support_graph import MODEL_DELAY_S
-from graphs.support import PLAYS
+from graphs.support import PLAYS, UNTRIAGED, route
 from tools.db import SupportDB
 from tools.seed import ADA_ORDER
 
@@ -91,21 +93,11 @@ async def triage(state: State) -> dict[str, Any]:
     return {"triage": found, "negative_turns": negative, "escalation": ""}
 
 
-UNTRIAGED = Triage(intent="other", confidence=0.0)
-
-
-def route(state: State) -> str:
-    """Where the conversation goes after triage (the support graph's routes)."""
-    found = state.get("triage", UNTRIAGED)
-    if state.get("human_active"):
-        return "escalate"
-    if found.intent == "human" or found.confidence < 0.35:
-        return "handoff"
-    if state.get("negative_turns", 0) >= 2:
-        return "handoff"
-    if found.intent == "legal":
-        return "legal"
-    return "plan" if found.multi_step else "resolve"
+def after_triage(state: State) -> str:
+    """The support graph's `route`, under this graph's state type: LangGraph reads a
+    route function's annotation as a schema, and the support graph's (agentflow's
+    messages) would clash with this one's."""
+    return route(state)  # type: ignore[arg-type]  # the same fields, its own Triage
 
 
 async def resolve(state: State) -> dict[str, Any]:
@@ -167,7 +159,7 @@ def build_graph() -> StateGraph[State, Shop, State, State]:
     builder.add_node("respond", respond)
     builder.add_edge(START, "triage")
     builder.add_conditional_edges(
-        "triage", route, ["handoff", "escalate", "legal", "plan", "resolve"]
+        "triage", after_triage, ["handoff", "escalate", "legal", "plan", "resolve"]
     )
     builder.add_edge("plan", "resolve")
     builder.add_conditional_edges(
