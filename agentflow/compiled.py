@@ -22,7 +22,7 @@ run's, holding the route, tokens and cost of the node's model calls.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -273,26 +273,24 @@ class _TracedRun:
 def node_span(
     name: str,
     kind: str | None,
-    config: Any,
+    configurable: dict[str, Any],
     records: Sequence[StepRecord],
     redactor: PiiDetector | None = None,
-) -> AbstractContextManager[Any]:
-    """Run a node inside its span; once it is done, record its route, tokens and cost.
+) -> AbstractContextManager[Any] | None:
+    """The span to run a node in (None when its run is not traced); once the node is
+    done, it records the node's route, tokens and cost.
 
     Args:
         name: The node's name (the span's).
         kind: The node's step kind.
-        config: The node's LangGraph config, which carries the traced run.
+        configurable: The node's LangGraph `configurable`, which carries the traced run.
         records: The node's step records, read when it finishes.
         redactor: Redacts captured content in the node (the router's PII detector).
     """
-    run: _TracedRun | None = ((config or {}).get("configurable") or {}).get(_RUN_KEY)
+    run: _TracedRun | None = configurable.get(_RUN_KEY)
     if run is None:  # the run is not traced: no SDK was configured when it started
-        return _UNTRACED
+        return None
     return _NodeSpan(name, kind, run, records, redactor)
-
-
-_UNTRACED = nullcontext()
 
 
 class _NodeSpan:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeAlias
 
 from agentflow.exceptions import ConfigError
@@ -85,7 +86,7 @@ class GpuPrice:
         if self.tokens_per_s <= 0:
             raise ConfigError(f"must be > 0, got {self.tokens_per_s!r}", key="price.tokens_per_s")
 
-    @property
+    @cached_property
     def usd_per_token(self) -> float:
         return self.gpu_hour_usd / 3600 / self.tokens_per_s
 
@@ -294,7 +295,7 @@ class _Run:
 class SpendLedger:
     """What each run has spent and holds reserved, in this process, across its nodes.
 
-    A budget check and the reservation it allows are one step (`Router.reserve`), so
+    A budget check and the reservation it allows are one step (`Router.attempt`), so
     nodes running in parallel cannot together pass a budget: they are tasks of one event
     loop, and nothing awaits between a check and its hold. A call's spend is settled here
     as soon as it is answered, so it counts for the rest of the run even if its node then
@@ -343,6 +344,11 @@ class SpendLedger:
             del self._runs[key]
 
 
+BudgetCheck: TypeAlias = Callable[[float | None, int, float, int, float, int], None]
+"""Raise if a call's estimate (USD, tokens) would take the run past its budget, given what
+it has spent (USD, tokens) and holds for calls in flight (USD, tokens)."""
+
+
 class RunSpend:
     """One node's view of its run's spend: the state's records of the run, plus the calls
     settled in this process that the node's state does not hold (other nodes' calls in
@@ -376,10 +382,17 @@ class RunSpend:
             run.reserved_tokens,
         )
 
-    def hold(self, tokens: int, cost: float | None) -> Reservation:
-        """Reserve a call's estimate, checked against the budget with no await between."""
-        self._run.reserved_tokens += tokens
-        self._run.reserved_usd += cost or 0.0
+    def hold(
+        self, tokens: int, cost: float | None, check: BudgetCheck | None = None
+    ) -> Reservation:
+        """Reserve a call's estimate, first checked against the budget by `check` (given
+        the estimate, then `totals()`) with no await between."""
+        run = self._run
+        if check is not None:
+            spent_usd, spent_tokens = self._base_usd + run.cost_usd, self._base_tokens + run.tokens
+            check(cost, tokens, spent_usd, spent_tokens, run.reserved_usd, run.reserved_tokens)
+        run.reserved_tokens += tokens
+        run.reserved_usd += cost or 0.0
         held = object.__new__(Reservation)  # see StepContext._record on why so
         held.__init__(call_id=new_call_id(), tokens=tokens, cost_usd=cost)
         return held

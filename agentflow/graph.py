@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
 
-from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.channels.base import BaseChannel
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import ExecutionInfo, Runtime
 from langgraph.types import Checkpointer, Command
 
 from agentflow.agent import AgentLoop, SystemPrompt, route_after_model, route_after_tools
@@ -76,26 +77,21 @@ def run_usage(state: dict[str, Any] | Any, *, run_id: str | None = None) -> RunU
     return RunUsage.from_steps(state.get("steps", []), run_id=run_id)
 
 
-def _run_id(runtime: Runtime[Any]) -> str:
-    # A run is one invocation when the caller names it (`config={"run_id": uuid}`, the
-    # LangChain convention LangGraph also uses to recognise re-entry); otherwise the
-    # whole thread counts as one run.
-    info = runtime.execution_info
-    if info is None:  # pragma: no cover - LangGraph always sets it for graph nodes
-        return "run"
-    return info.run_id or info.thread_id or "run"
+def _run_keys(info: ExecutionInfo | None, configurable: dict[str, Any]) -> tuple[str, str]:
+    """A node's run id (what its step records carry) and its run's key in the router's
+    spend ledger, from its LangGraph execution info and configurable.
 
-
-def _ledger_key(runtime: Runtime[Any], config: RunnableConfig) -> str:
-    """The run's key in the router's spend ledger: its run id, else its thread, else the
-    invocation (all of whose nodes are the run: without a thread nothing outlives it)."""
-    info = runtime.execution_info
+    A run is one invocation when the caller names it (`config={"run_id": uuid}`, the
+    LangChain convention LangGraph also uses to recognise re-entry); otherwise the whole
+    thread counts as one run. In the ledger, a run without either is its invocation (all
+    of whose nodes are the run: without a thread nothing outlives it).
+    """
     if info is not None and info.run_id:
-        return f"run:{info.run_id}"
+        return info.run_id, f"run:{info.run_id}"
     if info is not None and info.thread_id:
-        return f"thread:{info.thread_id}"
-    invocation = (config.get("configurable") or {}).get(INVOCATION_KEY)
-    return f"invocation:{invocation or new_call_id()}"
+        return info.thread_id, f"thread:{info.thread_id}"
+    invocation = configurable.get(INVOCATION_KEY) or new_call_id()
+    return "run", f"invocation:{invocation}"
 
 
 @dataclass(kw_only=True)
@@ -464,11 +460,13 @@ class AgentGraph(Generic[DepsT]):
         function, takes_context, stakes = node.function, node.takes_context, node.high_stakes
         coroutine = inspect.iscoroutinefunction(function)
 
-        async def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime[Any]) -> Any:
-            run_id = _run_id(runtime)
-            spend = router.spend.open(
-                _ledger_key(runtime, config), state.get("steps", ()), run_id=run_id
-            )
+        async def run(state: dict[str, Any]) -> Any:
+            # Read from the context LangGraph runs each node in (it always sets both), not
+            # asked for as parameters, which LangGraph would look up for every call.
+            configurable = get_config()["configurable"]  # pyright: ignore[reportTypedDictNotRequiredAccess]
+            runtime: Runtime[Any] = configurable[CONFIG_KEY_RUNTIME]
+            run_id, key = _run_keys(runtime.execution_info, configurable)
+            spend = router.spend.open(key, state.get("steps", ()), run_id=run_id)
             try:
                 ctx = object.__new__(StepContext)  # see StepContext._record on why so
                 ctx.__init__(
@@ -477,17 +475,23 @@ class AgentGraph(Generic[DepsT]):
                     high_stakes=stakes(state) if callable(stakes) else stakes,
                     deps=runtime.context,
                     run_id=run_id,
-                    thread_id=(config.get("configurable") or {}).get("thread_id"),
+                    thread_id=configurable.get("thread_id"),
                     router=router,
                     spend=spend,
                     prefixes=prefixes,
                     journal=journal,
                     sandboxes=sandboxes,
                 )
-                with node_span(node.name, node.kind, config, ctx.records, router.pii):
+                span = node_span(node.name, node.kind, configurable, ctx.records, router.pii)
+                if span is None:
                     result = function(state, ctx) if takes_context else function(state)
                     if coroutine or inspect.isawaitable(result):
                         result = await result
+                else:
+                    with span:
+                        result = function(state, ctx) if takes_context else function(state)
+                        if coroutine or inspect.isawaitable(result):
+                            result = await result
             finally:
                 spend.close()
             result = _with_records(result, ctx.records)
@@ -498,16 +502,19 @@ class AgentGraph(Generic[DepsT]):
 
 
 def _with_records(result: Any, records: list[StepRecord]) -> Any:
+    """A node's result with its step records added to its `steps` (`records` is the
+    node's own list, so it is handed over, not copied)."""
     if not records:
         return result
+    if isinstance(result, dict):
+        steps = result.get("steps")
+        return {**result, "steps": [*steps, *records] if steps else records}
     if result is None:
         return {"steps": records}
     if isinstance(result, Command):
         update = dict(result.update or {})  # type: ignore[arg-type]
         update["steps"] = [*update.get("steps", []), *records]
         return Command(graph=result.graph, update=update, resume=result.resume, goto=result.goto)
-    if isinstance(result, dict):
-        return {**result, "steps": [*result.get("steps", []), *records]}
     raise TypeError(f"a node must return a dict, None or a Command, not {type(result).__name__}")
 
 

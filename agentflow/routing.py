@@ -422,7 +422,8 @@ class Router:
 
         Raises:
             PolicyViolation: See `boundary`.
-            BudgetExceeded: See `reserve`.
+            BudgetExceeded: The call would exceed the run's USD or token budget, counting
+                what the run's calls in flight hold as spent (see `check_budget`).
             ConfigError: The tier's model spec cannot be resolved.
         """
         target = self.tiers[tier]
@@ -433,9 +434,11 @@ class Router:
         if retry:
             est_input_tokens += sum(estimate_tokens(message_text(m)) for m in retry)
             sent = [*sent, *retry]
-        held = self.reserve(
-            target, est_input_tokens=est_input_tokens, max_tokens=max_tokens, spend=spend
-        )
+        # The budget check and the hold are one step (no await between), so no other node
+        # of the run (a task of the same event loop) can check in between: nodes running
+        # in parallel cannot together pass the budget.
+        estimate = estimate_cost_usd(est_input_tokens, max_tokens, target.price)
+        held = spend.hold(est_input_tokens + max_tokens, estimate, self._check)
         attempt = object.__new__(Attempt)  # see StepContext._record on why so
         attempt.__init__(tier=target, model=model, messages=sent, pii_redacted=redacted, held=held)
         return attempt
@@ -489,25 +492,6 @@ class Router:
         estimate = estimate_cost_usd(est_input_tokens, max_tokens, decision_tier.price)
         self._check(estimate, est_input_tokens + max_tokens, spent.cost_usd, spent.total_tokens)
         return estimate
-
-    def reserve(
-        self, tier: Tier, *, est_input_tokens: int, max_tokens: int, spend: RunSpend
-    ) -> Reservation:
-        """Check a call against the run's budget and hold its estimate until it is settled.
-
-        As `check_budget`, counting what the run's calls in flight hold as spent. The check
-        and the hold are one step, so nodes running in parallel cannot together pass the
-        budget: one of them is refused.
-
-        Raises:
-            BudgetExceeded: The call would exceed the run's USD or token budget.
-        """
-        estimate = estimate_cost_usd(est_input_tokens, max_tokens, tier.price)
-        tokens = est_input_tokens + max_tokens
-        # Nothing awaits between the check and the hold, so no other node of the run (a
-        # task of the same event loop) can check in between.
-        self._check(estimate, tokens, *spend.totals())
-        return spend.hold(tokens, estimate)
 
     def _check(
         self,

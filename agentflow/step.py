@@ -172,15 +172,19 @@ class PrefixTracker:
         return self._observe(run_id, *_layout_keys(req))
 
     def _observe(self, run_id: str, hashes: list[int], sizes: list[int]) -> tuple[int, int | None]:
-        previous = self._last.pop(run_id, None)
-        self._last[run_id] = (hashes, sizes)
-        if len(self._last) > self.max_runs:
-            del self._last[next(iter(self._last))]
+        last = self._last
+        previous = last.pop(run_id, None)
+        last[run_id] = (hashes, sizes)
+        if len(last) > self.max_runs:
+            del last[next(iter(last))]
         total = sum(sizes)
         if previous is None:
             return total, None
+        before = previous[0]
+        if hashes[: len(before)] == before:  # it extends the last prompt (an agent loop's)
+            return total, sum(sizes[: len(before)])
         shared = 0
-        for mine, theirs, size in zip(hashes, previous[0], sizes, strict=False):
+        for mine, theirs, size in zip(hashes, before, sizes, strict=False):
             if mine != theirs:
                 break
             shared += size
