@@ -8,6 +8,7 @@ with `time.monotonic()` against the limit, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import socket
@@ -644,9 +645,17 @@ async def test_a_network_allowlist_lets_through_only_its_hosts_and_ports(
     assert await greet(sandbox, tools_dir)  # the no-network pool is untouched
 
 
+def bridge_gateway(client: docker.DockerClient) -> str:
+    """The host's address on Docker's default bridge. A daemon that chose the bridge's
+    subnet itself may leave `Gateway` out of the network's IPAM config (Debian's 20.10
+    does); the gateway is then the subnet's first address, as Docker assigns it."""
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
 def host_addresses(client: docker.DockerClient) -> list[str]:
     """This host's IPv4 addresses a container might try: Docker's default gateway, the rest."""
-    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(client)
     found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False)
     return sorted({gateway, *(a for a in found.stdout.split() if ":" not in a)})  # IPv4
 
@@ -666,10 +675,10 @@ async def test_an_allowlisted_container_reaches_only_the_proxy(
     sandbox: DockerSandbox, tools_dir: Path, docker_client: docker.DockerClient
 ) -> None:
     """Host services on 0.0.0.0 and on the gateway, and other containers, are out of reach."""
+    addresses = host_addresses(docker_client)
+    gateway = bridge_gateway(docker_client)
     anywhere = await asyncio.start_server(echo, "0.0.0.0", 0)
     port = anywhere.sockets[0].getsockname()[1]
-    addresses = host_addresses(docker_client)
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
     on_gateway = await asyncio.start_server(echo, gateway, 0)
     gateway_port = on_gateway.sockets[0].getsockname()[1]
     neighbour = docker_client.containers.run(  # a container with a service, on the bridge
