@@ -387,10 +387,9 @@ class RunSpend:
     ) -> Reservation:
         """Reserve a call's estimate, first checked against the budget by `check` (given
         the estimate, then `totals()`) with no await between."""
-        run = self._run
         if check is not None:
-            spent_usd, spent_tokens = self._base_usd + run.cost_usd, self._base_tokens + run.tokens
-            check(cost, tokens, spent_usd, spent_tokens, run.reserved_usd, run.reserved_tokens)
+            check(cost, tokens, *self.totals())
+        run = self._run
         run.reserved_tokens += tokens
         run.reserved_usd += cost or 0.0
         held = object.__new__(Reservation)  # see StepContext._record on why so
