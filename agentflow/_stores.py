@@ -224,6 +224,30 @@ _IDLE_CONNECTIONS = 4
 """How many connections a SQLite database keeps open between transactions."""
 
 
+_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sqlite_write_lock(path: Path) -> asyncio.Lock:
+    """This event loop's lock for writing the SQLite file at `path` (resolved), one for
+    everything in this process that writes the file: the stores on it and, handed it,
+    LangGraph's `AsyncSqliteSaver` (as its `lock`).
+
+    Writers meeting in SQLite instead wait in its busy handler, which sleeps 1, 2, 5, 10
+    ms and on between tries rather than queueing: under load a turn's lease write and a
+    checkpoint write collide every few turns, and the sleeps were the latency's tail.
+    """
+    loop = asyncio.get_running_loop()
+    locks = _WRITE_LOCKS.get(loop)
+    if locks is None:
+        locks = _WRITE_LOCKS[loop] = {}
+    lock = locks.get(path)
+    if lock is None:
+        lock = locks[path] = asyncio.Lock()
+    return lock
+
+
 class SqliteDatabase(Database):
     """One SQLite file in WAL mode: connections kept between transactions, their calls in
     worker threads."""
@@ -254,9 +278,7 @@ class SqliteDatabase(Database):
         self._added_columns = added_columns
         self._ready = False
         self._prepare_lock = threading.Lock()
-        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._file = self.path.resolve()
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
 
@@ -308,7 +330,7 @@ class SqliteDatabase(Database):
     async def transaction(self, *, write: bool = True) -> AsyncIterator[Cursor]:
         # This process's writers queue here, not in worker threads: a thread blocked in
         # BEGIN IMMEDIATE behind a writer that needs a thread itself would starve the pool.
-        async with self._writer() if write else contextlib.nullcontext():
+        async with self.write_lock() if write else contextlib.nullcontext():
             begin = "BEGIN IMMEDIATE" if write else "BEGIN"
             conn = _SqliteConnection(await asyncio.to_thread(self._checkout, begin))
             try:
@@ -324,44 +346,45 @@ class SqliteDatabase(Database):
     async def run_one(
         self, statement: str, params: tuple[Any, ...] = (), *, write: bool = True
     ) -> tuple[list[tuple[Any, ...]], int]:
-        # Begun, run and ended in one call to a worker thread, not three: most of a
-        # one-statement transaction's cost is the hops.
-        async with self._writer() if write else contextlib.nullcontext():
-            return await asyncio.to_thread(self._one, statement, params, write)
+        # One call to a worker thread: most of a one-statement transaction's cost is the
+        # hops (and each call into SQLite in it, after which the thread waits for the GIL
+        # again while the event loop is busy).
+        async with self.write_lock() if write else contextlib.nullcontext():
+            return await asyncio.to_thread(self._one, statement, params)
 
-    def _one(
-        self, statement: str, params: tuple[Any, ...], write: bool
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """`run_one`'s work, in a worker thread."""
-        conn = self._checkout("BEGIN IMMEDIATE" if write else "BEGIN")
+    def _one(self, statement: str, params: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
+        """`run_one`'s work, in a worker thread. Outside `BEGIN ... COMMIT` a statement is a
+        transaction of its own, and one that writes takes the write lock as it starts, as
+        `BEGIN IMMEDIATE` would: one call into SQLite, not three."""
+        conn = self._checkout()
         try:
             cursor = conn.execute(statement, params)
-            found = cursor.fetchall(), cursor.rowcount
-        except BaseException:
-            self._checkin(conn, "ROLLBACK")
-            raise
-        try:
-            self._checkin(conn, "COMMIT")
+            return cursor.fetchall(), cursor.rowcount
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
-        return found
+        finally:
+            self._checkin(conn)
 
-    def _checkout(self, begin: str) -> sqlite3.Connection:
-        """An idle connection (or a new one), its transaction begun (in a worker thread)."""
+    def _checkout(self, begin: str | None = None) -> sqlite3.Connection:
+        """An idle connection (or a new one), its transaction begun if `begin` says how
+        (in a worker thread)."""
         with self._idle_lock:
             conn = self._idle.pop() if self._idle else None
         conn = conn or self._connect()
-        try:
-            conn.execute(begin)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._failed(exc) from exc
+        if begin is not None:
+            try:
+                conn.execute(begin)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self._failed(exc) from exc
         return conn
 
-    def _checkin(self, conn: sqlite3.Connection, end: str) -> None:
-        """End the transaction and keep the connection for the next (a worker thread)."""
+    def _checkin(self, conn: sqlite3.Connection, end: str | None = None) -> None:
+        """End the transaction (if `end` says how) and keep the connection for the next
+        (in a worker thread)."""
         try:
-            conn.execute(end)
+            if end is not None:
+                conn.execute(end)
         except BaseException:
             conn.close()
             raise
@@ -371,13 +394,9 @@ class SqliteDatabase(Database):
                 return
         conn.close()
 
-    def _writer(self) -> asyncio.Lock:
-        """This event loop's lock for write transactions on this file."""
-        loop = asyncio.get_running_loop()
-        lock = self._writers.get(loop)
-        if lock is None:
-            lock = self._writers[loop] = asyncio.Lock()
-        return lock
+    def write_lock(self) -> asyncio.Lock:
+        """This event loop's lock for writing this file (`sqlite_write_lock`)."""
+        return sqlite_write_lock(self._file)
 
     def locking(self, *, skip_locked: bool = False) -> str:
         return ""

@@ -45,6 +45,7 @@ from langgraph.types import Command
 from agentflow._faults import crash_point
 from agentflow._stores import (
     Database,
+    SqliteDatabase,
     import_psycopg,
     open_database,
     parse_store_url,
@@ -253,6 +254,8 @@ class ThreadService:
             checkpointer.serde = StateSerializer()  # LangGraph's bytes, a quarter less CPU
             if self._location.backend == "postgres":
                 await checkpointer.setup()
+            elif isinstance(self._directory, SqliteDatabase):  # the file's one write lock
+                checkpointer.lock = self._directory.write_lock()
         except AgentflowError:
             raise
         except Exception as exc:  # sqlite3, aiosqlite and psycopg errors: one choke point

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from agentflow.threads import ThreadService, Turn
 from graphs.support import Triage, graph
 from graphs.support_replies import ReplyChoice
 from tests.helpers import three_tiers
+from tests.server.scripted_support import answer
 from tools.db import SupportDB
 from tools.seed import LARGE_ORDER, seed
 from tools.support import SupportContext
@@ -356,3 +358,37 @@ async def test_recovery_takes_over_dead_runs_leases_and_finishes_what_they_left(
         assert await svc.recover() == [], "nothing left"
     assert view is not None and view.messages[-1].content.startswith("Thanks for reaching out.")
     assert [t.thread_id for t in turns if t.messages] == [midway]
+
+
+async def test_on_sqlite_checkpoints_and_stores_written_at_once_never_meet_in_sqlite(
+    tmp_path: Path, shop: SupportContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process's writers of a SQLite file (the checkpointer and the lease, queue and
+    journal stores) queue on one lock instead of meeting in SQLite's busy handler, which
+    sleeps between tries (1, 2, 5, 10 ms ...): the tail of a loaded server's latency. Here
+    every connection gets no busy wait at all, so any meeting is a "database is locked"
+    error (in the state's file; the shop's keeps its wait); 20 conversations at once
+    meet every few turns when the writers do not share the lock."""
+    state = tmp_path / "state.sqlite"
+    connect = sqlite3.connect
+
+    def impatient(database: Any, **kwargs: Any) -> sqlite3.Connection:
+        if Path(database) == state:  # the shop's database waits as it would
+            kwargs["timeout"] = 0
+        return connect(database, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", impatient)
+    scripted = FunctionModel(answer, name="scripted")
+    router = three_tiers(scripted, scripted, scripted)
+    url = f"sqlite:///{state}"
+    async with ThreadService(graph, database_url=url, context=shop, router=router) as service:
+
+        async def conversation() -> list[Turn]:
+            thread = await service.create_thread("client-1", customer_email="ada@example.com")
+            return [await service.post(thread, "Where is my order 1042?") for _ in range(2)]
+
+        await conversation()  # the file and its tables made, one writer at a time
+        conversations = await asyncio.gather(*(conversation() for _ in range(20)))
+    turns = [turn for turns in conversations for turn in turns]
+    assert len(turns) == 40
+    assert all(turn.messages[-1].role == "assistant" for turn in turns)
