@@ -49,27 +49,35 @@ async def conversations(client: Any, count: int) -> int:
     return turns
 
 
-async def child(arm: str, count: int, folder: Path) -> None:
-    """Under callgrind: serve one arm's app in this process, warm it up, dump a block."""
-    import httpx
-
+def support_app(arm: str, folder: Path) -> Any:
+    """One arm's server app on its own SQLite files in `folder` (a seeded shop of 20
+    customers): agentflow's (`agentflow serve`'s, over `bench/support_graph.py`) or bare
+    LangGraph's (`bench/support_bare.py`); the client's token is `TOKEN`."""
     import bench.support_bare as bare
-    import bench.support_graph as scripted
     from agentflow.loading import thread_service
     from agentflow.server.app import create_app
     from agentflow.server.auth import TokenTable
     from tools.seed import seed
 
-    scripted.MODEL_DELAY_S = bare.MODEL_DELAY_S = 0.0  # models that answer at once
     shop = f"sqlite:///{folder / 'shop.sqlite'}"
     seed(shop, customers=20)
     if arm == "agentflow":
         os.environ["SCRIPTED_SHOP_URL"] = shop
         service = thread_service("bench/support_graph.py", f"sqlite:///{folder / 'db'}", None)
         tokens = TokenTable.parse(f"client:ada@example.com:{TOKEN}")
-        app = create_app(service, tokens, expire_every_s=0)
-    else:
-        app = bare.create_app(str(folder / "db"), shop, {TOKEN: "ada@example.com"})
+        return create_app(service, tokens, expire_every_s=0)
+    return bare.create_app(str(folder / "db"), shop, {TOKEN: "ada@example.com"})
+
+
+async def child(arm: str, count: int, folder: Path) -> None:
+    """Under callgrind: serve one arm's app in this process, warm it up, dump a block."""
+    import httpx
+
+    import bench.support_bare as bare
+    import bench.support_graph as scripted
+
+    scripted.MODEL_DELAY_S = bare.MODEL_DELAY_S = 0.0  # models that answer at once
+    app = support_app(arm, folder)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
