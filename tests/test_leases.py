@@ -28,6 +28,25 @@ async def db(store_url: str) -> AsyncIterator[Database]:
     await database.aclose()
 
 
+async def test_a_failing_statement_is_a_store_error_and_leaves_the_database_usable(
+    db: Database,
+) -> None:
+    """A one-statement call runs outside `BEGIN ... COMMIT` on SQLite: its failure must
+    still be a `StoreError`, roll nothing half-done in, and leave the connection it used
+    fit for the next call."""
+    insert = f"INSERT INTO {TABLE} VALUES (?, ?, ?)"
+    await db.run_one(insert, ("t1", "holder", "2026-01-01T00:00:00+00:00"))
+    for _ in range(3):  # more failures than a pool keeps connections for, on any of them
+        with pytest.raises(StoreError):
+            await db.run_one(insert, ("t1", "someone else", "2026-01-01T00:00:00+00:00"))
+        with pytest.raises(StoreError):
+            await db.run_one("SELECT nothing FROM no_such_table", write=False)
+    rows, _ = await db.run_one(f"SELECT thread_id, holder FROM {TABLE}", write=False)
+    assert rows == [("t1", "holder")]
+    _, changed = await db.run_one(f"DELETE FROM {TABLE} WHERE thread_id = ?", ("t1",))
+    assert changed == 1
+
+
 async def test_one_holder_at_a_time_and_release_frees_it(db: Database) -> None:
     first, second = ThreadLeases(db), ThreadLeases(db)
     lease = await first.acquire("t1")
