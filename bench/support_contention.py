@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.support_instructions import HEADERS, QUESTIONS, support_app
+from bench.support_instructions import HEADERS, support_app
+from bench.support_instructions import conversations as support_conversations
 
 ARMS = ("agentflow", "bare_langgraph")
 
@@ -60,16 +61,6 @@ async def _round(
 
     model_ms = 1000 * MODEL_DELAY_S * 3  # triage, resolve, respond
 
-    async def conversation(client: httpx.AsyncClient, kept: list[float]) -> None:
-        created = await client.post("/threads", json={})
-        thread = created.json()["thread_id"]
-        for text in QUESTIONS:
-            started = time.perf_counter()
-            answer = await client.post(f"/threads/{thread}/messages", json={"text": text})
-            if answer.status_code != 200:
-                raise RuntimeError(f"{answer.status_code}: {answer.text[:300]}")
-            kept.append((time.perf_counter() - started) * 1000 - model_ms)
-
     with tempfile.TemporaryDirectory(prefix="bench-contention-") as folder:
         app = support_app(arm.removeprefix("bare_"), Path(folder))
         transport = httpx.ASGITransport(app=app)
@@ -78,15 +69,17 @@ async def _round(
             httpx.AsyncClient(transport=transport, base_url="http://b", headers=HEADERS) as client,
         ):
             kept = len(store_calls)
-            await conversation(client, [])  # files, tables and imports made
+            await support_conversations(client, 1)  # files, tables and imports made
             del store_calls[kept:]
             slots = asyncio.Semaphore(at_once)
+            took_ms: list[float] = []
 
             async def in_turn() -> None:
                 async with slots:
-                    await conversation(client, latencies)
+                    await support_conversations(client, 1, took_ms)
 
             await asyncio.gather(*(in_turn() for _ in range(conversations)))
+    latencies.extend(ms - model_ms for ms in took_ms)
 
 
 def _quantile(values: list[float], q: float) -> float:

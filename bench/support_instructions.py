@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,20 @@ TOKEN = "tok-bench"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def conversations(client: Any, count: int) -> int:
-    """`count` conversations of two questions, one after another; the turns they took."""
+async def conversations(client: Any, count: int, took_ms: list[float] | None = None) -> int:
+    """`count` conversations of two questions, one after another; the turns they took.
+    With `took_ms`, each turn's time as the client sees it is added to it."""
     turns = 0
     for _ in range(count):
         created = await client.post("/threads", json={})
         thread = created.json()["thread_id"]
         for text in QUESTIONS:
+            started = time.perf_counter()
             answer = await client.post(f"/threads/{thread}/messages", json={"text": text})
             if answer.status_code != 200:
                 raise RuntimeError(f"{answer.status_code}: {answer.text[:300]}")
+            if took_ms is not None:
+                took_ms.append((time.perf_counter() - started) * 1000)
             turns += 1
     return turns
 
