@@ -327,6 +327,7 @@ async def _serve(
                 max_body_bytes=max_body_bytes,
                 evals_report=evals_report,
                 keepalive_s=keepalive_s,
+                freeze_heap=True,
             ),
             host=host,
             port=port,

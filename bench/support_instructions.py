@@ -54,10 +54,11 @@ async def conversations(client: Any, count: int, took_ms: list[float] | None = N
     return turns
 
 
-def support_app(arm: str, folder: Path) -> Any:
+def support_app(arm: str, folder: Path, **options: Any) -> Any:
     """One arm's server app on its own SQLite files in `folder` (a seeded shop of 20
-    customers): agentflow's (`agentflow serve`'s, over `bench/support_graph.py`) or bare
-    LangGraph's (`bench/support_bare.py`); the client's token is `TOKEN`."""
+    customers): agentflow's (`agentflow serve`'s, over `bench/support_graph.py`, with
+    `create_app`'s `options`) or bare LangGraph's (`bench/support_bare.py`); the client's
+    token is `TOKEN`."""
     import bench.support_bare as bare
     from agentflow.loading import thread_service
     from agentflow.server.app import create_app
@@ -70,7 +71,7 @@ def support_app(arm: str, folder: Path) -> Any:
         os.environ["SCRIPTED_SHOP_URL"] = shop
         service = thread_service("bench/support_graph.py", f"sqlite:///{folder / 'db'}", None)
         tokens = TokenTable.parse(f"client:ada@example.com:{TOKEN}")
-        return create_app(service, tokens, expire_every_s=0)
+        return create_app(service, tokens, expire_every_s=0, **options)
     return bare.create_app(str(folder / "db"), shop, {TOKEN: "ada@example.com"})
 
 

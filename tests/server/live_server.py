@@ -75,6 +75,8 @@ class LiveServer:
         command += ["--host", "127.0.0.1", "--port", str(self.port), *self.extra]
         env = {
             **os.environ,
+            # this checkout's agentflow, whichever one the environment has installed
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "AGENTFLOW_TOKENS": self.tokens,
             "SCRIPTED_SHOP_URL": self.shop_url,
             **self.env,

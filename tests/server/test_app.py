@@ -4,6 +4,7 @@ and a seeded shop database."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import threading
@@ -620,3 +621,64 @@ def test_an_escalation_nobody_takes_expires_and_the_thread_goes_on(
             assert ok(sam.get(f"/escalations/{item['id']}"))["status"] == "expired"
     finally:
         server.stop()
+
+
+FROZEN_GRAPH = """
+import gc
+
+from agentflow import END, START, AgentGraph, AssistantMessage
+
+graph = AgentGraph("frozen")
+
+
+@graph.node
+async def count(state):
+    return {"messages": [AssistantMessage(content=str(gc.get_freeze_count()))]}
+
+
+graph.edge(START, "count")
+graph.edge("count", END)
+"""
+
+
+def test_serve_keeps_what_it_loaded_at_start_out_of_the_collectors_sight(
+    shop_url: str, tmp_path: Path
+) -> None:
+    """A full collection in the serving process walks only what requests made, not the
+    modules, graph and stores loaded at start (a pause every turn in flight waits out)."""
+    graph = tmp_path / "frozen.py"
+    graph.write_text(FROZEN_GRAPH)
+    server = LiveServer(
+        database_url=f"sqlite:///{tmp_path / 'state.sqlite'}",
+        shop_url=shop_url,
+        log=tmp_path / "log",
+        graph=str(graph),
+    ).start()
+    try:
+        thread = new_thread(server)
+        with server.client("ada") as ada:
+            ok(ada.post(f"/threads/{thread}/messages", json={"text": "count"}))
+            view = ok(ada.get(f"/threads/{thread}"))
+    finally:
+        server.stop()
+    frozen = int(view["messages"][-1]["content"])
+    assert frozen > 10_000  # the start-up heap: imported modules alone are tens of thousands
+
+
+async def test_an_app_that_froze_the_heap_hands_it_back_to_the_collector_at_shutdown(
+    tmp_path: Path,
+) -> None:
+    from agentflow import END, START, AgentGraph
+    from agentflow.server.app import create_app
+    from agentflow.server.auth import TokenTable
+    from agentflow.threads import ThreadService
+
+    graph: AgentGraph[None] = AgentGraph("frozen")
+    graph.node(lambda state: {}, name="nothing")
+    graph.edge(START, "nothing")
+    graph.edge("nothing", END)
+    service = ThreadService(graph, database_url=f"sqlite:///{tmp_path / 'state.sqlite'}")
+    app = create_app(service, TokenTable.parse("client:a:t"), expire_every_s=0, freeze_heap=True)
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0  # what the run dropped can be collected again
