@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.support_instructions import HEADERS, support_app
+from bench.support_instructions import HEADERS, overlapping, support_app
 from bench.support_instructions import conversations as support_conversations
 
 ARMS = ("agentflow", "bare_langgraph")
@@ -71,14 +71,8 @@ async def _round(
             kept = len(store_calls)
             await support_conversations(client, 1)  # files, tables and imports made
             del store_calls[kept:]
-            slots = asyncio.Semaphore(at_once)
             took_ms: list[float] = []
-
-            async def in_turn() -> None:
-                async with slots:
-                    await support_conversations(client, 1, took_ms)
-
-            await asyncio.gather(*(in_turn() for _ in range(conversations)))
+            await overlapping(client, conversations, at_once, took_ms)
     latencies.extend(ms - model_ms for ms in took_ms)
 
 

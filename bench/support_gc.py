@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.support_instructions import HEADERS, support_app
+from bench.support_instructions import HEADERS, overlapping, support_app
 from bench.support_instructions import conversations as support_conversations
 
 ARMS = ("frozen", "loaded")
@@ -74,16 +74,10 @@ async def child(arm: str, conversations: int, at_once: int) -> dict[str, Any]:
         ):
             frozen = gc.get_freeze_count()
             await support_conversations(client, 1)  # first-request imports and caches
-            slots = asyncio.Semaphore(at_once)
             took_ms: list[float] = []
-
-            async def in_turn() -> None:
-                async with slots:
-                    await support_conversations(client, 1, took_ms)
-
             gc.callbacks.append(timed)
             cpu = time.process_time()
-            await asyncio.gather(*(in_turn() for _ in range(conversations)))
+            await overlapping(client, conversations, at_once, took_ms)
             cpu = time.process_time() - cpu
             gc.callbacks.remove(timed)
     model_ms = 1000 * MODEL_DELAY_S * 3  # triage, resolve, respond

@@ -54,6 +54,18 @@ async def conversations(client: Any, count: int, took_ms: list[float] | None = N
     return turns
 
 
+async def overlapping(client: Any, count: int, at_once: int, took_ms: list[float]) -> None:
+    """`count` conversations, `at_once` at a time (a closed loop: one ends, the next
+    starts, so turns overlap at every stage of theirs); each turn's time into `took_ms`."""
+    slots = asyncio.Semaphore(at_once)
+
+    async def one() -> None:
+        async with slots:
+            await conversations(client, 1, took_ms)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
 def support_app(arm: str, folder: Path, **options: Any) -> Any:
     """One arm's server app on its own SQLite files in `folder` (a seeded shop of 20
     customers): agentflow's (`agentflow serve`'s, over `bench/support_graph.py`, with
