@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
 
-from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.channels.base import BaseChannel
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import ExecutionInfo, Runtime
+from langgraph.runtime import ExecutionInfo, Runtime, get_runtime
 from langgraph.types import Checkpointer, Command
 
 from agentflow.agent import AgentLoop, SystemPrompt, route_after_model, route_after_tools
@@ -464,7 +463,7 @@ class AgentGraph(Generic[DepsT]):
             # Read from the context LangGraph runs each node in (it always sets both), not
             # asked for as parameters, which LangGraph would look up for every call.
             configurable = get_config()["configurable"]  # pyright: ignore[reportTypedDictNotRequiredAccess]
-            runtime: Runtime[Any] = configurable[CONFIG_KEY_RUNTIME]
+            runtime: Runtime[Any] = get_runtime()
             run_id, key = _run_keys(runtime.execution_info, configurable)
             spend = router.spend.open(key, state.get("steps", ()), run_id=run_id)
             try:
