@@ -27,7 +27,16 @@ import typing
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Required, TypedDict, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Generic,
+    NotRequired,
+    Required,
+    TypedDict,
+    TypeVar,
+)
 
 from langgraph.channels.base import BaseChannel
 from langgraph.config import get_config
@@ -389,14 +398,31 @@ class AgentGraph(Generic[DepsT]):
         return CompiledGraph(compiled, sandboxes=sandbox, durability=durability)
 
     def _check_state(self) -> None:
-        hints = typing.get_type_hints(self.state)
-        missing = [key for key in ("messages", "steps") if key not in hints]
+        """The state has `messages` and `steps`, each appended to (`operator.add`): a
+        run's messages and step records are the newest ones (the thread service, the
+        spend ledger), so a reducer that replaced, merged or reordered them (LangGraph's
+        `add_messages`, which also wants LangChain messages) would misreport both."""
+        hints = typing.get_type_hints(self.state, include_extras=True)
+        missing = [key for key in _APPENDED if key not in hints]
         if missing:
             raise ConfigError(
                 f"state schema {self.state.__name__} lacks {', '.join(missing)}; "
                 "extend agentflow.AgentState",
                 key=f"graph {self.name!r}",
             )
+        for key in _APPENDED:
+            hint = hints[key]
+            if typing.get_origin(hint) in (Required, NotRequired):
+                hint = typing.get_args(hint)[0]
+            reducers = getattr(hint, "__metadata__", ())
+            if operator.add not in reducers:
+                found = ", ".join(map(_reducer_name, reducers)) or "none"
+                raise ConfigError(
+                    f"state schema {self.state.__name__}: {key} must be appended to, "
+                    f"Annotated[list[...], operator.add] as in agentflow.AgentState "
+                    f"(reducer: {found})",
+                    key=f"graph {self.name!r}",
+                )
 
     def _add_edges(self, builder: StateGraph[Any, Any, Any, Any], routed: set[str]) -> None:
         for source, target in self._edges.static:
@@ -498,6 +524,14 @@ class AgentGraph(Generic[DepsT]):
 
         run.__name__ = node.name
         return run
+
+
+_APPENDED = ("messages", "steps")
+"""The state keys agentflow appends to and reads the newest of."""
+
+
+def _reducer_name(reducer: object) -> str:
+    return getattr(reducer, "__name__", None) or repr(reducer)
 
 
 def _with_records(result: Any, records: list[StepRecord]) -> Any:

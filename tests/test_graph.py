@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, Required, TypedDict
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -24,8 +24,10 @@ from agentflow import (
     AgentState,
     AssistantMessage,
     ConfigError,
+    Message,
     ScriptedModel,
     StepContext,
+    StepRecord,
     Usage,
     UserMessage,
     run_usage,
@@ -135,6 +137,49 @@ def test_state_must_extend_agent_state() -> None:
     graph: AgentGraph[Any] = AgentGraph("g", state=Bare, router=router_for())
     with pytest.raises(ConfigError, match="lacks messages, steps"):
         graph.compile()
+
+
+class LatestOnly(TypedDict):
+    """Plain keys: each update replaces the list."""
+
+    messages: list[Message]
+    steps: list[StepRecord]
+
+
+def newest_first(left: list[Any], right: list[Any]) -> list[Any]:
+    return [*right, *left]
+
+
+class NewestFirst(TypedDict, total=False):
+    messages: Required[Annotated[list[Message], operator.add]]
+    steps: NotRequired[Annotated[list[StepRecord], newest_first]]
+
+
+@pytest.mark.parametrize(
+    ("state", "key", "reducer"),
+    [(LatestOnly, "messages", "none"), (NewestFirst, "steps", "newest_first")],
+)
+def test_a_state_that_does_not_append_messages_and_steps_is_refused_at_compile(
+    state: type, key: str, reducer: str
+) -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", state=state, router=router_for())
+    graph.node(lambda state: None, name="a")
+    graph.edge(START, "a")
+    with pytest.raises(ConfigError, match=f"{key} must be appended to") as caught:
+        graph.compile()
+    assert f"(reducer: {reducer})" in str(caught.value)
+    assert caught.value.key == "graph 'g'"
+
+
+class Categorised(AgentState, total=False):
+    category: str
+
+
+async def test_a_state_extending_agent_state_with_its_own_keys_compiles() -> None:
+    graph: AgentGraph[Any] = AgentGraph("g", state=Categorised, router=router_for())
+    graph.node(lambda state: {"category": "refund"}, name="a")
+    graph.edge(START, "a")
+    assert (await graph.compile().ainvoke({"messages": []}))["category"] == "refund"
 
 
 def test_duplicate_nodes_and_bad_edges_are_config_errors() -> None:
